@@ -1,0 +1,2 @@
+//! HSACO for AMD (feature `rocm`). To be written.
+pub fn build() {}

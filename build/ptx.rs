@@ -1,0 +1,2 @@
+//! PTX for NVIDIA (feature `cuda`). To be written.
+pub fn build() {}

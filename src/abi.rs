@@ -1,0 +1,111 @@
+//! The kernel ABI shared by the CUDA and ROCm launchers: the by-value parameter struct and the
+//! exported kernel names. Mirrors `hip/norm_args.h`.
+
+use candle_core::DType;
+
+/// `y = n * (1 + w)`.
+pub const NORM_OFFSET_ONE: u32 = 1;
+/// Round `n` to the input dtype before the weight multiply.
+pub const NORM_ROUND_BEFORE_WEIGHT: u32 = 2;
+
+/// The single by-value parameter of every kernel (`struct NormArgs` in `hip/norm_args.h`).
+/// Pointers are device addresses; strides and sizes are in elements.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NormArgs {
+    pub out: u64,
+    pub sum_out: u64,
+    pub x: u64,
+    pub residual: u64,
+    pub weight: u64,
+    pub out_stride: i64,
+    pub sum_stride: i64,
+    pub x_stride: i64,
+    pub res_stride: i64,
+    pub rows: i64,
+    pub hidden: i64,
+    pub eps: f64,
+    pub flags: u32,
+    pub rows_per_block: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<NormArgs>() == 104);
+
+/// Input dtypes with kernels, and for each the weight dtypes it takes directly (other weight
+/// dtypes are converted to f32 first).
+pub const X_DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::BF16, DType::F64];
+
+fn dtype_tag(dt: DType) -> Option<&'static str> {
+    match dt {
+        DType::F32 => Some("f32"),
+        DType::F16 => Some("f16"),
+        DType::BF16 => Some("bf16"),
+        DType::F64 => Some("f64"),
+        _ => None,
+    }
+}
+
+/// The weight dtype a kernel for input `x` takes when given weight dtype `w`: `x` itself, or
+/// f32 (the launcher converts any other weight to f32; f64 inputs take f64 weights).
+pub fn kernel_weight_dtype(x: DType, w: DType) -> DType {
+    match x {
+        DType::F64 => DType::F64,
+        DType::F32 => DType::F32,
+        _ if w == x => x,
+        _ => DType::F32,
+    }
+}
+
+/// The exported name `{op}_{x}[_wf32][_rows]`, or `None` for an input dtype without kernels.
+/// `w` must already be [`kernel_weight_dtype`]`(x, ..)`.
+pub fn kernel_name(fused: bool, x: DType, w: DType, rows_variant: bool) -> Option<String> {
+    let op = if fused {
+        "fused_add_rms_norm"
+    } else {
+        "rms_norm"
+    };
+    let xt = dtype_tag(x)?;
+    let wt = if w == x {
+        ""
+    } else if w == DType::F32 && matches!(x, DType::F16 | DType::BF16) {
+        "_wf32"
+    } else {
+        return None;
+    };
+    let v = if rows_variant { "_rows" } else { "" };
+    Some(format!("{op}_{xt}{wt}{v}"))
+}
+
+/// Every exported kernel name (24).
+pub fn all_kernel_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for fused in [false, true] {
+        for x in X_DTYPES {
+            let mut ws = vec![x];
+            if matches!(x, DType::F16 | DType::BF16) {
+                ws.push(DType::F32);
+            }
+            for w in ws {
+                for rows in [false, true] {
+                    names.extend(kernel_name(fused, x, w, rows));
+                }
+            }
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let all = all_kernel_names();
+        assert_eq!(all.len(), 24);
+        assert!(all.contains(&"rms_norm_bf16_wf32_rows".to_string()));
+        assert!(all.contains(&"fused_add_rms_norm_f64".to_string()));
+        assert_eq!(kernel_weight_dtype(DType::BF16, DType::F16), DType::F32);
+        assert_eq!(kernel_name(false, DType::U8, DType::U8, false), None);
+    }
+}

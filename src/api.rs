@@ -1,0 +1,293 @@
+//! The public functions: validate once, pick the backend, apply the op.
+
+use crate::config::{Backend, NormConfig};
+use crate::layout::RowLayout;
+use crate::ops::{op_error, NormOp};
+use candle_core::{DType, Device, Result, Tensor};
+
+const RMS_NORM: &str = "candle_rmsnorm::rms_norm";
+const FUSED: &str = "candle_rmsnorm::fused_add_rms_norm";
+
+fn is_float(dt: DType) -> bool {
+    matches!(dt, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
+}
+
+fn where_is(d: &Device) -> String {
+    format!("{:?}", d.location())
+}
+
+/// The error for a backend this build or these tensors cannot use.
+pub(crate) fn backend_unavailable(op: &str, backend: Backend) -> candle_core::Error {
+    let why = match backend {
+        Backend::Cuda if !cfg!(feature = "cuda") => {
+            "candle-rmsnorm was not built with feature `cuda`".to_string()
+        }
+        Backend::Rocm if !cfg!(feature = "rocm") => {
+            "candle-rmsnorm was not built with feature `rocm`".to_string()
+        }
+        b => format!("backend {b} cannot run on these tensors"),
+    };
+    candle_core::Error::Msg(format!("{op}: backend {backend} is unavailable: {why}")).bt()
+}
+
+/// Checks one operand's device against `xs`.
+fn same_device(op: &str, arg: &str, t: &Tensor, xs: &Tensor) -> Result<()> {
+    if t.device().same_device(xs.device()) {
+        Ok(())
+    } else {
+        Err(op_error(
+            op,
+            arg,
+            format!("on the device of xs ({})", where_is(xs.device())),
+            where_is(t.device()),
+        ))
+    }
+}
+
+/// Resolves the backend for tensors on `device`, failing loudly when it cannot run there.
+fn resolve_backend(op: &str, cfg: &NormConfig, device: &Device) -> Result<Backend> {
+    let requested = cfg.backend()?;
+    let resolved = match (requested, device) {
+        (Backend::Auto, Device::Cpu) => Backend::Cpu,
+        (Backend::Auto, Device::Cuda(_)) => Backend::Cuda,
+        (Backend::Auto, other) => {
+            return Err(op_error(
+                op,
+                "xs",
+                "on the CPU or a CUDA device",
+                where_is(other),
+            ))
+        }
+        (b, _) => b,
+    };
+    match (resolved, device) {
+        (Backend::Cpu, Device::Cpu) => Ok(Backend::Cpu),
+        (Backend::Cuda, Device::Cuda(_)) if cfg!(feature = "cuda") => Ok(Backend::Cuda),
+        (Backend::Rocm, Device::Cpu) if cfg!(feature = "rocm") => Ok(Backend::Rocm),
+        (Backend::Cuda, _) if !cfg!(feature = "cuda") => Err(backend_unavailable(op, resolved)),
+        (Backend::Rocm, _) if !cfg!(feature = "rocm") => Err(backend_unavailable(op, resolved)),
+        (b, d) => Err(op_error(
+            op,
+            "xs",
+            format!(
+                "on a device that backend {b} serves ({})",
+                match b {
+                    Backend::Cuda => "a CUDA device",
+                    _ => "the CPU",
+                }
+            ),
+            where_is(d),
+        )),
+    }
+}
+
+/// Validates everything but the residual; returns the hidden size.
+fn check_common(op: &str, xs: &Tensor, weight: Option<&Tensor>, cfg: &NormConfig) -> Result<usize> {
+    if xs.rank() == 0 {
+        return Err(op_error(
+            op,
+            "xs",
+            "of rank >= 1",
+            "a rank-0 tensor (shape [])",
+        ));
+    }
+    if !is_float(xs.dtype()) {
+        return Err(op_error(
+            op,
+            "xs",
+            "of dtype f32, f16, bf16 or f64",
+            format!("{:?}", xs.dtype()),
+        ));
+    }
+    let hidden = xs.dims()[xs.rank() - 1];
+    if let Some(w) = weight {
+        if w.rank() != 1 || w.dims()[0] != hidden {
+            return Err(op_error(
+                op,
+                "weight",
+                format!("of shape [{hidden}] (the last dim of xs {:?})", xs.dims()),
+                format!("shape {:?}", w.dims()),
+            ));
+        }
+        if !is_float(w.dtype()) {
+            return Err(op_error(
+                op,
+                "weight",
+                "of dtype f32, f16, bf16 or f64",
+                format!("{:?}", w.dtype()),
+            ));
+        }
+        same_device(op, "weight", w, xs)?;
+    }
+    let eps = cfg.eps();
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(op_error(op, "eps", "finite and >= 0", eps));
+    }
+    Ok(hidden)
+}
+
+/// A layout the kernels read directly, or a contiguous copy (see the crate docs).
+fn readable(t: &Tensor) -> Result<Tensor> {
+    if RowLayout::of(t.layout()).is_some() {
+        Ok(t.clone())
+    } else {
+        t.contiguous()
+    }
+}
+
+fn weight_operand(w: &Tensor) -> Result<Tensor> {
+    if w.is_contiguous() {
+        Ok(w.clone())
+    } else {
+        w.contiguous()
+    }
+}
+
+fn make_op(cfg: &NormConfig, backend: Backend, fused: bool) -> NormOp {
+    NormOp {
+        eps: cfg.eps(),
+        weight_mode: cfg.weight_mode(),
+        rounding: cfg.rounding(),
+        backend,
+        fused,
+    }
+}
+
+/// RMSNorm over the last dimension: `xs * rsqrt(mean(xs^2) + eps) * weight`.
+///
+/// A drop-in for `candle_nn::ops::rms_norm` that also accepts a weight of another float dtype
+/// than `xs`, any rank >= 1, strided views and empty tensors; the sum of squares is accumulated
+/// in f32 (f64 for f64 input) and the output has the dtype of `xs`.
+///
+/// ```
+/// # fn main() -> candle_core::Result<()> {
+/// use candle_core::{Device, Tensor};
+/// let xs = Tensor::new(&[[1f32, 2., 3.], [4., 5., 6.]], &Device::Cpu)?;
+/// let w = Tensor::new(&[1f32, 1., 2.], &Device::Cpu)?;
+/// let ys = candle_rmsnorm::rms_norm(&xs, &w, 1e-6)?;
+/// assert_eq!(ys.dims(), &[2, 3]);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// A rank-0 or non-float `xs`; a weight that is not rank 1 of length `hidden`, not float, or on
+/// another device; `eps` negative, infinite or NaN; a backend that cannot run here (see
+/// [`Backend`]).
+pub fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
+    rms_norm_impl(RMS_NORM, xs, Some(weight), &NormConfig::new(eps as f64))
+}
+
+/// [`rms_norm`] with all options: an optional weight (`None`: plain normalisation) and a
+/// [`NormConfig`] (weight mode, rounding, backend, eps).
+///
+/// # Errors
+/// As [`rms_norm`].
+pub fn rms_norm_with(xs: &Tensor, weight: Option<&Tensor>, cfg: &NormConfig) -> Result<Tensor> {
+    rms_norm_impl(RMS_NORM, xs, weight, cfg)
+}
+
+fn rms_norm_impl(
+    op: &str,
+    xs: &Tensor,
+    weight: Option<&Tensor>,
+    cfg: &NormConfig,
+) -> Result<Tensor> {
+    check_common(op, xs, weight, cfg)?;
+    let backend = resolve_backend(op, cfg, xs.device())?;
+    if xs.elem_count() == 0 {
+        return xs.zeros_like();
+    }
+    let nop = make_op(cfg, backend, false);
+    let x = readable(xs)?;
+    match weight {
+        Some(w) => x.apply_op2(&weight_operand(w)?, nop),
+        None => x.apply_op1(nop),
+    }
+}
+
+/// Fused residual add + RMSNorm in one pass over memory.
+///
+/// Computes `sum = xs + residual` in f32, normalises that unrounded sum, and returns
+/// `(normed, sum)` with `sum` rounded to the dtype of `xs`: the pre-norm transformer step
+/// `residual = x + residual; x = norm(residual)`. Both results are contiguous.
+///
+/// ```
+/// # fn main() -> candle_core::Result<()> {
+/// use candle_core::{DType, Device, Tensor};
+/// let dev = Device::Cpu;
+/// let xs = Tensor::randn(0f32, 1., (4, 64), &dev)?.to_dtype(DType::BF16)?;
+/// let res = Tensor::randn(0f32, 1., (4, 64), &dev)?.to_dtype(DType::BF16)?;
+/// let w = Tensor::ones(64, DType::F32, &dev)?;
+/// let (normed, sum) = candle_rmsnorm::fused_add_rms_norm(&xs, &res, &w, 1e-6)?;
+/// assert_eq!((normed.dtype(), sum.dims()), (DType::BF16, &[4usize, 64][..]));
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// As [`rms_norm`], and a residual whose shape, dtype or device differs from `xs`.
+pub fn fused_add_rms_norm(
+    xs: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    fused_impl(
+        FUSED,
+        xs,
+        residual,
+        Some(weight),
+        &NormConfig::new(eps as f64),
+    )
+}
+
+/// [`fused_add_rms_norm`] with an optional weight and a [`NormConfig`].
+///
+/// # Errors
+/// As [`fused_add_rms_norm`].
+pub fn fused_add_rms_norm_with(
+    xs: &Tensor,
+    residual: &Tensor,
+    weight: Option<&Tensor>,
+    cfg: &NormConfig,
+) -> Result<(Tensor, Tensor)> {
+    fused_impl(FUSED, xs, residual, weight, cfg)
+}
+
+fn fused_impl(
+    op: &str,
+    xs: &Tensor,
+    residual: &Tensor,
+    weight: Option<&Tensor>,
+    cfg: &NormConfig,
+) -> Result<(Tensor, Tensor)> {
+    check_common(op, xs, weight, cfg)?;
+    if residual.dims() != xs.dims() {
+        return Err(op_error(
+            op,
+            "residual",
+            format!("of the shape of xs {:?}", xs.dims()),
+            format!("shape {:?}", residual.dims()),
+        ));
+    }
+    if residual.dtype() != xs.dtype() {
+        return Err(op_error(
+            op,
+            "residual",
+            format!("of the dtype of xs ({:?})", xs.dtype()),
+            format!("{:?}", residual.dtype()),
+        ));
+    }
+    same_device(op, "residual", residual, xs)?;
+    let backend = resolve_backend(op, cfg, xs.device())?;
+    if xs.elem_count() == 0 {
+        return Ok((xs.zeros_like()?, xs.zeros_like()?));
+    }
+    let nop = make_op(cfg, backend, true);
+    let x = readable(xs)?;
+    let r = readable(residual)?;
+    let both = match weight {
+        Some(w) => x.apply_op3(&r, &weight_operand(w)?, nop),
+        None => x.apply_op2(&r, nop),
+    }?;
+    Ok((both.get(0)?, both.get(1)?))
+}

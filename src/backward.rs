@@ -1,0 +1,71 @@
+//! Gradients, written with Candle tensor ops in f32 (f64 for f64 inputs).
+//!
+//! With `s = xs (+ residual)`, `r = (mean(s^2) + eps)^-1/2`, `n = s * r` and `w'` the effective
+//! weight (`w`, `1 + w`, or ones):
+//! `d weight = sum_rows(g * n)`, `d s = r * (g * w' - n * mean(g * w' * n))`, and for the fused
+//! op `d xs = d residual = d s + g_sum`. [`Rounding::BeforeWeight`](crate::Rounding) is treated
+//! as the identity (straight-through), as autograd of the reference code does for a dtype cast.
+
+use crate::config::WeightMode;
+use crate::ops::NormOp;
+use candle_core::{DType, Result, Tensor, D};
+
+type Grads = (Tensor, Option<Tensor>, Option<Tensor>);
+
+pub(crate) fn grads(
+    op: &NormOp,
+    xs: &Tensor,
+    residual: Option<&Tensor>,
+    weight: Option<&Tensor>,
+    grad: &Tensor,
+) -> Result<Grads> {
+    let cdt = if xs.dtype() == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let (g_norm, g_sum) = if op.fused {
+        (grad.get(0)?, Some(grad.get(1)?.to_dtype(cdt)?))
+    } else {
+        (grad.clone(), None)
+    };
+    let g = g_norm.to_dtype(cdt)?;
+    let mut s = xs.to_dtype(cdt)?;
+    if let Some(r) = residual {
+        s = (s + r.to_dtype(cdt)?)?;
+    }
+    let r = (s.sqr()?.mean_keepdim(D::Minus1)? + op.eps)?
+        .sqrt()?
+        .recip()?;
+    let n = s.broadcast_mul(&r)?;
+    let gw_eff = match weight {
+        Some(w) => {
+            let w = w.to_dtype(cdt)?;
+            let w = match op.weight_mode {
+                WeightMode::Scale => w,
+                WeightMode::OffsetOne => (w + 1.0)?,
+            };
+            g.broadcast_mul(&w)?
+        }
+        None => g.clone(),
+    };
+    let dot = (&gw_eff * &n)?.mean_keepdim(D::Minus1)?;
+    let mut ds = (gw_eff - n.broadcast_mul(&dot)?)?.broadcast_mul(&r)?;
+    if let Some(gs) = g_sum {
+        ds = (ds + gs)?;
+    }
+    let gw = match weight {
+        Some(w) => {
+            let hidden = n.dim(D::Minus1)?;
+            let rows = n.elem_count() / hidden.max(1);
+            let gw = (&g * &n)?.reshape((rows, hidden))?.sum(0)?;
+            Some(gw.to_dtype(w.dtype())?)
+        }
+        None => None,
+    };
+    let gr = match residual {
+        Some(r) => Some(ds.to_dtype(r.dtype())?),
+        None => None,
+    };
+    Ok((ds.to_dtype(xs.dtype())?, gr, gw))
+}

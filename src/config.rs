@@ -1,0 +1,187 @@
+//! Options of the norm ops: how the weight is applied, where rounding happens, which backend runs.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+/// Name of the environment variable that picks the default [`Backend`] (read once per process).
+pub const BACKEND_ENV: &str = "CANDLE_RMSNORM_BACKEND";
+
+/// Where the ops run.
+///
+/// `Auto` (the default) runs each op on the device its tensors live on: CPU tensors on the SIMD
+/// CPU path, CUDA tensors on the CUDA kernels (feature `cuda`). `Cpu`, `Cuda` and `Rocm` insist
+/// on one backend and return an error when it cannot be used; nothing falls back silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// Follow the tensors' device.
+    #[default]
+    Auto,
+    /// The multi-threaded SIMD CPU path; tensors must be on the CPU.
+    Cpu,
+    /// The CUDA kernels (feature `cuda`); tensors must be on a CUDA device.
+    Cuda,
+    /// The ROCm kernels (feature `rocm`); host tensors are staged through device memory.
+    Rocm,
+}
+
+impl Backend {
+    /// Parses `auto`, `cpu`, `cuda` or `rocm` (ASCII case-insensitive, surrounding blanks ignored).
+    ///
+    /// # Errors
+    /// Any other text, with the accepted values named.
+    pub fn parse(text: &str) -> candle_core::Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda),
+            "rocm" | "hip" => Ok(Self::Rocm),
+            _ => candle_core::bail!(
+                "candle-rmsnorm: backend must be one of auto, cpu, cuda, rocm, got {text:?}"
+            ),
+        }
+    }
+
+    /// The backend named by `CANDLE_RMSNORM_BACKEND`, read once per process; `Auto` when unset.
+    ///
+    /// # Errors
+    /// When the variable holds something other than `auto`, `cpu`, `cuda` or `rocm`. The error
+    /// is returned by every op that relies on the environment, so a typo is never ignored.
+    pub fn from_env() -> candle_core::Result<Self> {
+        static ENV: OnceLock<Result<Backend, String>> = OnceLock::new();
+        let parsed = ENV.get_or_init(|| match std::env::var(BACKEND_ENV) {
+            Ok(v) => Backend::parse(&v).map_err(|_| {
+                format!("{BACKEND_ENV} must be one of auto, cpu, cuda, rocm, got {v:?}")
+            }),
+            Err(std::env::VarError::NotPresent) => Ok(Backend::Auto),
+            Err(std::env::VarError::NotUnicode(v)) => {
+                Err(format!("{BACKEND_ENV} is not valid unicode: {v:?}"))
+            }
+        });
+        parsed.clone().map_err(candle_core::Error::Msg)
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::Rocm => "rocm",
+        })
+    }
+}
+
+/// How the weight multiplies the normalised value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WeightMode {
+    /// `y = n * w` (LLaMA, T5, Wan, `candle_nn`).
+    #[default]
+    Scale,
+    /// `y = n * (1 + w)`, with `1 + w` formed in f32 (Gemma).
+    OffsetOne,
+}
+
+/// Where the result is rounded to the input dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Rounding {
+    /// Everything in f32 (f64 for f64 input), one rounding at the end.
+    #[default]
+    AtEnd,
+    /// Round `x * rsqrt(mean(x^2) + eps)` to the input dtype, then multiply by the weight and
+    /// round again: what Wan 2.1's `WanRMSNorm` and T5's `T5LayerNorm` reference code compute.
+    BeforeWeight,
+}
+
+/// The options of one norm: `eps`, [`WeightMode`], [`Rounding`] and [`Backend`].
+///
+/// ```
+/// use candle_rmsnorm::{Backend, NormConfig, Rounding, WeightMode};
+/// let cfg = NormConfig::new(1e-6)
+///     .with_rounding(Rounding::BeforeWeight)
+///     .with_weight_mode(WeightMode::Scale)
+///     .with_backend(Backend::Cpu);
+/// assert_eq!(cfg.eps(), 1e-6);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NormConfig {
+    eps: f64,
+    weight_mode: WeightMode,
+    rounding: Rounding,
+    backend: Option<Backend>,
+}
+
+impl NormConfig {
+    /// `eps` with the default options: [`WeightMode::Scale`], [`Rounding::AtEnd`], and the backend
+    /// from `CANDLE_RMSNORM_BACKEND` (`Auto` when unset).
+    pub fn new(eps: f64) -> Self {
+        Self {
+            eps,
+            weight_mode: WeightMode::Scale,
+            rounding: Rounding::AtEnd,
+            backend: None,
+        }
+    }
+
+    /// Sets how the weight is applied.
+    pub fn with_weight_mode(mut self, mode: WeightMode) -> Self {
+        self.weight_mode = mode;
+        self
+    }
+
+    /// Sets where rounding to the input dtype happens.
+    pub fn with_rounding(mut self, rounding: Rounding) -> Self {
+        self.rounding = rounding;
+        self
+    }
+
+    /// Pins the backend, overriding `CANDLE_RMSNORM_BACKEND`.
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Sets `eps`.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// The epsilon added to the mean of squares.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
+    /// How the weight is applied.
+    pub fn weight_mode(&self) -> WeightMode {
+        self.weight_mode
+    }
+
+    /// Where rounding happens.
+    pub fn rounding(&self) -> Rounding {
+        self.rounding
+    }
+
+    /// The backend pinned with [`NormConfig::with_backend`], if any.
+    pub fn pinned_backend(&self) -> Option<Backend> {
+        self.backend
+    }
+
+    /// The backend the ops will use: the pinned one, else `CANDLE_RMSNORM_BACKEND`.
+    ///
+    /// # Errors
+    /// When no backend is pinned and the environment variable is malformed.
+    pub fn backend(&self) -> candle_core::Result<Backend> {
+        match self.backend {
+            Some(b) => Ok(b),
+            None => Backend::from_env(),
+        }
+    }
+}
+
+impl Default for NormConfig {
+    /// `eps = 1e-6`, the value Wan 2.1 and T5 use.
+    fn default() -> Self {
+        Self::new(1e-6)
+    }
+}

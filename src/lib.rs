@@ -1,0 +1,40 @@
+//! Fast RMSNorm and fused residual-add + RMSNorm for [Candle](https://github.com/huggingface/candle).
+//!
+//! - [`rms_norm`] / [`rms_norm_with`]: `xs * rsqrt(mean(xs^2) + eps) * weight` over the last dim.
+//! - [`fused_add_rms_norm`] / [`fused_add_rms_norm_with`]: `sum = xs + residual`, then the norm
+//!   of `sum`, in one pass; returns `(normed, sum)`.
+//! - [`RmsNorm`]: the layer, a `candle_nn::Module`, with [`RmsNorm::forward_residual`].
+//!
+//! Layers, each using only the one below: kernels (`hip/`, compiled by `build.rs`; the SIMD CPU
+//! kernel in `cpu`), backends, Candle custom ops, and this public API.
+//!
+//! # Numerics
+//! The sum of squares is accumulated in f32 (f64 for f64 input); the output has the dtype of
+//! `xs`; the weight may have any float dtype. bf16/f16 results are rounded to nearest even. A NaN
+//! in a row makes that row NaN and leaves the other rows alone. Rows whose f32 sum of squares
+//! would overflow (|x| above about 1e19) are recomputed with an f64 sum, so huge values still
+//! normalise correctly.
+//!
+//! # Layouts
+//! Any rank >= 1 and any hidden size. Views whose last dimension is contiguous and whose leading
+//! dimensions collapse into one row stride (offsets, narrowed rows, row steps) are read in place;
+//! any other layout (a transposed last dimension, a broadcast) is first copied with
+//! `Tensor::contiguous`. Outputs are always contiguous.
+//!
+//! # Backends
+//! [`Backend`] picks CPU, CUDA or ROCm, per call through [`NormConfig::with_backend`] or per
+//! process through `CANDLE_RMSNORM_BACKEND=auto|cpu|cuda|rocm`.
+
+pub mod abi;
+mod api;
+mod backward;
+mod config;
+mod cpu;
+mod layout;
+mod module;
+mod ops;
+
+pub use api::{fused_add_rms_norm, fused_add_rms_norm_with, rms_norm, rms_norm_with};
+pub use config::{Backend, NormConfig, Rounding, WeightMode, BACKEND_ENV};
+pub use cpu::cpu_tier_name;
+pub use module::RmsNorm;
