@@ -1,1 +1,87 @@
-fn main() {}
+//! CPU benchmarks: ours vs `candle_nn::ops::rms_norm` vs the composite tensor formula, with a
+//! same-size memory copy as the ceiling. Throughput counts every byte read and written.
+//!
+//! `cargo bench --bench cpu` (all), or filter, e.g. `cargo bench --bench cpu -- bf16/8192x5120`.
+
+use candle_core::{DType, Device, Result, Tensor, D};
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::time::Duration;
+
+const SHAPES: [(usize, usize); 4] = [(8192, 5120), (32760, 1536), (65536, 128), (512, 4096)];
+const DTYPES: [DType; 3] = [DType::BF16, DType::F16, DType::F32];
+
+fn composite(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let dt = x.dtype();
+    let x = x.to_dtype(DType::F32)?;
+    let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    x.broadcast_div(&r)?.broadcast_mul(&w.to_dtype(DType::F32)?)?.to_dtype(dt)
+}
+
+fn name(dt: DType) -> &'static str {
+    match dt {
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        _ => "f32",
+    }
+}
+
+/// A copy of `n` bytes into a preallocated buffer: the bandwidth ceiling.
+fn bench_copy(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, n: usize) {
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    g.bench_function("copy", |b| {
+        b.iter(|| {
+            dst.copy_from_slice(black_box(&src));
+            black_box(&dst);
+        })
+    });
+}
+
+fn benches(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let tier = candle_rmsnorm::cpu_tier_name();
+    for (rows, h) in SHAPES {
+        for dt in DTYPES {
+            let x = Tensor::randn(0f32, 1., (rows, h), &dev).unwrap().to_dtype(dt).unwrap();
+            let r = Tensor::randn(0f32, 1., (rows, h), &dev).unwrap().to_dtype(dt).unwrap();
+            let w = Tensor::randn(1f32, 0.1, h, &dev).unwrap().to_dtype(dt).unwrap();
+            let bytes = rows * h * dt.size_in_bytes();
+            let wbytes = h * dt.size_in_bytes();
+
+            let mut g = c.benchmark_group(format!("rms_norm/{}/{rows}x{h}", name(dt)));
+            g.throughput(Throughput::Bytes((2 * bytes + wbytes) as u64));
+            g.sample_size(10)
+                .warm_up_time(Duration::from_millis(500))
+                .measurement_time(Duration::from_secs(2));
+            g.bench_function(BenchmarkId::new("ours", tier), |b| {
+                b.iter(|| candle_rmsnorm::rms_norm(&x, &w, 1e-6).unwrap())
+            });
+            g.bench_function("candle_nn", |b| {
+                b.iter(|| candle_nn::ops::rms_norm(&x, &w, 1e-6).unwrap())
+            });
+            g.bench_function("composite", |b| b.iter(|| composite(&x, &w, 1e-6).unwrap()));
+            bench_copy(&mut g, bytes);
+            g.finish();
+
+            let mut g = c.benchmark_group(format!("fused_add_rms_norm/{}/{rows}x{h}", name(dt)));
+            g.throughput(Throughput::Bytes((4 * bytes + wbytes) as u64));
+            g.sample_size(10)
+                .warm_up_time(Duration::from_millis(500))
+                .measurement_time(Duration::from_secs(2));
+            g.bench_function(BenchmarkId::new("ours", tier), |b| {
+                b.iter(|| candle_rmsnorm::fused_add_rms_norm(&x, &r, &w, 1e-6).unwrap())
+            });
+            g.bench_function("candle_nn_add_then_norm", |b| {
+                b.iter(|| {
+                    let s = (&x + &r).unwrap();
+                    (candle_nn::ops::rms_norm(&s, &w, 1e-6).unwrap(), s)
+                })
+            });
+            bench_copy(&mut g, 2 * bytes);
+            g.finish();
+        }
+    }
+}
+
+criterion_group!(cpu, benches);
+criterion_main!(cpu);

@@ -121,7 +121,13 @@ fn check_common(op: &str, xs: &Tensor, weight: Option<&Tensor>, cfg: &NormConfig
     }
     let eps = cfg.eps();
     if !(eps.is_finite() && eps >= 0.0) {
-        return Err(op_error(op, "eps", "finite and >= 0", eps));
+        // Show an eps that came in as f32 the way the caller wrote it.
+        let shown = if (eps as f32) as f64 == eps {
+            (eps as f32).to_string()
+        } else {
+            eps.to_string()
+        };
+        return Err(op_error(op, "eps", "finite and >= 0", shown));
     }
     Ok(hidden)
 }

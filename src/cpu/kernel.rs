@@ -1,7 +1,8 @@
 //! The CPU row kernel: two passes over each row (sum of squares, then scale), parallel over
 //! rows with rayon, 16-lane f32 blocks compiled per instruction-set tier.
 
-use super::simd::{Elem, Isa, Portable};
+use super::simd::{hsum16, Elem, Isa, Portable};
+use std::mem::MaybeUninit;
 use crate::config::Rounding;
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -67,27 +68,13 @@ pub(crate) fn tier() -> Tier {
 }
 
 #[inline(always)]
-fn hsum16(a: [f32; 16]) -> f32 {
-    let mut s8 = [0f32; 8];
-    for i in 0..8 {
-        s8[i] = a[i] + a[i + 8];
-    }
-    let mut s4 = [0f32; 4];
-    for i in 0..4 {
-        s4[i] = s8[i] + s8[i + 4];
-    }
-    (s4[0] + s4[2]) + (s4[1] + s4[3])
-}
-
-#[inline(always)]
 fn arr<T>(s: &[T]) -> &[T; 16] {
     s.try_into().expect("chunks_exact(16) yields 16 elements")
 }
 
 #[inline(always)]
 fn arr_mut<T>(s: &mut [T]) -> &mut [T; 16] {
-    s.try_into()
-        .expect("chunks_exact_mut(16) yields 16 elements")
+    s.try_into().expect("chunks_exact_mut(16) yields 16 elements")
 }
 
 /// `x (+ residual)` of element `i` in f32.
@@ -108,7 +95,7 @@ fn rescue_row<T: Elem>(
     x: &[T],
     r: &[T],
     w: &[f32],
-    out: &mut [T],
+    out: &mut [MaybeUninit<T>],
     eps: f32,
     fused: bool,
     rb: bool,
@@ -126,18 +113,18 @@ fn rescue_row<T: Elem>(
         if rb {
             n = T::from_f32(n).to_f32();
         }
-        out[i] = T::from_f32(n * w[i]);
+        out[i].write(T::from_f32(n * w[i]));
     }
 }
 
 /// Normalises the rows `row0..row0 + out.len() / hidden` of `job` into `out` (and, fused, writes
-/// the rounded sums into `sum`).
+/// the rounded sums into `sum`). Writes every element of `out` (and of `sum` when fused).
 #[inline(always)]
 fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
     job: &Job<'_, T, f32>,
     row0: usize,
-    out: &mut [T],
-    sum: &mut [T],
+    out: &mut [MaybeUninit<T>],
+    sum: &mut [MaybeUninit<T>],
 ) {
     let h = job.hidden;
     let n16 = h / 16 * 16;
@@ -156,7 +143,8 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
         let (rb, rt) = r.split_at(n16);
 
         // Pass 1: sum of squares in 16 f32 lanes (the fused op also stores the rounded sum).
-        let mut acc = [0f32; 16];
+        let mut acc = I::zero();
+        let mut tail = [0f32; 16];
         if FUSED {
             let s = sums.next().expect("sum has one row per output row");
             let (sb, st) = s.split_at_mut(n16);
@@ -165,39 +153,37 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
                 .zip(rb.chunks_exact(16))
                 .zip(sb.chunks_exact_mut(16))
             {
-                let a = T::load16::<I>(arr(xc));
-                let b = T::load16::<I>(arr(rc));
-                let mut v = [0f32; 16];
-                for k in 0..16 {
-                    v[k] = a[k] + b[k];
-                    acc[k] += v[k] * v[k];
-                }
-                T::store16::<I>(&v, arr_mut(sc));
+                let v = I::add(T::load::<I>(arr(xc)), T::load::<I>(arr(rc)));
+                acc = I::add(acc, I::mul(v, v));
+                T::store::<I>(v, arr_mut(sc));
             }
             for k in 0..xt.len() {
                 let v = xt[k].to_f32() + rt[k].to_f32();
-                st[k] = T::from_f32(v);
-                acc[k] += v * v;
+                st[k].write(T::from_f32(v));
+                tail[k] = v * v;
             }
         } else {
             for xc in xb.chunks_exact(16) {
-                let a = T::load16::<I>(arr(xc));
-                for k in 0..16 {
-                    acc[k] += a[k] * a[k];
-                }
+                let v = T::load::<I>(arr(xc));
+                acc = I::add(acc, I::mul(v, v));
             }
             for k in 0..xt.len() {
                 let v = xt[k].to_f32();
-                acc[k] += v * v;
+                tail[k] = v * v;
             }
         }
-        let ss = hsum16(acc);
+        let mut lanes = I::to_array(acc);
+        for k in 0..16 {
+            lanes[k] += tail[k];
+        }
+        let ss = hsum16(lanes);
         let denom = ss * inv_h + eps;
         if ss.is_infinite() || denom < 1e-30 {
             rescue_row(x, r, w, o, eps, FUSED, RB);
             continue;
         }
         let scale = 1.0 / denom.sqrt();
+        let vscale = I::splat(scale);
 
         // Pass 2: scale, optionally round, multiply by the weight, round.
         let (ob, ot) = o.split_at_mut(n16);
@@ -207,32 +193,22 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
             .zip(wb.chunks_exact(16))
             .zip(ob.chunks_exact_mut(16))
         {
-            let a = T::load16::<I>(arr(xc));
-            let mut n = [0f32; 16];
+            let mut v = T::load::<I>(arr(xc));
             if FUSED {
-                let b = T::load16::<I>(arr(rc));
-                for k in 0..16 {
-                    n[k] = (a[k] + b[k]) * scale;
-                }
-            } else {
-                for k in 0..16 {
-                    n[k] = a[k] * scale;
-                }
+                v = I::add(v, T::load::<I>(arr(rc)));
             }
+            let mut n = I::mul(v, vscale);
             if RB {
-                n = T::round_trip16::<I>(&n);
+                n = T::round::<I>(n);
             }
-            for k in 0..16 {
-                n[k] *= wc[k];
-            }
-            T::store16::<I>(&n, arr_mut(oc));
+            T::store::<I>(I::mul(n, I::load_f32(arr(wc))), arr_mut(oc));
         }
         for k in 0..xt.len() {
             let mut n = input(xt, rt, k, FUSED) * scale;
             if RB {
                 n = T::from_f32(n).to_f32();
             }
-            ot[k] = T::from_f32(n * wt[k]);
+            ot[k].write(T::from_f32(n * wt[k]));
         }
     }
 }
@@ -242,8 +218,8 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
 fn rows_chunk_avx2<T: Elem, const FUSED: bool, const RB: bool>(
     job: &Job<'_, T, f32>,
     row0: usize,
-    out: &mut [T],
-    sum: &mut [T],
+    out: &mut [MaybeUninit<T>],
+    sum: &mut [MaybeUninit<T>],
 ) {
     rows_chunk::<T, super::simd::Avx2, FUSED, RB>(job, row0, out, sum)
 }
@@ -253,8 +229,8 @@ fn rows_chunk_avx2<T: Elem, const FUSED: bool, const RB: bool>(
 fn rows_chunk_avx512<T: Elem, const FUSED: bool, const RB: bool>(
     job: &Job<'_, T, f32>,
     row0: usize,
-    out: &mut [T],
-    sum: &mut [T],
+    out: &mut [MaybeUninit<T>],
+    sum: &mut [MaybeUninit<T>],
 ) {
     rows_chunk::<T, super::simd::Avx512, FUSED, RB>(job, row0, out, sum)
 }
@@ -263,8 +239,8 @@ fn dispatch<T: Elem, const FUSED: bool, const RB: bool>(
     tier: Tier,
     job: &Job<'_, T, f32>,
     row0: usize,
-    out: &mut [T],
-    sum: &mut [T],
+    out: &mut [MaybeUninit<T>],
+    sum: &mut [MaybeUninit<T>],
 ) {
     match tier {
         Tier::Portable => rows_chunk::<T, Portable, FUSED, RB>(job, row0, out, sum),
@@ -294,8 +270,8 @@ const PARALLEL_MIN_ELEMS: usize = 1 << 15;
 pub(crate) fn run_f32_with<T: Elem>(
     tier: Tier,
     job: &Job<'_, T, f32>,
-    out: &mut [T],
-    sum: &mut [T],
+    out: &mut [MaybeUninit<T>],
+    sum: &mut [MaybeUninit<T>],
 ) {
     let h = job.hidden;
     if out.is_empty() || h == 0 {
@@ -303,7 +279,7 @@ pub(crate) fn run_f32_with<T: Elem>(
     }
     let fused = job.residual.is_some();
     let rb = job.rounding == Rounding::BeforeWeight;
-    let f = |row0: usize, o: &mut [T], s: &mut [T]| match (fused, rb) {
+    let f = |row0: usize, o: &mut [MaybeUninit<T>], s: &mut [MaybeUninit<T>]| match (fused, rb) {
         (false, false) => dispatch::<T, false, false>(tier, job, row0, o, s),
         (false, true) => dispatch::<T, false, true>(tier, job, row0, o, s),
         (true, false) => dispatch::<T, true, false>(tier, job, row0, o, s),
@@ -328,17 +304,25 @@ pub(crate) fn run_f32_with<T: Elem>(
 }
 
 /// [`run_f32_with`] on the widest tier this CPU supports.
-pub(crate) fn run_f32<T: Elem>(job: &Job<'_, T, f32>, out: &mut [T], sum: &mut [T]) {
+pub(crate) fn run_f32<T: Elem>(
+    job: &Job<'_, T, f32>,
+    out: &mut [MaybeUninit<T>],
+    sum: &mut [MaybeUninit<T>],
+) {
     run_f32_with(tier(), job, out, sum)
 }
 
 /// The f64 path: f64 storage, f64 arithmetic throughout (no rounding step exists).
-pub(crate) fn run_f64(job: &Job<'_, f64, f64>, out: &mut [f64], sum: &mut [f64]) {
+pub(crate) fn run_f64(
+    job: &Job<'_, f64, f64>,
+    out: &mut [MaybeUninit<f64>],
+    sum: &mut [MaybeUninit<f64>],
+) {
     let h = job.hidden;
     if out.is_empty() || h == 0 {
         return;
     }
-    let row_fn = |r: usize, o: &mut [f64], s: Option<&mut [f64]>| {
+    let row_fn = |r: usize, o: &mut [MaybeUninit<f64>], s: Option<&mut [MaybeUninit<f64>]>| {
         let x = job.x.row(r, h);
         let res = job.residual.as_ref().map(|res| res.row(r, h));
         let v = |i: usize| match res {
@@ -352,13 +336,13 @@ pub(crate) fn run_f64(job: &Job<'_, f64, f64>, out: &mut [f64], sum: &mut [f64])
         }
         if let Some(s) = s {
             for (i, si) in s.iter_mut().enumerate() {
-                *si = v(i);
+                si.write(v(i));
             }
         }
         let ss = (acc[0] + acc[2]) + (acc[1] + acc[3]);
         let scale = 1.0 / (ss / h as f64 + job.eps).sqrt();
         for (i, oi) in o.iter_mut().enumerate() {
-            *oi = v(i) * scale * job.weight[i];
+            oi.write(v(i) * scale * job.weight[i]);
         }
     };
     if job.residual.is_some() {
@@ -426,9 +410,13 @@ mod tests {
                     };
                     let mut first: Option<(Vec<T>, Vec<T>)> = None;
                     for t in all_tiers() {
-                        let mut out = vec![cvt(0.0); rows * h];
-                        let mut sum = vec![cvt(0.0); if fused { rows * h } else { 0 }];
+                        let n = rows * h;
+                        let mut out = vec![MaybeUninit::new(cvt(f32::NAN)); n];
+                        let mut sum = vec![MaybeUninit::new(cvt(f32::NAN)); if fused { n } else { 0 }];
                         run_f32_with(t, &job, &mut out, &mut sum);
+                        // SAFETY: initialised above (poisoned with NaN) and overwritten.
+                        let out: Vec<T> = out.into_iter().map(|e| unsafe { e.assume_init() }).collect();
+                        let sum: Vec<T> = sum.into_iter().map(|e| unsafe { e.assume_init() }).collect();
                         match &first {
                             None => first = Some((out, sum)),
                             Some((o0, s0)) => {

@@ -11,6 +11,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Shape};
 use half::{bf16, f16};
 use kernel::{Job, Rows};
+use std::mem::MaybeUninit;
 use simd::Elem;
 
 /// The weight, converted once per call to the compute precision, with `1 + w` applied for
@@ -21,7 +22,6 @@ fn weight_as<C: Copy>(
     hidden: usize,
     conv: fn(f64) -> C,
     one: C,
-    add_one: fn(C) -> C,
 ) -> Result<Vec<C>> {
     let Some((s, l)) = w else {
         return Ok(vec![one; hidden]);
@@ -37,11 +37,19 @@ fn weight_as<C: Copy>(
             )
         })?;
     let range = rl.offset..rl.offset + hidden;
-    let mut v: Vec<C> = match s {
-        CpuStorage::F32(d) => d[range].iter().map(|&e| conv(e as f64)).collect(),
-        CpuStorage::F64(d) => d[range].iter().map(|&e| conv(e)).collect(),
-        CpuStorage::F16(d) => d[range].iter().map(|&e| conv(e.to_f64())).collect(),
-        CpuStorage::BF16(d) => d[range].iter().map(|&e| conv(e.to_f64())).collect(),
+    // `1 + w` is formed in f64 and rounded once (for f32/f16/bf16 weights that equals the f32
+    // sum; for f64 weights it keeps w near -1 accurate).
+    let add = if op.weight_mode == crate::WeightMode::OffsetOne {
+        1.0
+    } else {
+        0.0
+    };
+    let f = |e: f64| conv(add + e);
+    let v: Vec<C> = match s {
+        CpuStorage::F32(d) => d[range].iter().map(|&e| f(e as f64)).collect(),
+        CpuStorage::F64(d) => d[range].iter().map(|&e| f(e)).collect(),
+        CpuStorage::F16(d) => d[range].iter().map(|&e| f(e.to_f64())).collect(),
+        CpuStorage::BF16(d) => d[range].iter().map(|&e| f(e.to_f64())).collect(),
         other => {
             return Err(op_error(
                 op.name(),
@@ -51,11 +59,49 @@ fn weight_as<C: Copy>(
             ))
         }
     };
-    if op.weight_mode == crate::WeightMode::OffsetOne {
-        v.iter_mut().for_each(|e| *e = add_one(*e));
-    }
     Ok(v)
 }
+
+/// A new output of `len` elements, written by `write(first n, rest)`, which must initialise
+/// every element (the kernels write every element of every row they are given).
+///
+/// Outputs are freshly allocated like every Candle op result; for large ones, the kernel's
+/// first touch of each page dominates, so the buffer is asked to be backed by transparent huge
+/// pages (one fault per 2 MiB instead of per 4 KiB) and is first touched by the worker threads
+/// in parallel rather than zeroed up front.
+fn fill_output<T>(
+    len: usize,
+    n: usize,
+    write: impl FnOnce(&mut [MaybeUninit<T>], &mut [MaybeUninit<T>]),
+) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(len);
+    advise_huge_pages(v.as_mut_ptr() as *mut u8, len * std::mem::size_of::<T>());
+    let (out, sum) = v.spare_capacity_mut()[..len].split_at_mut(n);
+    write(out, sum);
+    // SAFETY: `write` initialised all `len` elements (see above); capacity is `len`.
+    unsafe { v.set_len(len) };
+    v
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(ptr: *mut u8, bytes: usize) {
+    const HUGE: usize = 2 << 20;
+    if bytes < 4 * HUGE {
+        return;
+    }
+    let start = (ptr as usize).next_multiple_of(HUGE);
+    let end = (ptr as usize + bytes) / HUGE * HUGE;
+    if end > start {
+        // SAFETY: advice only: the range lies inside the allocation just made, and
+        // MADV_HUGEPAGE changes neither its contents nor its validity. Failure is harmless.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_ptr: *mut u8, _bytes: usize) {}
 
 fn rows_of<'a, T>(
     op: &NormOp,
@@ -100,7 +146,7 @@ fn run_typed<T: Elem + candle_core::WithDType>(
         Some((d, l)) => Some(rows_of(op, "residual", d, l)?.0),
         None => None,
     };
-    let weight = weight_as(op, w, xl.hidden, |v| v as f32, 1.0f32, |v| 1.0 + v)?;
+    let weight = weight_as(op, w, xl.hidden, |v| v as f32, 1.0f32)?;
     let n = xl.rows * xl.hidden;
     let job = Job {
         x: xr,
@@ -112,10 +158,9 @@ fn run_typed<T: Elem + candle_core::WithDType>(
     };
     let fused = job.residual.is_some();
     // The fused op returns [normed; sum] in one buffer (see `ops`).
-    let mut buf = vec![T::from_f32(0.0); if fused { 2 * n } else { n }];
-    let (out, sum) = buf.split_at_mut(n);
-    kernel::run_f32(&job, out, sum);
-    Ok(buf)
+    Ok(fill_output(if fused { 2 * n } else { n }, n, |out, sum| {
+        kernel::run_f32(&job, out, sum)
+    }))
 }
 
 fn run_f64(
@@ -129,7 +174,7 @@ fn run_f64(
         Some((d, l)) => Some(rows_of(op, "residual", d, l)?.0),
         None => None,
     };
-    let weight = weight_as(op, w, xl.hidden, |v| v, 1.0f64, |v| 1.0 + v)?;
+    let weight = weight_as(op, w, xl.hidden, |v| v, 1.0f64)?;
     let n = xl.rows * xl.hidden;
     let job = Job {
         x: xr,
@@ -140,10 +185,9 @@ fn run_f64(
         rounding: op.rounding,
     };
     let fused = job.residual.is_some();
-    let mut buf = vec![0f64; if fused { 2 * n } else { n }];
-    let (out, sum) = buf.split_at_mut(n);
-    kernel::run_f64(&job, out, sum);
-    Ok(buf)
+    Ok(fill_output(if fused { 2 * n } else { n }, n, |out, sum| {
+        kernel::run_f64(&job, out, sum)
+    }))
 }
 
 /// The CPU forward of every op variant.

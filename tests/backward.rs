@@ -1,0 +1,81 @@
+//! Gradients of both ops, against Candle's autograd of the composite formula.
+
+mod common;
+
+use candle_core::{DType, Device, Result, Tensor, Var, D};
+use candle_rmsnorm::{fused_add_rms_norm_with, rms_norm_with, Backend, NormConfig, WeightMode};
+use common::*;
+
+fn composite(x: &Tensor, w: Option<&Tensor>, eps: f64, mode: WeightMode) -> Result<Tensor> {
+    let n = x.broadcast_div(&(x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?)?;
+    match (w, mode) {
+        (None, _) => Ok(n),
+        (Some(w), WeightMode::Scale) => n.broadcast_mul(w),
+        (Some(w), WeightMode::OffsetOne) => n.broadcast_mul(&(w + 1.0)?),
+    }
+}
+
+fn close(a: &Tensor, b: &Tensor, tol: f64, what: &str) -> Result<()> {
+    let a = values(a)?;
+    let b = values(b)?;
+    // Gradients of O(1) inputs are O(1); cancellation can leave some near zero, so the bound
+    // is relative to the largest element (at least 1e-2).
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-2);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!((x - y).abs() <= tol * scale, "{what} [{i}]: {x} vs {y}");
+    }
+    Ok(())
+}
+
+#[test]
+fn grads_match_composite_autograd() -> Result<()> {
+    let (mut rng, _) = rng();
+    let dev = Device::Cpu;
+    for (dt, tol) in [(DType::F64, 1e-10), (DType::F32, 1e-4)] {
+        for &(rows, h) in &[(3usize, 1usize), (4, 7), (5, 130)] {
+            for (weighted, mode) in [(true, WeightMode::Scale), (true, WeightMode::OffsetOne), (false, WeightMode::Scale)] {
+                let cfg = NormConfig::new(1e-5).with_weight_mode(mode).with_backend(Backend::Cpu);
+                let x = Var::from_tensor(&tensor(&randn(&mut rng, rows * h, 1.0), &[rows, h], dt)?)?;
+                let r = Var::from_tensor(&tensor(&randn(&mut rng, rows * h, 1.0), &[rows, h], dt)?)?;
+                let w = Var::from_tensor(&tensor(&randn(&mut rng, h, 1.0), &[h], dt)?)?;
+                let gy = tensor(&randn(&mut rng, rows * h, 1.0), &[rows, h], dt)?;
+                let gs = tensor(&randn(&mut rng, rows * h, 1.0), &[rows, h], dt)?;
+                let wopt = weighted.then_some(w.as_tensor());
+                let what = format!("{dt:?} {rows}x{h} {weighted} {mode:?}");
+
+                // rms_norm
+                let ours = (rms_norm_with(&x, wopt, &cfg)? * &gy)?.sum_all()?.backward()?;
+                let theirs = (composite(&x, wopt, 1e-5, mode)? * &gy)?.sum_all()?.backward()?;
+                close(ours.get(&x).unwrap(), theirs.get(&x).unwrap(), tol, &format!("dx {what}"))?;
+                if weighted {
+                    close(ours.get(&w).unwrap(), theirs.get(&w).unwrap(), tol, &format!("dw {what}"))?;
+                }
+
+                // fused: loss = <normed, gy> + <sum, gs>
+                let (n, s) = fused_add_rms_norm_with(&x, &r, wopt, &cfg)?;
+                let ours = ((n * &gy)?.sum_all()? + (s * &gs)?.sum_all()?)?.backward()?;
+                let sum = (x.as_tensor() + r.as_tensor())?;
+                let n2 = composite(&sum, wopt, 1e-5, mode)?;
+                let theirs = ((n2 * &gy)?.sum_all()? + (sum * &gs)?.sum_all()?)?.backward()?;
+                for (name, v) in [("dx", &x), ("dres", &r)] {
+                    close(ours.get(v).unwrap(), theirs.get(v).unwrap(), tol, &format!("fused {name} {what}"))?;
+                }
+                if weighted {
+                    close(ours.get(&w).unwrap(), theirs.get(&w).unwrap(), tol, &format!("fused dw {what}"))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn grads_keep_input_dtypes() -> Result<()> {
+    let dev = Device::Cpu;
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1., (4, 16), &dev)?.to_dtype(DType::BF16)?)?;
+    let w = Var::from_tensor(&Tensor::randn(0f32, 1., 16, &dev)?)?;
+    let g = rms_norm_with(&x, Some(&w), &NormConfig::new(1e-6))?.to_dtype(DType::F32)?.sum_all()?.backward()?;
+    assert_eq!(g.get(&x).unwrap().dtype(), DType::BF16);
+    assert_eq!(g.get(&w).unwrap().dtype(), DType::F32);
+    Ok(())
+}
