@@ -25,10 +25,13 @@ mod video;
 #[path = "../examples/wan_t2v/weights.rs"]
 mod weights;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
 use norms::NormImpl;
 use pipeline::{Options, Silent};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wan_t2v_test_{}", std::process::id()));
@@ -247,6 +250,17 @@ fn causal_conv_matches_reference_shapes_and_causality() -> Result<()> {
         assert_eq!(y.dims(), &[t, cout, h, w]);
         let want = conv3d_reference(&xv, [t, cin, h, w], &wv, [cout, cin, kt, k, k], &bv);
         let got = y.flatten_all()?.to_vec1::<f32>()?;
+        // One frame per conv2d group gives the same values.
+        let y1 = conv
+            .forward_grouped(&x, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let gdiff = got
+            .iter()
+            .zip(&y1)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(gdiff < 1e-5, "grouped vs whole: {gdiff}");
         for (i, (g, r)) in got.iter().zip(&want).enumerate() {
             assert!(
                 (*g as f64 - r).abs() < 1e-4 * (1.0 + r.abs()),
@@ -387,9 +401,9 @@ fn bad_inputs_name_the_flag_or_tensor() -> Result<()> {
     // A weights file whose tensor has the wrong shape, and one missing a tensor.
     let dev = Device::Cpu;
     let bad = tmp("bad_shape.safetensors");
-    let t = Tensor::zeros((7, 3), candle_core::DType::F32, &dev)?;
+    let t = Tensor::zeros((7, 3), DType::F32, &dev)?;
     candle_core::safetensors::save(
-        &std::collections::HashMap::from([("text_encoder.token_embedding.weight".to_string(), t)]),
+        &HashMap::from([("text_encoder.token_embedding.weight".to_string(), t)]),
         &bad,
     )?;
     let mut o = base.clone();
@@ -401,9 +415,9 @@ fn bad_inputs_name_the_flag_or_tensor() -> Result<()> {
     );
     assert!(e.contains("shape"), "{e}");
     let partial = tmp("partial.safetensors");
-    let t = Tensor::zeros((259, 32), candle_core::DType::F32, &dev)?;
+    let t = Tensor::zeros((259, 32), DType::F32, &dev)?;
     candle_core::safetensors::save(
-        &std::collections::HashMap::from([("text_encoder.token_embedding.weight".to_string(), t)]),
+        &HashMap::from([("text_encoder.token_embedding.weight".to_string(), t)]),
         &partial,
     )?;
     let mut o = base.clone();
@@ -507,5 +521,93 @@ fn smoke_two_steps_gif_and_norm_impls_agree() -> Result<()> {
         .sqrt()?
         .to_scalar::<f32>()?;
     assert!(std > 0.01, "video std {std}");
+    Ok(())
+}
+
+/// Records every tensor the random backend hands out, so they can be saved as a weights file.
+struct Recording {
+    inner: weights::RandomWeights,
+    seen: Arc<Mutex<HashMap<String, Tensor>>>,
+}
+
+impl SimpleBackend for Recording {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Tensor> {
+        let t = self.inner.get(s, name, h, dtype, dev)?;
+        self.seen
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
+        self.inner.get_unchecked(name, dtype, dev)
+    }
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.contains_tensor(name)
+    }
+}
+
+#[test]
+fn weights_file_with_checkpoint_names_reproduces_the_random_model() -> Result<()> {
+    let cfg = config::WanConfig::from_file(&smoke_config())?;
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let rec = Recording {
+        inner: weights::RandomWeights::new(cfg.weights_seed),
+        seen: seen.clone(),
+    };
+    let vb = candle_nn::VarBuilder::from_backend(Box::new(rec), DType::F32, Device::Cpu);
+    pipeline::load_models(&cfg, &vb, NormImpl::Ours)?;
+    let seen = seen.lock().unwrap().clone();
+    // Names as in the Wan 2.1 checkpoints.
+    for name in [
+        "patch_embedding.weight",
+        "blocks.1.self_attn.norm_q.weight",
+        "blocks.0.cross_attn.norm_k.weight",
+        "blocks.0.norm3.bias",
+        "blocks.0.ffn.2.weight",
+        "time_projection.1.weight",
+        "head.modulation",
+        "head.head.weight",
+        "text_encoder.blocks.1.pos_embedding.embedding.weight",
+        "text_encoder.blocks.0.ffn.gate.0.weight",
+        "text_encoder.norm.weight",
+        "vae.conv2.weight",
+        "vae.decoder.middle.1.to_qkv.weight",
+        "vae.decoder.upsamples.3.time_conv.weight",
+        "vae.decoder.upsamples.11.resample.1.weight",
+        "vae.decoder.upsamples.12.residual.0.gamma",
+        "vae.decoder.head.2.weight",
+    ] {
+        assert!(seen.contains_key(name), "{name} not requested");
+    }
+    assert_eq!(seen["patch_embedding.weight"].dims(), &[48, 16, 1, 2, 2]);
+    assert_eq!(
+        seen["vae.decoder.upsamples.4.shortcut.weight"].dims(),
+        &[32, 16, 1, 1, 1]
+    );
+    let file = tmp("roundtrip.safetensors");
+    candle_core::safetensors::save(&seen, &file)?;
+
+    let random = pipeline::run(
+        &smoke_options(tmp("rt_random.gif"), NormImpl::Ours),
+        &Device::Cpu,
+        &mut Silent,
+    )?;
+    let mut o = smoke_options(tmp("rt_file.gif"), NormImpl::Ours);
+    o.weights = vec![file];
+    let loaded = pipeline::run(&o, &Device::Cpu, &mut Silent)?;
+    let diff = (&random.video - &loaded.video)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f32>()?;
+    assert_eq!(diff, 0.0);
     Ok(())
 }

@@ -71,16 +71,18 @@ pub fn sinusoidal_embedding(dim: usize, timesteps: &[f64], dev: &Device) -> Resu
     Tensor::from_vec(v, (timesteps.len(), dim), dev)
 }
 
-/// Softmax attention over [B, H, L, D] tensors, queries in chunks to bound the score matrix.
+/// Softmax attention over [B, H, L, D] tensors, queries in chunks so that one chunk's score
+/// matrix holds at most 2^26 values (256 MB in f32).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    const CHUNK: usize = 4096;
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
     let kt = k.t()?.contiguous()?;
-    let lq = q.dim(2)?;
+    let (b, h, lq, _) = q.dims4()?;
+    let lk = k.dim(2)?;
+    let chunk = ((1usize << 26) / (b * h * lk).max(1)).clamp(1, lq.max(1));
     let mut outs = Vec::new();
     let mut start = 0;
     while start < lq {
-        let n = CHUNK.min(lq - start);
+        let n = chunk.min(lq - start);
         let qc = q.narrow(2, start, n)?;
         let s = (qc.matmul(&kt)? * scale)?;
         let p = candle_nn::ops::softmax_last_dim(&s)?;

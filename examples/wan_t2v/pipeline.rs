@@ -8,6 +8,7 @@ use crate::tokenizer::PromptTokenizer;
 use crate::vae::WanVaeDecoder;
 use crate::{sampler, video, weights};
 use candle_core::{DType, Device, Error, Result, Tensor};
+use candle_nn::VarBuilder;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -203,6 +204,20 @@ pub fn load_config(opts: &Options) -> Result<WanConfig> {
     }
 }
 
+/// Builds the three models from one VarBuilder: the DiT at its root, the text encoder under
+/// `text_encoder.`, the VAE under `vae.`.
+pub fn load_models(
+    cfg: &WanConfig,
+    vb: &VarBuilder,
+    imp: NormImpl,
+) -> Result<(T5Encoder, WanDit, WanVaeDecoder)> {
+    Ok((
+        T5Encoder::new(&cfg.t5, vb.pp("text_encoder"), imp)?,
+        WanDit::new(&cfg.dit, vb.clone(), imp)?,
+        WanVaeDecoder::new(&cfg.vae, vb.pp("vae"), imp)?,
+    ))
+}
+
 pub fn run(opts: &Options, dev: &Device, obs: &mut dyn Observer) -> Result<Report> {
     let t_start = Instant::now();
     reset_norm_time();
@@ -237,11 +252,8 @@ pub fn run(opts: &Options, dev: &Device, obs: &mut dyn Observer) -> Result<Repor
     // Loading.
     let t0 = Instant::now();
     let vb = weights::var_builder(&opts.weights, cfg.weights_seed, DType::F32, dev)?;
-    let ctx = |e| weights::loading_context(e, &opts.weights);
-    let imp = opts.norm_impl;
-    let t5 = T5Encoder::new(&cfg.t5, vb.pp("text_encoder"), imp).map_err(ctx)?;
-    let dit = WanDit::new(&cfg.dit, vb.clone(), imp).map_err(ctx)?;
-    let vae = WanVaeDecoder::new(&cfg.vae, vb.pp("vae"), imp).map_err(ctx)?;
+    let (t5, dit, vae) = load_models(&cfg, &vb, opts.norm_impl)
+        .map_err(|e| weights::loading_context(e, &opts.weights))?;
     let loading = t0.elapsed();
 
     // Text encoding.

@@ -45,22 +45,49 @@ impl CausalConv3d {
     }
 
     /// `x`: [T, Cin, H, W] -> [T, Cout, H, W]; output frame t sees input frames t-kt+1 ..= t.
+    /// Frames go through conv2d in groups small enough to bound its im2col buffer (~512 MB).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let t = x.dim(0)?;
-        let stacked = if self.kt == 1 {
+        self.forward_grouped(x, 1 << 27)
+    }
+
+    /// [`CausalConv3d::forward`] with groups of frames whose im2col buffer holds at most
+    /// `budget` values (at least one frame per group).
+    pub fn forward_grouped(&self, x: &Tensor, budget: usize) -> Result<Tensor> {
+        let (t, c, h, w) = x.dims4()?;
+        let padded = if self.kt == 1 {
             x.clone()
         } else {
-            let (_, c, h, w) = x.dims4()?;
             let zeros = Tensor::zeros((self.kt - 1, c, h, w), x.dtype(), x.device())?;
-            let padded = Tensor::cat(&[&zeros, x], 0)?;
-            let shifted = (0..self.kt)
-                .map(|dt| padded.narrow(0, dt, t))
-                .collect::<Result<Vec<_>>>()?;
-            Tensor::cat(&shifted, 1)?
+            Tensor::cat(&[&zeros, x], 0)?
         };
-        stacked
-            .conv2d(&self.weight, self.pad_hw, 1, 1, 1)?
-            .broadcast_add(&self.bias)
+        let (kh, kw) = (self.weight.dim(2)?, self.weight.dim(3)?);
+        let per_frame = self.kt * c * h * w * kh * kw;
+        let group = (budget / per_frame.max(1)).clamp(1, t.max(1));
+        let mut outs = Vec::with_capacity(t.div_ceil(group));
+        let mut start = 0;
+        while start < t {
+            let n = group.min(t - start);
+            // Output frames start..start+n read padded frames start..start+n+kt-1.
+            let shifted = (0..self.kt)
+                .map(|dt| padded.narrow(0, start + dt, n))
+                .collect::<Result<Vec<_>>>()?;
+            let stacked = if self.kt == 1 {
+                shifted[0].clone()
+            } else {
+                Tensor::cat(&shifted, 1)?
+            };
+            outs.push(
+                stacked
+                    .conv2d(&self.weight, self.pad_hw, 1, 1, 1)?
+                    .broadcast_add(&self.bias)?,
+            );
+            start += n;
+        }
+        if outs.len() == 1 {
+            Ok(outs.remove(0))
+        } else {
+            Tensor::cat(&outs, 0)
+        }
     }
 }
 
