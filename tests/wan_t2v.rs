@@ -611,3 +611,27 @@ fn weights_file_with_checkpoint_names_reproduces_the_random_model() -> Result<()
     assert_eq!(diff, 0.0);
     Ok(())
 }
+
+#[test]
+fn bf16_run_is_close_to_f32() -> Result<()> {
+    let f32run = pipeline::run(
+        &smoke_options(tmp("f32.gif"), NormImpl::Ours),
+        &Device::Cpu,
+        &mut Silent,
+    )?;
+    for imp in [NormImpl::Ours, NormImpl::Candle] {
+        let mut o = smoke_options(tmp("bf16.gif"), imp);
+        o.dtype = DType::BF16;
+        let r = pipeline::run(&o, &Device::Cpu, &mut Silent)?;
+        assert_eq!(r.video.dtype(), DType::F32);
+        let d = (&r.video - &f32run.video)?.abs()?.flatten_all()?;
+        let max = d.max(0)?.to_scalar::<f32>()?;
+        let mean = d.mean(0)?.to_scalar::<f32>()?;
+        eprintln!("{imp:?} bf16 vs f32: max {max} mean {mean}");
+        assert!(
+            mean < 0.05,
+            "{imp:?}: bf16 vs f32 mean |diff| {mean} (max {max})"
+        );
+    }
+    Ok(())
+}

@@ -2,6 +2,11 @@
 //! 6-way modulation, blocks of self-attention (q/k RMSNorm over the full dim through this crate,
 //! 3D RoPE), cross-attention (q/k RMSNorm) and a GELU feed-forward, a head with 2-way modulation,
 //! and unpatchify.
+//!
+//! Precision follows the reference's autocast: the linear layers and attention run in the
+//! weights' dtype (`--dtype`); the time embedding, the modulations, the LayerNorms and the
+//! residual stream run in f32 (the residual stream of the reference becomes f32 at the first
+//! `x + y * e` because `e` is f32); the output is f32.
 
 use crate::config::{DitConfig, PATCH};
 use crate::norms::{Norm, NormImpl};
@@ -96,6 +101,12 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// A linear layer run in its weights' dtype on an input of any dtype, returning f32.
+fn lin(l: &Linear, x: &Tensor) -> Result<Tensor> {
+    l.forward(&x.to_dtype(l.weight().dtype())?)?
+        .to_dtype(DType::F32)
+}
+
 /// LayerNorm over the last dim in f32 (Wan's `WanLayerNorm`), optionally affine.
 #[derive(Debug)]
 struct LayerNorm {
@@ -113,6 +124,7 @@ impl LayerNorm {
         })
     }
     fn affine(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let vb = vb.to_dtype(DType::F32);
         Ok(Self {
             weight: vb.get(dim, "weight")?,
             bias: vb.get(dim, "bias")?,
@@ -120,7 +132,8 @@ impl LayerNorm {
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps as f32)
     }
 }
 
@@ -163,6 +176,8 @@ impl Attention {
         let (b, lq, dim) = x.dims3()?;
         let lk = ctx.dim(1)?;
         let hd = dim / self.heads;
+        let dt = self.q.weight().dtype();
+        let (x, ctx) = (&x.to_dtype(dt)?, &ctx.to_dtype(dt)?);
         let heads = |t: &Tensor, l: usize| -> Result<Tensor> {
             t.reshape((b, l, self.heads, hd))?
                 .transpose(1, 2)?
@@ -173,13 +188,14 @@ impl Attention {
         let mut k = heads(&self.norm_k.forward(&self.k.forward(ctx)?)?, lk)?;
         let v = heads(&self.v.forward(ctx)?, lk)?;
         if let Some((cos, sin)) = rope {
-            q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
-            k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
+            let (cos, sin) = (cos.to_dtype(dt)?, sin.to_dtype(dt)?);
+            q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
+            k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
         }
         let out = attention(&q, &k, &v)?
             .transpose(1, 2)?
             .reshape((b, lq, dim))?;
-        self.o.forward(&out)
+        lin(&self.o, &out)
     }
 }
 
@@ -200,7 +216,7 @@ impl Block {
         let d = cfg.dim;
         let dev = vb.device().clone();
         Ok(Self {
-            modulation: vb.get((1, 6, d), "modulation")?,
+            modulation: vb.to_dtype(DType::F32).get((1, 6, d), "modulation")?,
             norm1: LayerNorm::plain(d, cfg.eps, &dev)?,
             self_attn: Attention::new(cfg, vb.pp("self_attn"), imp)?,
             norm3: LayerNorm::affine(d, cfg.eps, vb.pp("norm3"))?,
@@ -237,7 +253,10 @@ impl Block {
             .forward(&x)?
             .broadcast_mul(&(&m[4] + 1.0)?)?
             .broadcast_add(&m[3])?;
-        let y = self.ffn2.forward(&self.ffn1.forward(&h)?.gelu()?)?;
+        let h = self
+            .ffn1
+            .forward(&h.to_dtype(self.ffn1.weight().dtype())?)?;
+        let y = lin(&self.ffn2, &h.gelu()?)?;
         x + y.broadcast_mul(&m[5])?
     }
 }
@@ -265,6 +284,7 @@ impl WanDit {
         let patch_weight = vb
             .get((d, cin, pt, ph, pw), "patch_embedding.weight")?
             .reshape((d, patch_in))?;
+        let f32vb = vb.to_dtype(DType::F32);
         let blocks = (0..cfg.layers)
             .map(|i| Block::new(cfg, vb.pp(format!("blocks.{i}")), imp))
             .collect::<Result<Vec<_>>>()?;
@@ -276,12 +296,12 @@ impl WanDit {
                 candle_nn::linear(d, d, vb.pp("text_embedding.2"))?,
             ),
             time_embedding: (
-                candle_nn::linear(cfg.freq_dim, d, vb.pp("time_embedding.0"))?,
-                candle_nn::linear(d, d, vb.pp("time_embedding.2"))?,
+                candle_nn::linear(cfg.freq_dim, d, f32vb.pp("time_embedding.0"))?,
+                candle_nn::linear(d, d, f32vb.pp("time_embedding.2"))?,
             ),
-            time_projection: candle_nn::linear(d, 6 * d, vb.pp("time_projection.1"))?,
+            time_projection: candle_nn::linear(d, 6 * d, f32vb.pp("time_projection.1"))?,
             blocks,
-            head_modulation: vb.get((1, 2, d), "head.modulation")?,
+            head_modulation: f32vb.get((1, 2, d), "head.modulation")?,
             head_norm: LayerNorm::plain(d, cfg.eps, vb.device())?,
             head: candle_nn::linear(d, pt * ph * pw * cfg.out_channels, vb.pp("head.head"))?,
             cfg: cfg.clone(),
@@ -314,8 +334,10 @@ impl WanDit {
             .permute(vec![0, 2, 3, 5, 1, 4, 6])?
             .reshape((b, f * gh * gw, c * ph * pw))?;
         let mut xs = tokens
+            .to_dtype(self.patch_weight.dtype())?
             .broadcast_matmul(&self.patch_weight.t()?)?
-            .broadcast_add(&self.patch_bias)?;
+            .broadcast_add(&self.patch_bias)?
+            .to_dtype(DType::F32)?;
         let rope = rope_tables(d / self.cfg.heads, (f, gh, gw), x.device())?;
 
         let sin = sinusoidal_embedding(self.cfg.freq_dim, timesteps, x.device())?;
@@ -339,7 +361,7 @@ impl WanDit {
             .forward(&xs)?
             .broadcast_mul(&(m1 + 1.0)?)?
             .broadcast_add(&m0)?;
-        let out = self.head.forward(&hx)?; // [B, L, ph*pw*C_out], C_out last
+        let out = lin(&self.head, &hx)?; // [B, L, ph*pw*C_out], C_out last
         let co = self.cfg.out_channels;
         // Unpatchify: [B, F, gh, gw, ph, pw, C] -> [B, C, F, gh, ph, gw, pw].
         out.reshape(vec![b, f, gh, gw, ph, pw, co])?

@@ -79,12 +79,22 @@ struct Args {
     /// RMSNorm implementation: this crate's ops, or candle_nn::ops::rms_norm plus a separate add.
     #[arg(long, value_enum, default_value_t = NormImpl::Ours)]
     norm_impl: NormImpl,
+    /// Compute dtype of the text encoder and the DiT's matmuls (VAE and latents stay f32).
+    #[arg(long, value_enum, default_value_t = ComputeDtype::F32)]
+    dtype: ComputeDtype,
     /// Run on the CPU (the default unless --cuda).
     #[arg(long, conflicts_with = "cuda")]
     cpu: bool,
     /// Run on CUDA device 0 (needs the `cuda` feature).
     #[arg(long)]
     cuda: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ComputeDtype {
+    F32,
+    Bf16,
+    F16,
 }
 
 /// Progress: an indicatif bar on a terminal, plain lines otherwise.
@@ -176,6 +186,11 @@ fn real_main(args: Args) -> candle_core::Result<()> {
     opts.weights = args.weights;
     opts.tokenizer = args.tokenizer;
     opts.norm_impl = args.norm_impl;
+    opts.dtype = match args.dtype {
+        ComputeDtype::F32 => candle_core::DType::F32,
+        ComputeDtype::Bf16 => candle_core::DType::BF16,
+        ComputeDtype::F16 => candle_core::DType::F16,
+    };
     let mut progress = Progress {
         bar: None,
         tty: std::io::stderr().is_terminal(),

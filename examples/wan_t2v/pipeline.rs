@@ -31,6 +31,9 @@ pub struct Options {
     pub weights: Vec<PathBuf>,
     pub tokenizer: Option<PathBuf>,
     pub norm_impl: NormImpl,
+    /// Dtype of the text encoder and the DiT's linear layers and attention (the VAE, the
+    /// latents and the DiT's modulation path stay f32).
+    pub dtype: DType,
 }
 
 impl Options {
@@ -52,6 +55,7 @@ impl Options {
             weights: Vec::new(),
             tokenizer: None,
             norm_impl: NormImpl::Ours,
+            dtype: DType::F32,
         }
     }
 }
@@ -214,7 +218,7 @@ pub fn load_models(
     Ok((
         T5Encoder::new(&cfg.t5, vb.pp("text_encoder"), imp)?,
         WanDit::new(&cfg.dit, vb.clone(), imp)?,
-        WanVaeDecoder::new(&cfg.vae, vb.pp("vae"), imp)?,
+        WanVaeDecoder::new(&cfg.vae, vb.pp("vae").to_dtype(DType::F32), imp)?,
     ))
 }
 
@@ -232,7 +236,7 @@ pub fn run(opts: &Options, dev: &Device, obs: &mut dyn Observer) -> Result<Repor
         None => PromptTokenizer::Bytes,
     };
     obs.message(&format!(
-        "model: {}{}; {} frames {}x{} (latent {:?}), {} steps, guidance {}, shift {}, norms: {:?}",
+        "model: {}{}; {} frames {}x{} (latent {:?}), {} steps, guidance {}, shift {}, norms: {:?}, dtype: {:?}",
         cfg.name,
         if opts.weights.is_empty() {
             ""
@@ -246,12 +250,13 @@ pub fn run(opts: &Options, dev: &Device, obs: &mut dyn Observer) -> Result<Repor
         s.steps,
         s.guidance_scale,
         s.shift,
-        opts.norm_impl
+        opts.norm_impl,
+        opts.dtype
     ));
 
     // Loading.
     let t0 = Instant::now();
-    let vb = weights::var_builder(&opts.weights, cfg.weights_seed, DType::F32, dev)?;
+    let vb = weights::var_builder(&opts.weights, cfg.weights_seed, opts.dtype, dev)?;
     let (t5, dit, vae) = load_models(&cfg, &vb, opts.norm_impl)
         .map_err(|e| weights::loading_context(e, &opts.weights))?;
     let loading = t0.elapsed();

@@ -8,7 +8,7 @@
 
 use crate::config::T5Config;
 use crate::norms::{Norm, NormImpl};
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use candle_rmsnorm::Rounding;
 
@@ -74,8 +74,10 @@ impl Attention {
         let q = split(self.q.forward(x)?)?;
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
+        // Softmax in f32, as the reference (`attn.float().softmax(-1).type_as(attn)`).
         let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
-        let p = candle_nn::ops::softmax_last_dim(&scores)?;
+        let p = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
+            .to_dtype(scores.dtype())?;
         let out = p.matmul(&v)?.transpose(1, 2)?.reshape((b, l, dim))?;
         self.o.forward(&out)
     }
