@@ -635,3 +635,28 @@ fn bf16_run_is_close_to_f32() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn tokenizers_bytes_and_json() -> Result<()> {
+    let b = tokenizer::PromptTokenizer::Bytes;
+    // Whitespace collapsed as Wan's `clean='whitespace'`, bytes + 3, eos 1 appended.
+    assert_eq!(
+        b.encode("  a \n b ", 64, 259)?,
+        vec![97 + 3, 32 + 3, 98 + 3, 1]
+    );
+    assert_eq!(b.encode("abcdef", 3, 259)?, vec![100, 101, 102]);
+    assert_eq!(b.encode("", 8, 259)?, vec![1]);
+    let e = b.encode("z", 8, 100).unwrap_err().to_string();
+    assert!(e.contains("--tokenizer") && e.contains("t5.vocab"), "{e}");
+
+    let json = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+      "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+      "model":{"type":"WordLevel","vocab":{"<unk>":0,"a":5,"red":6,"fox":7},"unk_token":"<unk>"}}"#;
+    let path = tmp("tokenizer.json");
+    std::fs::write(&path, json).unwrap();
+    let t = tokenizer::PromptTokenizer::from_file(&path)?;
+    assert_eq!(t.encode("a red  fox jumps", 64, 259)?, vec![5, 6, 7, 0]);
+    let e = tokenizer::PromptTokenizer::from_file(&tmp("missing_tokenizer.json")).unwrap_err();
+    assert!(e.to_string().contains("--tokenizer"));
+    Ok(())
+}

@@ -136,7 +136,12 @@ impl Observer for Progress {
     }
     fn steps_end(&mut self) {
         if let Some(b) = self.bar.take() {
-            b.finish();
+            b.finish_and_clear();
+            eprintln!(
+                "denoised {} steps in {:.1} s",
+                b.position(),
+                b.elapsed().as_secs_f64()
+            );
         }
     }
 }
