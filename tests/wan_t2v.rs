@@ -391,6 +391,11 @@ fn bad_inputs_name_the_flag_or_tensor() -> Result<()> {
     assert!(run_err(&o).contains("--steps must be positive"));
 
     let mut o = base.clone();
+    o.frames = Some(1 << 40);
+    let e = run_err(&o);
+    assert!(e.contains("--frames/--height/--width"), "{e}");
+
+    let mut o = base.clone();
     o.weights = vec![tmp("does_not_exist.safetensors")];
     let e = run_err(&o);
     assert!(

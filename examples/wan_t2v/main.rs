@@ -148,18 +148,22 @@ impl Observer for Progress {
 
 fn device(args: &Args) -> candle_core::Result<candle_core::Device> {
     if args.cuda {
-        #[cfg(feature = "cuda")]
-        {
-            return candle_core::Device::new_cuda(0);
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            return Err(candle_core::Error::Msg(
-                "--cuda: this build has no CUDA support; rebuild with `--features cuda`".into(),
-            ));
-        }
+        cuda_device()
+    } else {
+        Ok(candle_core::Device::Cpu)
     }
-    Ok(candle_core::Device::Cpu)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device() -> candle_core::Result<candle_core::Device> {
+    candle_core::Device::new_cuda(0)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device() -> candle_core::Result<candle_core::Device> {
+    Err(candle_core::Error::Msg(
+        "--cuda: this build has no CUDA support; rebuild with `--features cuda`".into(),
+    ))
 }
 
 fn ms(d: Duration) -> String {

@@ -144,6 +144,14 @@ pub fn resolve(opts: &Options, cfg: &WanConfig, notes: &mut Vec<String>) -> Resu
             "--height/--width {h2}x{w2}: a GIF holds at most 65535 per side"
         )));
     }
+    // Refuse sizes whose decoded f32 video alone would exceed 64 GiB instead of aborting on
+    // a failed allocation.
+    let values = (f2 as u128) * (h2 as u128) * (w2 as u128) * 3;
+    if values > (1u128 << 34) {
+        return Err(Error::Msg(format!(
+            "--frames/--height/--width {f2}x{h2}x{w2}: the video would hold {values} values, more than 2^34"
+        )));
+    }
     let vs = cfg.vae.spatial_factor();
     Ok(Settings {
         frames: f2,
