@@ -207,9 +207,10 @@ fn real_main(args: Args) -> candle_core::Result<()> {
     let r = pipeline::run(&opts, &dev, &mut progress)?;
     let t = &r.timings;
     let s = &r.settings;
+    let shown = std::fs::canonicalize(&r.output).unwrap_or_else(|_| r.output.clone());
     println!(
         "wrote {} ({} frames, {}x{}, {} fps)",
-        r.output.display(),
+        shown.display(),
         s.frames,
         s.width,
         s.height,
