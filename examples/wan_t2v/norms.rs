@@ -1,0 +1,132 @@
+//! Every RMSNorm of the pipeline goes through here: through `candle_rmsnorm` (`--norm-impl ours`)
+//! or through `candle_nn::ops::rms_norm` plus a separate add (`--norm-impl candle`), with the
+//! time spent inside the norm calls accumulated for the closing timing table.
+//!
+//! The example runs in f32, where [`Rounding::BeforeWeight`] and [`Rounding::AtEnd`] give the same
+//! values, so the candle path (which multiplies the weight before its single rounding) computes
+//! the same function; in bf16/f16 the rounding order would differ in the last bit.
+
+use candle_core::{Result, Tensor};
+use candle_rmsnorm::{fused_add_rms_norm_with, rms_norm_with, NormConfig, Rounding};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Which RMSNorm implementation the pipeline calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NormImpl {
+    /// `candle_rmsnorm::rms_norm_with` / `fused_add_rms_norm_with` (one fused call per add + norm).
+    Ours,
+    /// `candle_nn::ops::rms_norm`, with the residual add as a separate tensor op.
+    Candle,
+}
+
+static NORM_NANOS: AtomicU64 = AtomicU64::new(0);
+static NORM_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Time spent inside norm calls and their number since the last [`reset_norm_time`].
+/// Process-wide: concurrent pipelines in one process add into the same counters.
+pub fn norm_time() -> (Duration, u64) {
+    (
+        Duration::from_nanos(NORM_NANOS.load(Ordering::Relaxed)),
+        NORM_CALLS.load(Ordering::Relaxed),
+    )
+}
+
+pub fn reset_norm_time() {
+    NORM_NANOS.store(0, Ordering::Relaxed);
+    NORM_CALLS.store(0, Ordering::Relaxed);
+}
+
+/// Runs `f` and adds its duration to the norm counters. On a GPU the device is synchronised
+/// before and after so that the time is the kernel's, not the launch's.
+fn timed<T>(x: &Tensor, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let sync = !x.device().is_cpu();
+    if sync {
+        x.device().synchronize()?;
+    }
+    let start = Instant::now();
+    let out = f()?;
+    if sync {
+        x.device().synchronize()?;
+    }
+    NORM_NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    NORM_CALLS.fetch_add(1, Ordering::Relaxed);
+    Ok(out)
+}
+
+/// An RMSNorm over the last dimension with a weight.
+#[derive(Debug, Clone)]
+pub struct Norm {
+    weight: Tensor,
+    cfg: NormConfig,
+    imp: NormImpl,
+}
+
+impl Norm {
+    pub fn new(weight: Tensor, eps: f64, rounding: Rounding, imp: NormImpl) -> Self {
+        Self {
+            weight,
+            cfg: NormConfig::new(eps).with_rounding(rounding),
+            imp,
+        }
+    }
+
+    /// `rms_norm(x) * weight`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self.imp {
+            NormImpl::Ours => timed(x, || rms_norm_with(x, Some(&self.weight), &self.cfg)),
+            NormImpl::Candle => {
+                let x = x.contiguous()?;
+                timed(&x, || {
+                    candle_nn::ops::rms_norm(&x, &self.weight, self.cfg.eps() as f32)
+                })
+            }
+        }
+    }
+
+    /// `sum = x + residual; (rms_norm(sum) * weight, sum)`: one fused call with `ours`.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<(Tensor, Tensor)> {
+        match self.imp {
+            NormImpl::Ours => timed(x, || {
+                fused_add_rms_norm_with(x, residual, Some(&self.weight), &self.cfg)
+            }),
+            NormImpl::Candle => timed(x, || {
+                let sum = (x + residual)?;
+                let normed = candle_nn::ops::rms_norm(&sum, &self.weight, self.cfg.eps() as f32)?;
+                Ok((normed, sum))
+            }),
+        }
+    }
+}
+
+/// The Wan VAE's channel-first `RMS_norm`: `F.normalize(x, dim=channels) * sqrt(C) * gamma`.
+///
+/// `F.normalize` divides by `max(||x||_2, 1e-12)`, so with `ms = mean(x^2)` over the C channels
+/// the reference is `x / max(sqrt(ms), 1e-12 / sqrt(C)) * gamma`. This crate computes
+/// `x / sqrt(ms + eps) * gamma`; with `eps = 1e-24 / C` (the square of the clamp) the two are
+/// equal for all-zero rows and differ by a relative `eps / (2 ms)` elsewhere, which is below f32
+/// resolution for every row with `ms > 1e-17 / C` (and at most a factor sqrt(2), at `ms = eps`,
+/// for rows of values near 1e-12).
+#[derive(Debug, Clone)]
+pub struct ChannelNorm {
+    norm: Norm,
+}
+
+impl ChannelNorm {
+    /// `gamma` of any shape with C elements (the checkpoints store `[C, 1, 1, 1]` or `[C, 1, 1]`).
+    pub fn new(gamma: &Tensor, imp: NormImpl) -> Result<Self> {
+        let c = gamma.elem_count();
+        let eps = 1e-24 / c as f64;
+        Ok(Self {
+            norm: Norm::new(gamma.flatten_all()?, eps, Rounding::AtEnd, imp),
+        })
+    }
+
+    /// `x`: `[N, C, H, W]` (frames as the batch). Moves channels last, normalises over them,
+    /// moves them back.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let xl = x.permute((0, 2, 3, 1))?.contiguous()?;
+        let y = self.norm.forward(&xl)?;
+        y.permute((0, 3, 1, 2))?.contiguous()
+    }
+}
