@@ -14,7 +14,9 @@ fn composite(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let dt = x.dtype();
     let x = x.to_dtype(DType::F32)?;
     let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
-    x.broadcast_div(&r)?.broadcast_mul(&w.to_dtype(DType::F32)?)?.to_dtype(dt)
+    x.broadcast_div(&r)?
+        .broadcast_mul(&w.to_dtype(DType::F32)?)?
+        .to_dtype(dt)
 }
 
 fn name(dt: DType) -> &'static str {
@@ -42,9 +44,18 @@ fn benches(c: &mut Criterion) {
     let tier = candle_rmsnorm::cpu_tier_name();
     for (rows, h) in SHAPES {
         for dt in DTYPES {
-            let x = Tensor::randn(0f32, 1., (rows, h), &dev).unwrap().to_dtype(dt).unwrap();
-            let r = Tensor::randn(0f32, 1., (rows, h), &dev).unwrap().to_dtype(dt).unwrap();
-            let w = Tensor::randn(1f32, 0.1, h, &dev).unwrap().to_dtype(dt).unwrap();
+            let x = Tensor::randn(0f32, 1., (rows, h), &dev)
+                .unwrap()
+                .to_dtype(dt)
+                .unwrap();
+            let r = Tensor::randn(0f32, 1., (rows, h), &dev)
+                .unwrap()
+                .to_dtype(dt)
+                .unwrap();
+            let w = Tensor::randn(1f32, 0.1, h, &dev)
+                .unwrap()
+                .to_dtype(dt)
+                .unwrap();
             let bytes = rows * h * dt.size_in_bytes();
             let wbytes = h * dt.size_in_bytes();
 

@@ -30,13 +30,20 @@ fn close(a: &Tensor, b: &Tensor, tol: f64, what: &str) -> Result<()> {
 #[test]
 fn grads_match_composite_autograd() -> Result<()> {
     let (mut rng, _) = rng();
-    let dev = Device::Cpu;
     for (dt, tol) in [(DType::F64, 1e-10), (DType::F32, 1e-4)] {
         for &(rows, h) in &[(3usize, 1usize), (4, 7), (5, 130)] {
-            for (weighted, mode) in [(true, WeightMode::Scale), (true, WeightMode::OffsetOne), (false, WeightMode::Scale)] {
-                let cfg = NormConfig::new(1e-5).with_weight_mode(mode).with_backend(Backend::Cpu);
-                let x = Var::from_tensor(&tensor(&randn(&mut rng, rows * h, 1.0), &[rows, h], dt)?)?;
-                let r = Var::from_tensor(&tensor(&randn(&mut rng, rows * h, 1.0), &[rows, h], dt)?)?;
+            for (weighted, mode) in [
+                (true, WeightMode::Scale),
+                (true, WeightMode::OffsetOne),
+                (false, WeightMode::Scale),
+            ] {
+                let cfg = NormConfig::new(1e-5)
+                    .with_weight_mode(mode)
+                    .with_backend(Backend::Cpu);
+                let x =
+                    Var::from_tensor(&tensor(&randn(&mut rng, rows * h, 1.0), &[rows, h], dt)?)?;
+                let r =
+                    Var::from_tensor(&tensor(&randn(&mut rng, rows * h, 1.0), &[rows, h], dt)?)?;
                 let w = Var::from_tensor(&tensor(&randn(&mut rng, h, 1.0), &[h], dt)?)?;
                 let gy = tensor(&randn(&mut rng, rows * h, 1.0), &[rows, h], dt)?;
                 let gs = tensor(&randn(&mut rng, rows * h, 1.0), &[rows, h], dt)?;
@@ -44,11 +51,25 @@ fn grads_match_composite_autograd() -> Result<()> {
                 let what = format!("{dt:?} {rows}x{h} {weighted} {mode:?}");
 
                 // rms_norm
-                let ours = (rms_norm_with(&x, wopt, &cfg)? * &gy)?.sum_all()?.backward()?;
-                let theirs = (composite(&x, wopt, 1e-5, mode)? * &gy)?.sum_all()?.backward()?;
-                close(ours.get(&x).unwrap(), theirs.get(&x).unwrap(), tol, &format!("dx {what}"))?;
+                let ours = (rms_norm_with(&x, wopt, &cfg)? * &gy)?
+                    .sum_all()?
+                    .backward()?;
+                let theirs = (composite(&x, wopt, 1e-5, mode)? * &gy)?
+                    .sum_all()?
+                    .backward()?;
+                close(
+                    ours.get(&x).unwrap(),
+                    theirs.get(&x).unwrap(),
+                    tol,
+                    &format!("dx {what}"),
+                )?;
                 if weighted {
-                    close(ours.get(&w).unwrap(), theirs.get(&w).unwrap(), tol, &format!("dw {what}"))?;
+                    close(
+                        ours.get(&w).unwrap(),
+                        theirs.get(&w).unwrap(),
+                        tol,
+                        &format!("dw {what}"),
+                    )?;
                 }
 
                 // fused: loss = <normed, gy> + <sum, gs>
@@ -58,10 +79,20 @@ fn grads_match_composite_autograd() -> Result<()> {
                 let n2 = composite(&sum, wopt, 1e-5, mode)?;
                 let theirs = ((n2 * &gy)?.sum_all()? + (sum * &gs)?.sum_all()?)?.backward()?;
                 for (name, v) in [("dx", &x), ("dres", &r)] {
-                    close(ours.get(v).unwrap(), theirs.get(v).unwrap(), tol, &format!("fused {name} {what}"))?;
+                    close(
+                        ours.get(v).unwrap(),
+                        theirs.get(v).unwrap(),
+                        tol,
+                        &format!("fused {name} {what}"),
+                    )?;
                 }
                 if weighted {
-                    close(ours.get(&w).unwrap(), theirs.get(&w).unwrap(), tol, &format!("fused dw {what}"))?;
+                    close(
+                        ours.get(&w).unwrap(),
+                        theirs.get(&w).unwrap(),
+                        tol,
+                        &format!("fused dw {what}"),
+                    )?;
                 }
             }
         }
@@ -74,7 +105,10 @@ fn grads_keep_input_dtypes() -> Result<()> {
     let dev = Device::Cpu;
     let x = Var::from_tensor(&Tensor::randn(0f32, 1., (4, 16), &dev)?.to_dtype(DType::BF16)?)?;
     let w = Var::from_tensor(&Tensor::randn(0f32, 1., 16, &dev)?)?;
-    let g = rms_norm_with(&x, Some(&w), &NormConfig::new(1e-6))?.to_dtype(DType::F32)?.sum_all()?.backward()?;
+    let g = rms_norm_with(&x, Some(&w), &NormConfig::new(1e-6))?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .backward()?;
     assert_eq!(g.get(&x).unwrap().dtype(), DType::BF16);
     assert_eq!(g.get(&w).unwrap().dtype(), DType::F32);
     Ok(())

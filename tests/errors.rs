@@ -25,11 +25,20 @@ fn expect_err<T: std::fmt::Debug>(r: Result<T>, needles: &[&str]) {
 fn weight_length_and_rank() -> Result<()> {
     let x = Tensor::zeros((2, 8), DType::F32, &dev())?;
     let w7 = Tensor::ones(7, DType::F32, &dev())?;
-    expect_err(rms_norm(&x, &w7, 1e-6), &["rms_norm", "weight", "[8]", "[7]"]);
+    expect_err(
+        rms_norm(&x, &w7, 1e-6),
+        &["rms_norm", "weight", "[8]", "[7]"],
+    );
     let w2 = Tensor::ones((1, 8), DType::F32, &dev())?;
-    expect_err(rms_norm(&x, &w2, 1e-6), &["rms_norm", "weight", "[8]", "[1, 8]"]);
+    expect_err(
+        rms_norm(&x, &w2, 1e-6),
+        &["rms_norm", "weight", "[8]", "[1, 8]"],
+    );
     let r = x.clone();
-    expect_err(fused_add_rms_norm(&x, &r, &w7, 1e-6), &["fused_add_rms_norm", "weight", "[7]"]);
+    expect_err(
+        fused_add_rms_norm(&x, &r, &w7, 1e-6),
+        &["fused_add_rms_norm", "weight", "[7]"],
+    );
     Ok(())
 }
 
@@ -38,9 +47,15 @@ fn residual_shape_dtype() -> Result<()> {
     let x = Tensor::zeros((2, 8), DType::F32, &dev())?;
     let w = Tensor::ones(8, DType::F32, &dev())?;
     let r = Tensor::zeros((3, 8), DType::F32, &dev())?;
-    expect_err(fused_add_rms_norm(&x, &r, &w, 1e-6), &["fused_add_rms_norm", "residual", "[2, 8]", "[3, 8]"]);
+    expect_err(
+        fused_add_rms_norm(&x, &r, &w, 1e-6),
+        &["fused_add_rms_norm", "residual", "[2, 8]", "[3, 8]"],
+    );
     let r = Tensor::zeros((2, 8), DType::BF16, &dev())?;
-    expect_err(fused_add_rms_norm(&x, &r, &w, 1e-6), &["residual", "F32", "BF16"]);
+    expect_err(
+        fused_add_rms_norm(&x, &r, &w, 1e-6),
+        &["residual", "F32", "BF16"],
+    );
     Ok(())
 }
 
@@ -49,14 +64,28 @@ fn integer_dtypes_and_rank_zero() -> Result<()> {
     let w = Tensor::ones(4, DType::F32, &dev())?;
     for dt in [DType::U8, DType::U32, DType::I64] {
         let x = Tensor::zeros((2, 4), dt, &dev())?;
-        expect_err(rms_norm(&x, &w, 1e-6), &["rms_norm", "xs", "f32, f16, bf16 or f64", &format!("{dt:?}")]);
+        expect_err(
+            rms_norm(&x, &w, 1e-6),
+            &[
+                "rms_norm",
+                "xs",
+                "f32, f16, bf16 or f64",
+                &format!("{dt:?}"),
+            ],
+        );
         let xf = Tensor::zeros((2, 4), DType::F32, &dev())?;
         let wi = Tensor::zeros(4, dt, &dev())?;
         expect_err(rms_norm(&xf, &wi, 1e-6), &["weight", &format!("{dt:?}")]);
     }
     let x0 = Tensor::new(3f32, &dev())?;
-    expect_err(rms_norm(&x0, &w, 1e-6), &["rms_norm", "xs", "rank >= 1", "rank-0"]);
-    expect_err(fused_add_rms_norm(&x0, &x0, &w, 1e-6), &["fused_add_rms_norm", "rank-0"]);
+    expect_err(
+        rms_norm(&x0, &w, 1e-6),
+        &["rms_norm", "xs", "rank >= 1", "rank-0"],
+    );
+    expect_err(
+        fused_add_rms_norm(&x0, &x0, &w, 1e-6),
+        &["fused_add_rms_norm", "rank-0"],
+    );
     Ok(())
 }
 
@@ -64,10 +93,16 @@ fn integer_dtypes_and_rank_zero() -> Result<()> {
 fn eps_negative_nan_infinite() -> Result<()> {
     let x = Tensor::zeros((2, 4), DType::F32, &dev())?;
     let w = Tensor::ones(4, DType::F32, &dev())?;
-    expect_err(rms_norm(&x, &w, -1e-6), &["rms_norm", "eps", ">= 0", "-0.000001"]);
+    expect_err(
+        rms_norm(&x, &w, -1e-6),
+        &["rms_norm", "eps", ">= 0", "-0.000001"],
+    );
     expect_err(rms_norm(&x, &w, f32::NAN), &["eps", "NaN"]);
     expect_err(rms_norm(&x, &w, f32::INFINITY), &["eps", "inf"]);
-    expect_err(fused_add_rms_norm(&x, &x, &w, f32::NAN), &["fused_add_rms_norm", "eps"]);
+    expect_err(
+        fused_add_rms_norm(&x, &x, &w, f32::NAN),
+        &["fused_add_rms_norm", "eps"],
+    );
     Ok(())
 }
 
@@ -86,7 +121,12 @@ fn backends_not_built_or_not_matching() -> Result<()> {
     );
     #[cfg(not(feature = "rocm"))]
     expect_err(
-        fused_add_rms_norm_with(&x, &x, None, &NormConfig::new(1e-6).with_backend(Backend::Rocm)),
+        fused_add_rms_norm_with(
+            &x,
+            &x,
+            None,
+            &NormConfig::new(1e-6).with_backend(Backend::Rocm),
+        ),
         &["fused_add_rms_norm", "rocm", "feature `rocm`"],
     );
     Ok(())
@@ -94,11 +134,19 @@ fn backends_not_built_or_not_matching() -> Result<()> {
 
 #[test]
 fn backend_names_parse() {
-    for (s, b) in [("auto", Backend::Auto), (" CPU ", Backend::Cpu), ("cuda", Backend::Cuda), ("rocm", Backend::Rocm)] {
+    for (s, b) in [
+        ("auto", Backend::Auto),
+        (" CPU ", Backend::Cpu),
+        ("cuda", Backend::Cuda),
+        ("rocm", Backend::Rocm),
+    ] {
         assert_eq!(Backend::parse(s).unwrap(), b);
     }
     let e = Backend::parse("tpu").unwrap_err().to_string();
-    assert!(e.contains("auto, cpu, cuda, rocm") && e.contains("tpu"), "{e}");
+    assert!(
+        e.contains("auto, cpu, cuda, rocm") && e.contains("tpu"),
+        "{e}"
+    );
 }
 
 #[test]

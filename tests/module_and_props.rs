@@ -14,7 +14,10 @@ fn layer_new_load_forward_residual() -> Result<()> {
     let w = Tensor::new(&[1f32, 2., 3., 4.], &dev)?;
     let norm = RmsNorm::new(w.clone(), 1e-6);
     assert_eq!(norm.eps(), 1e-6);
-    assert_eq!(norm.weight().unwrap().to_vec1::<f32>()?, w.to_vec1::<f32>()?);
+    assert_eq!(
+        norm.weight().unwrap().to_vec1::<f32>()?,
+        w.to_vec1::<f32>()?
+    );
     let x = Tensor::new(&[[1f32, 1., 1., 1.], [2., 0., 0., 0.]], &dev)?;
     let y = norm.forward(&x)?.to_vec2::<f32>()?;
     let want = [[1.0, 2.0, 3.0, 4.0], [2.0, 0.0, 0.0, 0.0]];
@@ -29,10 +32,17 @@ fn layer_new_load_forward_residual() -> Result<()> {
     let map = VarMap::new();
     let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
     let a = RmsNorm::load(4, 1e-6, vb.pp("a"))?;
-    let b = RmsNorm::load_with(4, NormConfig::new(1e-6).with_weight_mode(WeightMode::OffsetOne), vb.pp("b"))?;
+    let b = RmsNorm::load_with(
+        4,
+        NormConfig::new(1e-6).with_weight_mode(WeightMode::OffsetOne),
+        vb.pp("b"),
+    )?;
     assert_eq!(a.weight().unwrap().to_vec1::<f32>()?, vec![1.0; 4]);
     assert_eq!(b.weight().unwrap().to_vec1::<f32>()?, vec![0.0; 4]);
-    assert_eq!(a.forward(&x)?.to_vec2::<f32>()?, b.forward(&x)?.to_vec2::<f32>()?);
+    assert_eq!(
+        a.forward(&x)?.to_vec2::<f32>()?,
+        b.forward(&x)?.to_vec2::<f32>()?
+    );
     assert!(map.data().lock().unwrap().contains_key("a.weight"));
     // A stored weight of the wrong size is an error, not a panic.
     let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
@@ -46,7 +56,12 @@ fn layer_new_load_forward_residual() -> Result<()> {
 }
 
 fn dtype_strategy() -> impl Strategy<Value = DType> {
-    prop_oneof![Just(DType::F32), Just(DType::F16), Just(DType::BF16), Just(DType::F64)]
+    prop_oneof![
+        Just(DType::F32),
+        Just(DType::F16),
+        Just(DType::BF16),
+        Just(DType::F64)
+    ]
 }
 
 proptest! {

@@ -11,8 +11,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Shape};
 use half::{bf16, f16};
 use kernel::{Job, Rows};
-use std::mem::MaybeUninit;
 use simd::Elem;
+use std::mem::MaybeUninit;
 
 /// The weight, converted once per call to the compute precision, with `1 + w` applied for
 /// Gemma; ones when the op has no weight.

@@ -259,7 +259,12 @@ mod x86 {
         #[inline(always)]
         fn load_f32(s: &[f32; 16]) -> Self::V {
             // SAFETY: see the module note.
-            unsafe { (_mm256_loadu_ps(s.as_ptr()), _mm256_loadu_ps(s.as_ptr().add(8))) }
+            unsafe {
+                (
+                    _mm256_loadu_ps(s.as_ptr()),
+                    _mm256_loadu_ps(s.as_ptr().add(8)),
+                )
+            }
         }
         #[inline(always)]
         fn store_f32(v: Self::V, d: &mut [MaybeUninit<f32>; 16]) {
@@ -525,8 +530,17 @@ mod tests {
     /// Every tier converts and rounds every sampled f32 bit pattern identically.
     fn tier_matches_portable<I: Isa>() {
         let mut vals: Vec<f32> = (0..=u32::MAX).step_by(65_521).map(f32::from_bits).collect();
-        vals.extend([65504.0, 65520.0, 65519.99, 6.0e-8, 2.98e-8, -0.0, f32::INFINITY, 3.4e38]);
-        while vals.len() % 16 != 0 {
+        vals.extend([
+            65504.0,
+            65520.0,
+            65519.99,
+            6.0e-8,
+            2.98e-8,
+            -0.0,
+            f32::INFINITY,
+            3.4e38,
+        ]);
+        while !vals.len().is_multiple_of(16) {
             vals.push(1.0);
         }
         let same = |a: f32, b: f32| (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits();
@@ -537,7 +551,10 @@ mod tests {
             let mut b = [MaybeUninit::new(bf16::ZERO); 16];
             Portable::store_bf16(p, &mut a);
             I::store_bf16(v, &mut b);
-            let (a, b) = (a.map(|e| unsafe { e.assume_init() }), b.map(|e| unsafe { e.assume_init() }));
+            let (a, b) = (
+                a.map(|e| unsafe { e.assume_init() }),
+                b.map(|e| unsafe { e.assume_init() }),
+            );
             let back_p = Portable::to_array(Portable::load_bf16(&a));
             let back_v = I::to_array(I::load_bf16(&b));
             let rp = Portable::to_array(Portable::round_bf16(p));
@@ -546,16 +563,27 @@ mod tests {
             let mut fb = [MaybeUninit::new(f16::ZERO); 16];
             Portable::store_f16(p, &mut fa);
             I::store_f16(v, &mut fb);
-            let (fa, fb) = (fa.map(|e| unsafe { e.assume_init() }), fb.map(|e| unsafe { e.assume_init() }));
+            let (fa, fb) = (
+                fa.map(|e| unsafe { e.assume_init() }),
+                fb.map(|e| unsafe { e.assume_init() }),
+            );
             let fr_p = Portable::to_array(Portable::round_f16(p));
             let fr_v = I::to_array(I::round_f16(v));
             let fl_p = Portable::to_array(Portable::load_f16(&fa));
             let fl_v = I::to_array(I::load_f16(&fb));
             for i in 0..16 {
                 assert!(same(back_p[i], back_v[i]), "bf16 {:e}", src[i]);
-                assert!(same(rp[i], rv[i]) && same(rp[i], back_p[i]), "bf16 round {:e}", src[i]);
+                assert!(
+                    same(rp[i], rv[i]) && same(rp[i], back_p[i]),
+                    "bf16 round {:e}",
+                    src[i]
+                );
                 assert!(same(fl_p[i], fl_v[i]), "f16 {:e}", src[i]);
-                assert!(same(fr_p[i], fr_v[i]) && same(fr_p[i], fl_p[i]), "f16 round {:e}", src[i]);
+                assert!(
+                    same(fr_p[i], fr_v[i]) && same(fr_p[i], fl_p[i]),
+                    "f16 round {:e}",
+                    src[i]
+                );
             }
         }
     }

@@ -72,7 +72,7 @@ pub fn reference(
     o: &RefOpts,
     dt: DType,
 ) -> (Vec<f64>, Vec<f64>) {
-    let rows = if h == 0 { 0 } else { x.len() / h };
+    let rows = x.len().checked_div(h).unwrap_or(0);
     let mut out = vec![0.0; x.len()];
     let mut sum = Vec::new();
     for row in 0..rows {
@@ -160,6 +160,10 @@ pub fn assert_close(got: &[f64], want: &[f64], dt: DType, ulps: f64, what: &str)
     }
     if den > 0.0 {
         let rel = (num / den).sqrt();
-        assert!(rel <= rel_l2_tol(dt), "{what}: relative L2 {rel:e} > {:e}", rel_l2_tol(dt));
+        assert!(
+            rel <= rel_l2_tol(dt),
+            "{what}: relative L2 {rel:e} > {:e}",
+            rel_l2_tol(dt)
+        );
     }
 }
