@@ -27,7 +27,9 @@ fn name(dt: DType) -> &'static str {
     }
 }
 
-/// A copy of `n` bytes into a preallocated buffer: the bandwidth ceiling.
+/// Two ceilings for an op that reads and writes `n` bytes each: `copy`, a `copy_from_slice` into
+/// a preallocated buffer (the memory system's limit), and `copy_new`, a copy into a freshly
+/// allocated buffer (what any op returning a new tensor pays, page faults included).
 fn bench_copy(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, n: usize) {
     let src = vec![1u8; n];
     let mut dst = vec![0u8; n];
@@ -37,6 +39,7 @@ fn bench_copy(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wall
             black_box(&dst);
         })
     });
+    g.bench_function("copy_new", |b| b.iter(|| black_box(&src).to_vec()));
 }
 
 fn benches(c: &mut Criterion) {
