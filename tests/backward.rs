@@ -27,6 +27,24 @@ fn close(a: &Tensor, b: &Tensor, tol: f64, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Compares the gradients of `vars` in two backward passes.
+fn compare(
+    ours: &candle_core::backprop::GradStore,
+    theirs: &candle_core::backprop::GradStore,
+    vars: &[(&str, &Var)],
+    tol: f64,
+    what: &str,
+) -> Result<()> {
+    for (name, v) in vars {
+        let (a, b) = (ours.get(v), theirs.get(v));
+        let (Some(a), Some(b)) = (a, b) else {
+            panic!("{name} {what}: missing gradient");
+        };
+        close(a, b, tol, &format!("{name} {what}"))?;
+    }
+    Ok(())
+}
+
 #[test]
 fn grads_match_composite_autograd() -> Result<()> {
     let (mut rng, _) = rng();
@@ -57,20 +75,11 @@ fn grads_match_composite_autograd() -> Result<()> {
                 let theirs = (composite(&x, wopt, 1e-5, mode)? * &gy)?
                     .sum_all()?
                     .backward()?;
-                close(
-                    ours.get(&x).unwrap(),
-                    theirs.get(&x).unwrap(),
-                    tol,
-                    &format!("dx {what}"),
-                )?;
+                let mut vars = vec![("dx", &x)];
                 if weighted {
-                    close(
-                        ours.get(&w).unwrap(),
-                        theirs.get(&w).unwrap(),
-                        tol,
-                        &format!("dw {what}"),
-                    )?;
+                    vars.push(("dw", &w));
                 }
+                compare(&ours, &theirs, &vars, tol, &what)?;
 
                 // fused: loss = <normed, gy> + <sum, gs>
                 let (n, s) = fused_add_rms_norm_with(&x, &r, wopt, &cfg)?;
@@ -78,22 +87,8 @@ fn grads_match_composite_autograd() -> Result<()> {
                 let sum = (x.as_tensor() + r.as_tensor())?;
                 let n2 = composite(&sum, wopt, 1e-5, mode)?;
                 let theirs = ((n2 * &gy)?.sum_all()? + (sum * &gs)?.sum_all()?)?.backward()?;
-                for (name, v) in [("dx", &x), ("dres", &r)] {
-                    close(
-                        ours.get(v).unwrap(),
-                        theirs.get(v).unwrap(),
-                        tol,
-                        &format!("fused {name} {what}"),
-                    )?;
-                }
-                if weighted {
-                    close(
-                        ours.get(&w).unwrap(),
-                        theirs.get(&w).unwrap(),
-                        tol,
-                        &format!("fused dw {what}"),
-                    )?;
-                }
+                vars.push(("dres", &r));
+                compare(&ours, &theirs, &vars, tol, &format!("fused {what}"))?;
             }
         }
     }

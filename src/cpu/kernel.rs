@@ -2,9 +2,9 @@
 //! rows with rayon, 16-lane f32 blocks compiled per instruction-set tier.
 
 use super::simd::{hsum16, Elem, Isa, Portable};
-use std::mem::MaybeUninit;
 use crate::config::Rounding;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 /// Rows of `hidden` contiguous elements; row `r` starts at `offset + r * stride`.
@@ -74,7 +74,8 @@ fn arr<T>(s: &[T]) -> &[T; 16] {
 
 #[inline(always)]
 fn arr_mut<T>(s: &mut [T]) -> &mut [T; 16] {
-    s.try_into().expect("chunks_exact_mut(16) yields 16 elements")
+    s.try_into()
+        .expect("chunks_exact_mut(16) yields 16 elements")
 }
 
 /// `x (+ residual)` of element `i` in f32.
@@ -412,11 +413,18 @@ mod tests {
                     for t in all_tiers() {
                         let n = rows * h;
                         let mut out = vec![MaybeUninit::new(cvt(f32::NAN)); n];
-                        let mut sum = vec![MaybeUninit::new(cvt(f32::NAN)); if fused { n } else { 0 }];
+                        let mut sum =
+                            vec![MaybeUninit::new(cvt(f32::NAN)); if fused { n } else { 0 }];
                         run_f32_with(t, &job, &mut out, &mut sum);
                         // SAFETY: initialised above (poisoned with NaN) and overwritten.
-                        let out: Vec<T> = out.into_iter().map(|e| unsafe { e.assume_init() }).collect();
-                        let sum: Vec<T> = sum.into_iter().map(|e| unsafe { e.assume_init() }).collect();
+                        let out: Vec<T> = out
+                            .into_iter()
+                            .map(|e| unsafe { e.assume_init() })
+                            .collect();
+                        let sum: Vec<T> = sum
+                            .into_iter()
+                            .map(|e| unsafe { e.assume_init() })
+                            .collect();
                         match &first {
                             None => first = Some((out, sum)),
                             Some((o0, s0)) => {
