@@ -456,3 +456,63 @@ mod tests {
         }
     }
 }
+
+/// Where the time goes (`cargo test --release --lib cost_split -- --ignored --nocapture`): the
+/// kernel alone into an already-touched output buffer, versus the same call writing a freshly
+/// allocated buffer (page faults and the OS zeroing the new pages).
+#[cfg(test)]
+mod cost_split {
+    use super::*;
+    use half::bf16;
+
+    #[test]
+    #[ignore]
+    fn cost_split() {
+        for (rows, h) in [(8192usize, 5120usize), (32760, 1536), (65536, 128)] {
+            let n = rows * h;
+            let x: Vec<bf16> = (0..n)
+                .map(|i| bf16::from_f32((i % 97) as f32 * 0.01))
+                .collect();
+            let w = vec![1.0f32; h];
+            let job = Job {
+                x: Rows {
+                    data: &x,
+                    offset: 0,
+                    stride: h,
+                },
+                residual: None,
+                weight: &w,
+                hidden: h,
+                eps: 1e-6,
+                rounding: Rounding::AtEnd,
+            };
+            let mut warm: Vec<MaybeUninit<bf16>> = Vec::with_capacity(n);
+            // SAFETY: MaybeUninit needs no initialisation.
+            unsafe { warm.set_len(n) };
+            let gb = 2.0 * (n * 2) as f64 / 1e9;
+            let (mut best_warm, mut best_fresh, mut best_copy) = (f64::MAX, f64::MAX, f64::MAX);
+            let mut dst = vec![bf16::ZERO; n];
+            for _ in 0..10 {
+                let t = std::time::Instant::now();
+                run_f32(&job, &mut warm, &mut []);
+                best_warm = best_warm.min(t.elapsed().as_secs_f64());
+                let t = std::time::Instant::now();
+                let mut fresh: Vec<MaybeUninit<bf16>> = Vec::with_capacity(n);
+                // SAFETY: as above.
+                unsafe { fresh.set_len(n) };
+                run_f32(&job, &mut fresh, &mut []);
+                drop(fresh);
+                best_fresh = best_fresh.min(t.elapsed().as_secs_f64());
+                let t = std::time::Instant::now();
+                dst.copy_from_slice(&x);
+                best_copy = best_copy.min(t.elapsed().as_secs_f64());
+            }
+            eprintln!(
+                "bf16 {rows}x{h}: copy {:.1} GB/s, kernel into touched buffer {:.1} GB/s, into fresh buffer {:.1} GB/s",
+                gb / best_copy,
+                gb / best_warm,
+                gb / best_fresh
+            );
+        }
+    }
+}
