@@ -33,6 +33,8 @@ mod cpu;
 mod layout;
 mod module;
 mod ops;
+#[cfg(feature = "rocm")]
+pub mod rocm;
 
 pub use api::{fused_add_rms_norm, fused_add_rms_norm_with, rms_norm, rms_norm_with};
 pub use config::{Backend, NormConfig, Rounding, WeightMode, BACKEND_ENV};
