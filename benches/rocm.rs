@@ -65,9 +65,11 @@ fn main() -> candle_core::Result<()> {
     let stream = dev.stream()?;
     let (rt, ver) = rocm::runtime_info()?;
     println!(
-        "device {} {} (code object {}), runtime {rt} {ver:?}, {iters} launches per entry, median",
+        "device {} {} {} ({} CUs, code object {}), runtime {rt} {ver:?}, {iters} launches per entry, median",
         dev.ordinal(),
+        dev.name(),
         dev.gcn_arch_name(),
+        dev.compute_units(),
         dev.code_object().arch
     );
     println!();

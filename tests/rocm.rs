@@ -482,9 +482,11 @@ fn gpu_numerics() {
         return skipped("gpu_numerics");
     };
     println!(
-        "device {} ({}), code object {}",
+        "device {} {} ({}, {} CUs), code object {}",
         dev.ordinal(),
+        dev.name(),
         dev.gcn_arch_name(),
+        dev.compute_units(),
         dev.code_object().arch
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());

@@ -47,6 +47,8 @@ unsafe impl Sync for Handle {}
 struct DeviceState {
     ordinal: usize,
     gcn_arch: String,
+    name: String,
+    compute_units: u32,
     code: &'static CodeObject,
     module: Handle,
     functions: Mutex<HashMap<String, Handle>>,
@@ -64,6 +66,7 @@ impl std::fmt::Debug for RocmDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RocmDevice")
             .field("ordinal", &self.state.ordinal)
+            .field("name", &self.state.name)
             .field("gcn_arch", &self.state.gcn_arch)
             .field("code_object", &self.state.code.arch)
             .finish()
@@ -109,8 +112,8 @@ impl RocmDevice {
             return Ok(Self { state: s.clone() });
         }
         h.set_device(ordinal)?;
-        let gcn_arch = h.arch_name(ordinal)?;
-        let code = code_objects::select(&gcn_arch)?;
+        let props = h.properties(ordinal)?;
+        let code = code_objects::select(&props.gcn_arch)?;
         // The loader reads the ELF in place: hand it an 8-byte aligned copy.
         let mut image = vec![0u64; code.bytes.len().div_ceil(8)];
         // SAFETY: `image` has at least `code.bytes.len()` bytes; the two buffers are distinct.
@@ -128,15 +131,19 @@ impl RocmDevice {
         h.check("hipModuleLoadData", rc)?;
         let state = Arc::new(DeviceState {
             ordinal,
-            gcn_arch,
+            gcn_arch: props.gcn_arch,
+            name: props.name,
+            compute_units: props.compute_units,
             code,
             module: Handle(module),
             functions: Mutex::new(HashMap::new()),
             stream: OnceLock::new(),
         });
         log::debug!(
-            "candle-rmsnorm rocm: device {ordinal} is {} (code object {}, runtime {})",
+            "candle-rmsnorm rocm: device {ordinal} is {} {} with {} CUs (code object {}, runtime {})",
+            state.name,
             state.gcn_arch,
+            state.compute_units,
             code.arch,
             h.path
         );
@@ -152,6 +159,16 @@ impl RocmDevice {
     /// The device's `gcnArchName` as the runtime reports it, e.g. `gfx942:sramecc+:xnack-`.
     pub fn gcn_arch_name(&self) -> &str {
         &self.state.gcn_arch
+    }
+
+    /// The device's marketing name, e.g. `AMD Instinct MI300X`.
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    /// Number of compute units.
+    pub fn compute_units(&self) -> u32 {
+        self.state.compute_units
     }
 
     /// The embedded code object running on this device.
@@ -501,7 +518,12 @@ impl RocmTensor {
 
     /// Copies `data` into elements `at..` (synchronous).
     pub(crate) fn upload<T: Copy>(&self, data: &[T], at: usize) -> Result<()> {
-        assert_eq!(std::mem::size_of::<T>(), self.dtype.size_in_bytes());
+        if std::mem::size_of::<T>() != self.dtype.size_in_bytes() {
+            return Err(err(format!(
+                "upload: element size does not match {:?}",
+                self.dtype
+            )));
+        }
         if at + data.len() > self.elem_count() {
             return Err(err("upload past the end of a device tensor"));
         }
@@ -528,7 +550,12 @@ impl RocmTensor {
 
     /// Copies the whole tensor into a host vector after waiting for all work on the device.
     pub(crate) fn download<T: Copy + Default>(&self) -> Result<Vec<T>> {
-        assert_eq!(std::mem::size_of::<T>(), self.dtype.size_in_bytes());
+        if std::mem::size_of::<T>() != self.dtype.size_in_bytes() {
+            return Err(err(format!(
+                "download: element size does not match {:?}",
+                self.dtype
+            )));
+        }
         let mut v = vec![T::default(); self.elem_count()];
         if v.is_empty() {
             return Ok(v);

@@ -27,6 +27,19 @@ pub(crate) const DEVICE_PROP_BUFFER: usize = 4096;
 /// Offset and size of `char gcnArchName[256]` in that struct.
 pub(crate) const GCN_ARCH_NAME_OFFSET: usize = 396;
 pub(crate) const GCN_ARCH_NAME_LEN: usize = 256;
+/// Offset of `int multiProcessorCount` in that struct.
+pub(crate) const MULTIPROCESSOR_COUNT_OFFSET: usize = 336;
+
+/// What the crate reads from `hipGetDeviceProperties`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeviceProps {
+    /// Marketing name, e.g. `AMD Instinct MI300X`.
+    pub name: String,
+    /// e.g. `gfx942:sramecc+:xnack-`.
+    pub gcn_arch: String,
+    /// Compute units.
+    pub compute_units: u32,
+}
 
 /// Library names tried in order; then the same under `$ROCM_PATH/lib` and `/opt/rocm/lib`.
 pub(crate) const LIBRARY_NAMES: &[&str] = &[
@@ -214,24 +227,41 @@ impl Hip {
         self.check("hipSetDevice", unsafe { (self.hipSetDevice)(d) })
     }
 
-    /// The device's `gcnArchName`, e.g. `gfx90a:sramecc+:xnack-`.
-    pub fn arch_name(&self, ordinal: usize) -> candle_core::Result<String> {
+    /// Name, `gcnArchName` (e.g. `gfx90a:sramecc+:xnack-`) and compute-unit count of a device.
+    pub fn properties(&self, ordinal: usize) -> candle_core::Result<DeviceProps> {
         let d = c_int::try_from(ordinal).unwrap_or(c_int::MAX);
         let mut props = vec![0u8; DEVICE_PROP_BUFFER];
         // SAFETY: the buffer is larger than any hipDeviceProp_t layout the plain entry point
-        // fills (792 bytes in HIP 4.2-7) and is zeroed, so the name below is NUL-terminated.
+        // fills (792 bytes in HIP 4.2-7) and is zeroed, so the strings below are terminated.
         let rc = unsafe { (self.hipGetDeviceProperties)(props.as_mut_ptr().cast(), d) };
         self.check("hipGetDeviceProperties", rc)?;
-        let field = &props[GCN_ARCH_NAME_OFFSET..GCN_ARCH_NAME_OFFSET + GCN_ARCH_NAME_LEN];
-        let end = field.iter().position(|&c| c == 0).unwrap_or(field.len());
-        let name = String::from_utf8_lossy(&field[..end]).into_owned();
-        if !name.starts_with("gfx") {
+        let text = |at: usize, len: usize| {
+            let field = &props[at..at + len];
+            let end = field.iter().position(|&c| c == 0).unwrap_or(field.len());
+            String::from_utf8_lossy(&field[..end]).into_owned()
+        };
+        let int = |at: usize| {
+            i32::from_le_bytes([props[at], props[at + 1], props[at + 2], props[at + 3]])
+        };
+        let gcn_arch = text(GCN_ARCH_NAME_OFFSET, GCN_ARCH_NAME_LEN);
+        if !gcn_arch.starts_with("gfx") {
             return Err(candle_core::Error::Msg(format!(
-                "candle-rmsnorm rocm: device {ordinal} reports gcnArchName {name:?}, not a gfx \
+                "candle-rmsnorm rocm: device {ordinal} reports gcnArchName {gcn_arch:?}, not a gfx \
                  architecture (unexpected hipDeviceProp_t layout in {})",
                 self.path
             )));
         }
-        Ok(name)
+        let cus = int(MULTIPROCESSOR_COUNT_OFFSET);
+        Ok(DeviceProps {
+            name: text(0, 256),
+            gcn_arch,
+            // A value outside any real GPU means a layout surprise; the launch geometry only
+            // uses it to size small grids, so 1 is a safe stand-in.
+            compute_units: if (1..=65536).contains(&cus) {
+                cus as u32
+            } else {
+                1
+            },
+        })
     }
 }
