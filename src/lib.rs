@@ -30,6 +30,9 @@ mod api;
 mod backward;
 mod config;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+pub mod launch;
 mod layout;
 mod module;
 mod ops;
