@@ -105,7 +105,9 @@ pub fn build() {
     if !bad.is_empty() {
         fail(format!(
             "kernels must not use scratch or spill registers (they would run far below memory \
-             bandwidth); lower the per-thread register footprint:\n  {}",
+             bandwidth). Scratch comes from spilled registers, a local array indexed at run \
+             time, or a non-inlined call that takes a pointer or reference to a kernel argument \
+             or local; clang's -Rpass-analysis=kernel-resource-usage shows the culprit:\n  {}",
             bad.join("\n  ")
         ));
     }

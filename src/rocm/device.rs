@@ -707,13 +707,22 @@ pub(crate) unsafe fn launch_norm(
     if rows == 0 || hidden == 0 {
         return Ok(());
     }
-    let g = launch::geometry(fused, x, w, hidden, device.wavefront_size())
-        .ok_or_else(|| err(format!("no kernel for input {x:?} with weight {w:?}")))?;
-    for d in launch::dispatches(rows as u64, &g) {
-        let args = launch::pack(o, x.size_in_bytes(), hidden as u64, eps, flags, &g, &d);
+    let (kernel, plan) = launch::plan(
+        fused,
+        x,
+        w,
+        rows as u64,
+        hidden as u64,
+        device.wavefront_size(),
+        device.compute_units(),
+        o,
+    )
+    .map_err(err)?;
+    for d in launch::dispatches(rows as u64, &plan) {
+        let args = launch::pack(o, x.size_in_bytes(), hidden as u64, eps, flags, &plan, &d);
         // SAFETY: forwarded from the caller; `pack` only advances row pointers within the
-        // `rows` rows the caller vouched for.
-        unsafe { device.launch(stream, &g.kernel, d.grid, g.block, &args)? };
+        // `rows` rows the caller vouched for, and the grid covers exactly `d.rows` rows.
+        unsafe { device.launch(stream, &kernel, d.grid, plan.block, &args)? };
     }
     Ok(())
 }

@@ -1,30 +1,11 @@
-//! Launch planning for AMD: which kernel, the work-group and grid sizes, the packed
-//! [`NormArgs`], and the split of huge row counts into several dispatches (an HSA dispatch
-//! counts its grid in work-items with 32-bit sizes, so `grid * block` must stay below 2^32).
-//!
-//! The geometry itself (variant choice, block size, rows per block) belongs to the kernels and
-//! is meant to be shared with the CUDA launcher; this module keeps it in [`geometry`] until the
-//! backend-neutral version exists, and only adds what is AMD-specific (the dispatch split).
+//! Launch planning for AMD on top of the backend-neutral geometry in [`crate::launch`]: the
+//! kernel name, the launch pieces (an HSA dispatch counts its grid in work-items with 32-bit
+//! sizes; `launch::plan` bounds `rows_per_launch` accordingly and this module splits), and the
+//! packed [`NormArgs`] of each piece.
 
 use crate::abi::{self, NormArgs};
+use crate::launch::{self as geometry, Plan, Problem, Variant};
 use candle_core::DType;
-
-/// Hidden sizes up to this use the `_rows` variant (several rows per work-group).
-pub(crate) const ROWS_VARIANT_MAX_HIDDEN: usize = 256;
-/// Work-group size of the `_rows` variant.
-pub(crate) const ROWS_BLOCK: u32 = 256;
-/// Largest work-group any kernel is launched with.
-pub(crate) const MAX_BLOCK: u32 = 1024;
-/// An HSA dispatch packet holds the grid size in work-items as a u32.
-pub(crate) const MAX_WORK_ITEMS: u64 = u32::MAX as u64;
-
-/// Kernel, work-group size and rows per work-group for one problem.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Geometry {
-    pub kernel: String,
-    pub block: u32,
-    pub rows_per_block: u32,
-}
 
 /// One dispatch: the first row it covers, its row count and its grid size (work-groups).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,48 +15,44 @@ pub(crate) struct Dispatch {
     pub grid: u32,
 }
 
-pub(crate) fn dtype_size(dt: DType) -> usize {
-    dt.size_in_bytes()
-}
-
-/// The geometry for `rows x hidden` of `x` with weight dtype `w` (already
-/// [`abi::kernel_weight_dtype`]), on a device whose wavefront has `wave` lanes.
-pub(crate) fn geometry(
+/// The kernel and geometry for `rows x hidden` of `x` with weight dtype `w` (already
+/// [`abi::kernel_weight_dtype`]) on a device with `wave`-lane wavefronts and `cus` compute
+/// units, for the operands `o`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan(
     fused: bool,
     x: DType,
     w: DType,
-    hidden: usize,
+    rows: u64,
+    hidden: u64,
     wave: u32,
-) -> Option<Geometry> {
-    let rows_variant = hidden <= ROWS_VARIANT_MAX_HIDDEN;
-    let kernel = abi::kernel_name(fused, x, w, rows_variant)?;
-    let wave = wave.clamp(32, 64);
-    if rows_variant {
-        return Some(Geometry {
-            kernel,
-            block: ROWS_BLOCK,
-            rows_per_block: ROWS_BLOCK / wave,
-        });
+    cus: u32,
+    o: &Operands,
+) -> Result<(String, Plan), String> {
+    let eb = x.size_in_bytes();
+    let mut addrs = vec![o.x, o.out, o.weight];
+    let mut strides = vec![o.x_stride as usize, o.out_stride as usize];
+    if fused {
+        addrs.extend([o.residual, o.sum_out]);
+        strides.extend([o.res_stride as usize, o.sum_stride as usize]);
     }
-    // One row per work-group: one 16-byte vector per lane per step, rounded up to whole waves.
-    let vec = (16 / dtype_size(x)).max(1);
-    let lanes = hidden.div_ceil(vec) as u64;
-    let block = lanes
-        .div_ceil(u64::from(wave))
-        .saturating_mul(u64::from(wave))
-        .clamp(u64::from(wave), u64::from(MAX_BLOCK)) as u32;
-    Some(Geometry {
-        kernel,
-        block,
-        rows_per_block: 1,
-    })
+    let p = geometry::plan(&Problem {
+        rows,
+        hidden,
+        elem_bytes: eb as u32,
+        vector: geometry::vector_ok(&addrs, &strides, hidden as usize, eb),
+        warp_size: wave,
+        multiprocessors: cus,
+    })?;
+    let kernel = abi::kernel_name(fused, x, w, p.variant == Variant::Rows)
+        .ok_or_else(|| format!("no kernel for input {x:?} with weight {w:?}"))?;
+    Ok((kernel, p))
 }
 
-/// Splits `rows` into dispatches whose grids stay within the HSA limits.
-pub(crate) fn dispatches(rows: u64, g: &Geometry) -> Vec<Dispatch> {
-    let rpb = u64::from(g.rows_per_block.max(1));
-    let max_groups = (MAX_WORK_ITEMS / u64::from(g.block.max(1))).min(u64::from(u32::MAX));
-    let max_rows = max_groups * rpb;
+/// Splits `rows` into pieces of at most `plan.rows_per_launch` rows.
+pub(crate) fn dispatches(rows: u64, plan: &Plan) -> Vec<Dispatch> {
+    let rpb = u64::from(plan.rows_per_block.max(1));
+    let max_rows = plan.rows_per_launch.max(rpb);
     let mut out = Vec::new();
     let mut first = 0;
     while first < rows {
@@ -112,7 +89,7 @@ pub(crate) fn pack(
     hidden: u64,
     eps: f64,
     flags: u32,
-    g: &Geometry,
+    plan: &Plan,
     d: &Dispatch,
 ) -> NormArgs {
     let at = |base: u64, stride: u64| {
@@ -136,11 +113,7 @@ pub(crate) fn pack(
         hidden: hidden as i64,
         eps,
         flags,
-        rows_per_block: if g.rows_per_block > 1 || g.kernel.ends_with("_rows") {
-            g.rows_per_block
-        } else {
-            0
-        },
+        rows_per_block: plan.rows_per_block,
     }
 }
 
@@ -148,68 +121,81 @@ pub(crate) fn pack(
 mod tests {
     use super::*;
 
-    #[test]
-    fn variants_and_blocks() {
-        let g = geometry(false, DType::BF16, DType::BF16, 128, 64).unwrap();
-        assert_eq!(g.kernel, "rms_norm_bf16_rows");
-        assert_eq!((g.block, g.rows_per_block), (256, 4));
-        let g = geometry(false, DType::BF16, DType::BF16, 128, 32).unwrap();
-        assert_eq!(g.rows_per_block, 8);
-        let g = geometry(true, DType::F16, DType::F32, 5120, 64).unwrap();
-        assert_eq!(g.kernel, "fused_add_rms_norm_f16_wf32");
-        assert_eq!((g.block, g.rows_per_block), (640, 1));
-        let g = geometry(false, DType::F32, DType::F32, 1_000_000, 32).unwrap();
-        assert_eq!(g.block, MAX_BLOCK);
-        let g = geometry(false, DType::F64, DType::F64, 257, 64).unwrap();
-        assert_eq!((g.kernel.as_str(), g.block), ("rms_norm_f64", 192));
-        assert!(geometry(false, DType::U8, DType::U8, 8, 64).is_none());
-        // Every geometry names an exported kernel.
-        let all = abi::all_kernel_names();
-        for hidden in [1, 7, 64, 256, 257, 1536, 5120] {
-            for x in abi::X_DTYPES {
-                for fused in [false, true] {
-                    let w = abi::kernel_weight_dtype(x, DType::F32);
-                    let g = geometry(fused, x, w, hidden, 64).unwrap();
-                    assert!(all.contains(&g.kernel), "{}", g.kernel);
-                    assert!(g.block <= MAX_BLOCK && g.block % 32 == 0);
-                }
-            }
+    fn ops(x: u64, out: u64, stride: u64) -> Operands {
+        Operands {
+            out,
+            out_stride: stride,
+            x,
+            x_stride: stride,
+            ..Default::default()
         }
     }
 
     #[test]
-    fn dispatch_split() {
-        let g = Geometry {
-            kernel: "rms_norm_f32".into(),
-            block: 1024,
-            rows_per_block: 1,
-        };
-        assert!(dispatches(0, &g).is_empty());
-        let d = dispatches(10, &g);
-        assert_eq!(
-            d,
-            vec![Dispatch {
-                first_row: 0,
-                rows: 10,
-                grid: 10
-            }]
-        );
-        let rows = 5_000_000u64; // 5e6 * 1024 work-items > 2^32
-        let d = dispatches(rows, &g);
-        assert!(d.len() == 2, "{d:?}");
-        assert_eq!(d.iter().map(|x| x.rows).sum::<u64>(), rows);
-        for x in &d {
-            assert!(u64::from(x.grid) * 1024 <= MAX_WORK_ITEMS);
+    fn kernels_and_variants() {
+        let o = ops(0x1000, 0x2000, 128);
+        let (k, p) = plan(false, DType::BF16, DType::BF16, 3_024_000, 128, 64, 304, &o).unwrap();
+        assert_eq!(k, "rms_norm_bf16_rows");
+        assert_eq!(p.variant, Variant::Rows);
+        assert!(p.lanes_per_row <= 64 && p.block % 64 == 0);
+        let o = ops(0x1000, 0x2000, 5120);
+        let (k, p) = plan(true, DType::F16, DType::F32, 75600, 5120, 32, 96, &o).unwrap();
+        assert_eq!(k, "fused_add_rms_norm_f16_wf32");
+        assert_eq!((p.variant, p.rows_per_block), (Variant::Block, 1));
+        // Every plan names an exported kernel, for both wavefront sizes.
+        let all = abi::all_kernel_names();
+        for wave in [32, 64] {
+            for hidden in [1u64, 7, 64, 128, 256, 257, 1536, 5120, 40000] {
+                for x in abi::X_DTYPES {
+                    for fused in [false, true] {
+                        let w = abi::kernel_weight_dtype(x, DType::F32);
+                        let o = ops(0x1000, 0x2000, hidden);
+                        let (k, p) = plan(fused, x, w, 1000, hidden, wave, 80, &o).unwrap();
+                        assert!(all.contains(&k), "{k}");
+                        assert!(p.block % wave == 0 && p.block <= geometry::MAX_BLOCK);
+                    }
+                }
+            }
         }
-        assert_eq!(d[1].first_row, d[0].rows);
-        let g = Geometry {
-            kernel: "rms_norm_f32_rows".into(),
-            block: 256,
-            rows_per_block: 4,
-        };
-        let d = dispatches(3_024_001, &g);
+        assert!(plan(false, DType::U8, DType::U8, 1, 8, 64, 1, &o).is_err());
+    }
+
+    #[test]
+    fn misaligned_operands_use_scalar_chunks() {
+        let aligned = ops(0x1000, 0x2000, 4096);
+        let (_, p) = plan(false, DType::BF16, DType::BF16, 10, 4096, 64, 1, &aligned).unwrap();
+        let odd = ops(0x1002, 0x2000, 4096); // x starts 2 bytes into a 16-byte chunk
+        let (_, q) = plan(false, DType::BF16, DType::BF16, 10, 4096, 64, 1, &odd).unwrap();
+        // Scalar chunks: 8x more chunks per row, so more lanes or more chunks per lane.
+        assert!(
+            u64::from(q.block) * u64::from(q.chunks_per_lane.max(1))
+                > u64::from(p.block) * u64::from(p.chunks_per_lane.max(1))
+                || q.chunks_per_lane == 0,
+            "{p:?} {q:?}"
+        );
+    }
+
+    #[test]
+    fn dispatch_split() {
+        let o = ops(0x1000, 0x2000, 1);
+        let (_, p) = plan(false, DType::F32, DType::F32, 10, 1, 64, 1, &o).unwrap();
+        assert!(dispatches(0, &p).is_empty());
+        let d = dispatches(10, &p);
         assert_eq!(d.len(), 1);
-        assert_eq!(d[0].grid, 756_001);
+        assert_eq!((d[0].first_row, d[0].rows), (0, 10));
+        // Far more rows than one HSA dispatch can hold.
+        let rows = u64::from(u32::MAX) * 4;
+        let (_, p) = plan(false, DType::F32, DType::F32, rows, 1, 64, 1, &o).unwrap();
+        let d = dispatches(rows, &p);
+        assert!(d.len() > 1, "{d:?}");
+        assert_eq!(d.iter().map(|x| x.rows).sum::<u64>(), rows);
+        for (i, x) in d.iter().enumerate() {
+            assert!(u64::from(x.grid) * u64::from(p.block) <= u64::from(u32::MAX));
+            assert!(u64::from(x.grid) * u64::from(p.rows_per_block) >= x.rows);
+            if i > 0 {
+                assert_eq!(x.first_row, d[i - 1].first_row + d[i - 1].rows);
+            }
+        }
     }
 
     #[test]
@@ -225,20 +211,20 @@ mod tests {
             res_stride: 0,
             weight: 0x3000,
         };
-        let g = geometry(false, DType::F32, DType::F32, 8, 64).unwrap();
+        let (_, p) = plan(false, DType::F32, DType::F32, 8, 8, 64, 1, &o).unwrap();
         let d = Dispatch {
             first_row: 3,
             rows: 5,
             grid: 2,
         };
-        let a = pack(&o, 4, 8, 1e-6, abi::NORM_OFFSET_ONE, &g, &d);
+        let a = pack(&o, 4, 8, 1e-6, abi::NORM_OFFSET_ONE, &p, &d);
         assert_eq!(a.out, 0x1000 + 3 * 8 * 4);
         assert_eq!(a.x, 0x2000 + 3 * 16 * 4);
         assert_eq!((a.sum_out, a.residual), (0, 0));
         assert_eq!(a.weight, 0x3000);
         assert_eq!((a.rows, a.hidden, a.x_stride, a.out_stride), (5, 8, 16, 8));
         assert_eq!(a.eps, 1e-6);
-        assert_eq!((a.flags, a.rows_per_block), (1, 4));
+        assert_eq!((a.flags, a.rows_per_block), (1, p.rows_per_block));
         // The by-value struct has the C layout of hip/norm_args.h.
         use std::mem::offset_of;
         assert_eq!(std::mem::size_of::<NormArgs>(), 104);
