@@ -34,8 +34,9 @@ typedef unsigned long long norm_u64;
 
 #if defined(__NVPTX__)
 #define NORM_WARP 32
-// The most threads a block of these kernels is launched with (launch.rs keeps to it).
-#define NORM_LAUNCH_BOUNDS __attribute__((launch_bounds(1024)))
+// The most threads a block of the one-row-at-a-time kernels is launched with (launch.rs
+// MAX_BLOCK); it caps the compiler at 85 registers a thread.
+#define NORM_LAUNCH_BOUNDS __attribute__((launch_bounds(768)))
 // The several-rows-per-block kernels run at most 256 threads a block (launch.rs ROWS_BLOCK).
 #define NORM_LAUNCH_BOUNDS_ROWS __attribute__((launch_bounds(256)))
 NORM_DEV norm_u32 norm_tid() { return __nvvm_read_ptx_sreg_tid_x(); }
@@ -53,7 +54,7 @@ NORM_DEV int norm_shfl_xor_i(int v, int mask) {
 }
 #else // __AMDGCN__
 #define NORM_WARP __AMDGCN_WAVEFRONT_SIZE__
-#define NORM_LAUNCH_BOUNDS __attribute__((amdgpu_flat_work_group_size(1, 1024)))
+#define NORM_LAUNCH_BOUNDS __attribute__((amdgpu_flat_work_group_size(1, 768)))
 #define NORM_LAUNCH_BOUNDS_ROWS __attribute__((amdgpu_flat_work_group_size(1, 256)))
 NORM_DEV norm_u32 norm_tid() { return __builtin_amdgcn_workitem_id_x(); }
 NORM_DEV norm_u32 norm_ntid() { return __builtin_amdgcn_workgroup_size_x(); }

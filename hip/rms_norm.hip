@@ -178,27 +178,44 @@ NORM_DEV void load_weight(const W* __restrict__ p, bool offset_one, A* w) {
   }
 }
 
-// The threads that share one row, and how they combine partial sums.
-// Block: every thread of the block (one row per block), via shuffles and shared memory.
+NORM_DEV float norm_add(float x, float y) { return x + y; }
+NORM_DEV double norm_add(double x, double y) { return x + y; }
+NORM_DEV float norm_max(float x, float y) { return __builtin_fmaxf(x, y); }
+
+// The threads that share one row, and how they combine partial results. Every reduction gives
+// the same bits in every thread of the team.
+// Block: every thread of the block (one row at a time), via shuffles and shared memory.
 struct BlockTeam {
   int rank, size;
-  float* red;   // [1024 / NORM_WARP] shared
-  double* redd; // [1024 / NORM_WARP] shared
-  template <typename A> NORM_DEV A sum(A v) const {
+  float* red;   // [4][1024 / NORM_WARP] shared: 0, 1 row sums (alternating rows), 2, 3 rescue
+  double* redd; // [2][1024 / NORM_WARP] shared: f64 row sums (alternating rows)
+  // One barrier per reduction. A slot is written again only after every thread has passed a
+  // later barrier (the next row's sum), hence after all its reads of this row: row sums
+  // alternate between slots 0 and 1, and the rescue slots are used at most once per row.
+  template <typename A, typename Op> NORM_DEV A reduce(A v, int slot, Op op) const {
 #pragma unroll
-    for (int m = NORM_WARP / 2; m >= 1; m >>= 1) v += norm_shfl_xor(v, m);
+    for (int m = NORM_WARP / 2; m >= 1; m >>= 1) v = op(v, norm_shfl_xor(v, m));
     const int nw = size / NORM_WARP;
     if (nw == 1) return v;
     A* r;
     if constexpr (same_type<A, double>::value) r = redd; else r = red;
+    r += slot * (1024 / NORM_WARP);
     if ((rank & (NORM_WARP - 1)) == 0) r[rank / NORM_WARP] = v;
     norm_barrier();
-    A s = 0;
-    for (int i = 0; i < nw; ++i) s += r[i];
+    A s = r[0];
+    for (int i = 1; i < nw; ++i) s = op(s, r[i]);
     return s;
   }
-  // Whether any row of the block needs the rescue: the block holds one row, so `p` is already
-  // uniform.
+  template <typename A> NORM_DEV A sum(A v, int parity) const {
+    return reduce(v, parity, [](A x, A y) { return norm_add(x, y); });
+  }
+  NORM_DEV float rescue_max(float v) const {
+    return reduce(v, 2, [](float x, float y) { return norm_max(x, y); });
+  }
+  NORM_DEV float rescue_sum(float v) const {
+    return reduce(v, 3, [](float x, float y) { return norm_add(x, y); });
+  }
+  // Whether any row the block is on needs the rescue: one row at a time, already uniform.
   NORM_DEV bool any(bool p) const { return p; }
 };
 
@@ -206,9 +223,18 @@ struct BlockTeam {
 // of the warp executes every shuffle, including lanes whose row is past the end.
 struct GroupTeam {
   int rank, size;
-  template <typename A> NORM_DEV A sum(A v) const {
-    for (int m = size / 2; m >= 1; m >>= 1) v += norm_shfl_xor(v, m);
+  template <typename A, typename Op> NORM_DEV A reduce(A v, Op op) const {
+    for (int m = size / 2; m >= 1; m >>= 1) v = op(v, norm_shfl_xor(v, m));
     return v;
+  }
+  template <typename A> NORM_DEV A sum(A v, int) const {
+    return reduce(v, [](A x, A y) { return norm_add(x, y); });
+  }
+  NORM_DEV float rescue_max(float v) const {
+    return reduce(v, [](float x, float y) { return norm_max(x, y); });
+  }
+  NORM_DEV float rescue_sum(float v) const {
+    return reduce(v, [](float x, float y) { return norm_add(x, y); });
   }
   NORM_DEV bool any(bool p) const {
     int f = p ? 1 : 0;
@@ -252,166 +278,244 @@ NORM_DEV float f32_scale(float ss, long long hidden, float eps, bool* rescue) {
   return norm_rsqrt(denom);
 }
 
-// The rescue: the row redone with f64 sums of squares, read again from memory (x and residual
-// are unchanged; the fused op's sum was already written). Called by every lane of the team (of
-// the warp, for GroupTeam) when any of them needs it; `mine` says whether this lane's row does.
-// Kept out of line so the registers of the common path are not spent on this rare one.
-template <typename T, typename W, int VEC, bool FUSED, typename Team>
-NORM_NOINLINE void rescue_row(const NormArgs& a, long long row, bool mine, const Team& team) {
-  const Row<T, W> p = row_ptrs<T, W, FUSED>(a, mine ? row : 0);
-  const long long nvec = mine ? a.hidden / VEC : 0;
-  const long long tail0 = (a.hidden / VEC) * VEC;
-  const long long end = mine ? a.hidden : 0;
-  auto input = [&](long long c, float* v) __attribute__((always_inline)) {
-    unpack_chunk<T, VEC>(load_chunk<T, VEC>(p.x + c * VEC), v);
+// The rescue of a row whose f32 sum of squares overflowed or whose mean + eps fell below 1e-30:
+// with m = max |v| (a team reduction) and q = sum (v / m)^2 in f32 (no overflow, no underflow),
+// scale = 1 / (m * sqrt(q / hidden + eps / m^2)) in f64. An infinite m (inf in the row) gives
+// scale 0 (inf * 0 = NaN, the rest 0) and m = 0 gives 1 / sqrt(eps), as the f64 CPU path does.
+NORM_DEV float rescue_scale(float m, float q, long long hidden, float eps) {
+  if (!(m <= 3.4028234663852886e38f)) return 0.0f;
+  if (m == 0.0f) return (float)(1.0 / __builtin_sqrt((double)eps));
+  const double md = m;
+  return (float)(1.0 / (md * __builtin_sqrt((double)q / (double)hidden + (double)eps / (md * md))));
+}
+
+// The weight chunk a lane multiplies by, kept raw in registers across the rows a block handles.
+template <typename W, int VEC> struct WChunk { v16 raw[(VEC * sizeof(W) + 15) / 16]; };
+template <typename W> struct WChunk<W, 1> { W raw; };
+
+template <typename W, int VEC>
+NORM_DEV WChunk<W, VEC> load_wchunk(const W* __restrict__ p) {
+  WChunk<W, VEC> c;
+  if constexpr (VEC == 1) {
+    c.raw = *p;
+  } else {
+    constexpr int PER = Tr<W>::V;
+#pragma unroll
+    for (int j = 0; j < VEC / PER; ++j) c.raw[j] = *reinterpret_cast<const v16*>(p + j * PER);
+  }
+  return c;
+}
+
+template <typename W, int VEC, typename A>
+NORM_DEV void unpack_wchunk(const WChunk<W, VEC>& c, bool has_w, bool offset_one, A* w) {
+  if (!has_w) {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) w[i] = (A)1;
+    return;
+  }
+  if constexpr (VEC == 1) {
+    w[0] = (A)Tr<W>::get(&c.raw);
+  } else {
+    constexpr int PER = Tr<W>::V;
+#pragma unroll
+    for (int j = 0; j < VEC / PER; ++j) {
+      typename Tr<W>::A t[PER];
+      Tr<W>::unpack(c.raw[j], t);
+#pragma unroll
+      for (int i = 0; i < PER; ++i) w[j * PER + i] = (A)t[i];
+    }
+  }
+  if (offset_one) {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) w[i] = (A)1 + w[i];
+  }
+}
+
+// Rows held in registers: K chunks per lane plus at most one tail element. The team handles the
+// rows `first + it * step` for `it < iters` whose index within the block's share,
+// `local0 + it * step`, is below `share` (so any team shape covers exactly the block's rows).
+// The weight is loaded once for all of them. Without a residual the next row's loads are issued
+// before this row's reduction (PREFETCH), so a block keeps two rows in flight; the fused op
+// already has twice the bytes of a row in flight and keeps its registers for that.
+template <typename T, typename W, int VEC, bool FUSED, int K, typename Team>
+NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step, int share,
+                        const Team& team) {
+  using A = typename Tr<T>::A;
+  constexpr bool PREFETCH = !FUSED;
+  const int nvec = (int)(a.hidden / VEC);
+  const int tail = (int)(a.hidden - (long long)nvec * VEC);
+  const long long tail0 = (long long)nvec * VEC;
+  const bool has_tail = team.rank < tail;
+  const bool rb = (a.flags & NORM_ROUND_BEFORE_WEIGHT) != 0;
+  const bool off1 = (a.flags & NORM_OFFSET_ONE) != 0;
+  const W* __restrict__ wp = (const W*)a.weight;
+  const bool has_w = wp != nullptr;
+
+  WChunk<W, VEC> wc[K];
+  WChunk<W, 1> wtc;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int c = team.rank + k * team.size;
+    if (has_w && c < nvec) wc[k] = load_wchunk<W, VEC>(wp + (long long)c * VEC);
+  }
+  if (has_w && has_tail) wtc = load_wchunk<W, 1>(wp + tail0 + team.rank);
+
+  // Raw inputs of the current row (and, PREFETCH, of the next).
+  Chunk<T, VEC> xc[K], rc[K];
+  T xt, rt;
+  auto load = [&](long long row, bool valid, Chunk<T, VEC>* xs, Chunk<T, VEC>* rs, T& xtl,
+                  T& rtl) __attribute__((always_inline)) {
+    const Row<T, W> p = row_ptrs<T, W, FUSED>(a, valid ? row : 0);
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int c = team.rank + k * team.size;
+      if (valid && c < nvec) {
+        xs[k] = load_chunk<T, VEC>(p.x + (long long)c * VEC);
+        if constexpr (FUSED) rs[k] = load_chunk<T, VEC>(p.r + (long long)c * VEC);
+      }
+    }
+    if (valid && has_tail) {
+      xtl = p.x[tail0 + team.rank];
+      if constexpr (FUSED) rtl = p.r[tail0 + team.rank];
+    }
+  };
+  // x (+ residual) of chunk k in the compute type; the fused sum is formed the same way each
+  // time it is needed, so it is the same bits.
+  auto value = [&](int k, A* v) __attribute__((always_inline)) {
+    unpack_chunk<T, VEC>(xc[k], v);
     if constexpr (FUSED) {
-      float t[VEC];
-      unpack_chunk<T, VEC>(load_chunk<T, VEC>(p.r + c * VEC), t);
+      A t[VEC];
+      unpack_chunk<T, VEC>(rc[k], t);
 #pragma unroll
       for (int i = 0; i < VEC; ++i) v[i] += t[i];
     }
   };
-  auto input1 = [&](long long e) __attribute__((always_inline)) {
-    float v = Tr<T>::get(p.x + e);
-    if constexpr (FUSED) v += Tr<T>::get(p.r + e);
+  auto value_tail = [&]() __attribute__((always_inline)) {
+    A v = Tr<T>::get(&xt);
+    if constexpr (FUSED) v += Tr<T>::get(&rt);
     return v;
   };
-  double sd = 0;
-  for (long long c = team.rank; c < nvec; c += team.size) {
-    float v[VEC];
-    input(c, v);
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) sd += (double)v[i] * (double)v[i];
-  }
-  for (long long e = tail0 + team.rank; e < end; e += team.size) {
-    const double v = (double)input1(e);
-    sd += v * v;
-  }
-  sd = team.sum(sd);
-  if (!mine) return;
-  const double sc = norm_rsqrt(sd / (double)a.hidden + (double)(float)a.eps);
-  const bool rb = (a.flags & NORM_ROUND_BEFORE_WEIGHT) != 0;
-  const bool off1 = (a.flags & NORM_OFFSET_ONE) != 0;
-  for (long long c = team.rank; c < nvec; c += team.size) {
-    float v[VEC], w[VEC], y[VEC];
-    input(c, v);
-    load_weight<W, VEC, float>(p.w ? p.w + c * VEC : nullptr, off1, w);
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      float n = (float)((double)v[i] * sc);
-      if (rb) n = Tr<T>::round(n);
-      y[i] = n * w[i];
+
+  // The same count in every lane: teams of one warp must run the same shuffles.
+  const int iters = (share + step - 1) / step;
+  if (PREFETCH) load(first, local0 < share && first < a.rows, xc, rc, xt, rt);
+#pragma unroll 1
+  for (int it = 0; it < iters; ++it) {
+    const int local = local0 + it * step;
+    const long long row = first + (long long)it * step;
+    const bool valid = local < share && row < a.rows;
+    if (!PREFETCH) load(row, valid, xc, rc, xt, rt);
+    Chunk<T, VEC> nx[K], nr[K];
+    T nxt, nrt;
+    if (PREFETCH) {
+      const bool nvalid = local + step < share && row + step < a.rows;
+      load(row + step, nvalid, nx, nr, nxt, nrt);
     }
-    store_chunk<T, VEC>(p.o + c * VEC, y);
-  }
-  for (long long e = tail0 + team.rank; e < end; e += team.size) {
-    float w[1];
-    load_weight<W, 1, float>(p.w ? p.w + e : nullptr, off1, w);
-    float n = (float)((double)input1(e) * sc);
-    if (rb) n = Tr<T>::round(n);
-    Tr<T>::put(p.o + e, n * w[0]);
-  }
-}
+    const Row<T, W> p = row_ptrs<T, W, FUSED>(a, valid ? row : 0);
+    const int nv = valid ? nvec : 0;
+    const bool ht = valid && has_tail;
 
-// One row held in registers: K chunks per lane plus at most one tail element.
-template <typename T, typename W, int VEC, bool FUSED, int K, typename Team>
-NORM_DEV void norm_regs(const NormArgs& a, long long row, bool valid, const Team& team) {
-  using A = typename Tr<T>::A;
-  const Row<T, W> p = row_ptrs<T, W, FUSED>(a, valid ? row : 0);
-  const int nvec = valid ? (int)(a.hidden / VEC) : 0;
-  const int tail = valid ? (int)(a.hidden - (long long)(a.hidden / VEC) * VEC) : 0;
-  const long long tail0 = (long long)nvec * VEC;
-
-  // All loads first, so K (2K fused) 16-byte loads are in flight per lane.
-  Chunk<T, VEC> xc[K], rc[K];
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const int c = team.rank + k * team.size;
-    if (c < nvec) {
-      xc[k] = load_chunk<T, VEC>(p.x + (long long)c * VEC);
-      if constexpr (FUSED) rc[k] = load_chunk<T, VEC>(p.r + (long long)c * VEC);
-    }
-  }
-  const bool has_tail = team.rank < tail;
-  A tv = 0;
-  if (has_tail) {
-    tv = Tr<T>::get(p.x + tail0 + team.rank);
-    if constexpr (FUSED) tv += Tr<T>::get(p.r + tail0 + team.rank);
-  }
-
-  A v[K][VEC];
-  A ss = 0;
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const int c = team.rank + k * team.size;
-    if (c < nvec) {
-      unpack_chunk<T, VEC>(xc[k], v[k]);
-      if constexpr (FUSED) {
-        A t[VEC];
-        unpack_chunk<T, VEC>(rc[k], t);
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) v[k][i] += t[i];
-        store_chunk<T, VEC>(p.s + (long long)c * VEC, v[k]);
-      }
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) ss += v[k][i] * v[k][i];
-    } else {
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) v[k][i] = 0;
-    }
-  }
-  if (has_tail) {
-    if constexpr (FUSED) Tr<T>::put(p.s + tail0 + team.rank, tv);
-    ss += tv * tv;
-  }
-  ss = team.sum(ss);
-
-  const bool rb = (a.flags & NORM_ROUND_BEFORE_WEIGHT) != 0;
-  const bool off1 = (a.flags & NORM_OFFSET_ONE) != 0;
-  // Writes the row: n = f(v), optionally rounded, times the weight.
-  auto write = [&](auto f) __attribute__((always_inline)) {
+    A ss = 0;
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       const int c = team.rank + k * team.size;
-      if (c < nvec) {
-        A w[VEC], y[VEC];
-        load_weight<W, VEC, A>(p.w ? p.w + (long long)c * VEC : nullptr, off1, w);
+      if (c < nv) {
+        A v[VEC];
+        value(k, v);
+        if constexpr (FUSED) store_chunk<T, VEC>(p.s + (long long)c * VEC, v);
 #pragma unroll
-        for (int i = 0; i < VEC; ++i) {
-          A n = f(v[k][i]);
-          if (rb) n = Tr<T>::round(n);
-          y[i] = n * w[i];
-        }
-        store_chunk<T, VEC>(p.o + (long long)c * VEC, y);
+        for (int i = 0; i < VEC; ++i) ss += v[i] * v[i];
       }
     }
-    if (has_tail) {
-      A w[1];
-      load_weight<W, 1, A>(p.w ? p.w + tail0 + team.rank : nullptr, off1, w);
-      A n = f(tv);
-      if (rb) n = Tr<T>::round(n);
-      Tr<T>::put(p.o + tail0 + team.rank, n * w[0]);
+    if (ht) {
+      const A v = value_tail();
+      if constexpr (FUSED) Tr<T>::put(p.s + tail0 + team.rank, v);
+      ss += v * v;
     }
-  };
+    ss = team.sum(ss, it & 1);
 
-  if constexpr (same_type<A, double>::value) {
-    const double scale = norm_rsqrt(ss / (double)a.hidden + a.eps);
-    write([&](double e) { return e * scale; });
-  } else {
-    bool rescue;
-    const float scale = f32_scale(ss, a.hidden, (float)a.eps, &rescue);
-    rescue = rescue && valid;
-    if (team.any(rescue)) {
-      rescue_row<T, W, VEC, FUSED>(a, row, rescue, team);
-      if (rescue) return;
+    auto write = [&](A scale) __attribute__((always_inline)) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        const int c = team.rank + k * team.size;
+        if (c < nv) {
+          A v[VEC], w[VEC], y[VEC];
+          value(k, v);
+          unpack_wchunk<W, VEC, A>(wc[k], has_w, off1, w);
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) {
+            A n = v[i] * scale;
+            if (rb) n = Tr<T>::round(n);
+            y[i] = n * w[i];
+          }
+          store_chunk<T, VEC>(p.o + (long long)c * VEC, y);
+        }
+      }
+      if (ht) {
+        A w[1];
+        unpack_wchunk<W, 1, A>(wtc, has_w, off1, w);
+        A n = value_tail() * scale;
+        if (rb) n = Tr<T>::round(n);
+        Tr<T>::put(p.o + tail0 + team.rank, n * w[0]);
+      }
+    };
+
+    if constexpr (same_type<A, double>::value) {
+      write(norm_rsqrt(ss / (double)a.hidden + a.eps));
+    } else {
+      bool rescue;
+      const float scale = f32_scale(ss, a.hidden, (float)a.eps, &rescue);
+      rescue = rescue && valid;
+      float sc = scale;
+      if (team.any(rescue)) {
+        float m = 0.0f, q = 0.0f;
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          const int c = team.rank + k * team.size;
+          if (rescue && c < nv) {
+            A v[VEC];
+            value(k, v);
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) m = norm_max(m, __builtin_fabsf(v[i]));
+          }
+        }
+        if (rescue && ht) m = norm_max(m, __builtin_fabsf(value_tail()));
+        m = team.rescue_max(m);
+        const bool finite = m > 0.0f && m <= 3.4028234663852886e38f;
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          const int c = team.rank + k * team.size;
+          if (rescue && finite && c < nv) {
+            A v[VEC];
+            value(k, v);
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) {
+              const float t = v[i] / m;
+              q += t * t;
+            }
+          }
+        }
+        if (rescue && finite && ht) {
+          const float t = value_tail() / m;
+          q += t * t;
+        }
+        q = team.rescue_sum(q);
+        if (rescue) sc = rescue_scale(m, q, a.hidden, (float)a.eps);
+      }
+      write(sc);
     }
-    write([&](float e) { return e * scale; });
+    if (PREFETCH) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) xc[k] = nx[k];
+      xt = nxt;
+    }
   }
 }
 
 // A row too long for registers: read once for the sum of squares, again for the output.
 template <typename T, typename W, int VEC, bool FUSED, typename Team>
-NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, const Team& team) {
+NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity,
+                        const Team& team) {
   using A = typename Tr<T>::A;
   const Row<T, W> p = row_ptrs<T, W, FUSED>(a, valid ? row : 0);
   const long long nvec = valid ? a.hidden / VEC : 0;
@@ -446,7 +550,7 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, const Team
     if constexpr (FUSED) Tr<T>::put(p.s + e, v);
     ss += v * v;
   }
-  ss = team.sum(ss);
+  ss = team.sum(ss, parity);
 
   const bool rb = (a.flags & NORM_ROUND_BEFORE_WEIGHT) != 0;
   const bool off1 = (a.flags & NORM_OFFSET_ONE) != 0;
@@ -480,11 +584,39 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, const Team
     bool rescue;
     const float scale = f32_scale(ss, a.hidden, (float)a.eps, &rescue);
     rescue = rescue && valid;
+    float sc = scale;
     if (team.any(rescue)) {
-      rescue_row<T, W, VEC, FUSED>(a, row, rescue, team);
-      if (rescue) return;
+      const long long rn = rescue ? nvec : 0;
+      const long long re = rescue ? end : 0;
+      float m = 0.0f, q = 0.0f;
+      for (long long c = team.rank; c < rn; c += team.size) {
+        A v[VEC];
+        input(c, v);
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) m = norm_max(m, __builtin_fabsf(v[i]));
+      }
+      for (long long e = tail0 + team.rank; e < re; e += team.size)
+        m = norm_max(m, __builtin_fabsf(input1(e)));
+      m = team.rescue_max(m);
+      if (m > 0.0f && m <= 3.4028234663852886e38f) {
+        for (long long c = team.rank; c < rn; c += team.size) {
+          A v[VEC];
+          input(c, v);
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) {
+            const float t = v[i] / m;
+            q += t * t;
+          }
+        }
+        for (long long e = tail0 + team.rank; e < re; e += team.size) {
+          const float t = input1(e) / m;
+          q += t * t;
+        }
+      }
+      q = team.rescue_sum(q);
+      if (rescue) sc = rescue_scale(m, q, a.hidden, (float)a.eps);
     }
-    write([&](float e) { return e * scale; });
+    write([&](float e) { return e * sc; });
   }
 }
 
@@ -502,47 +634,63 @@ NORM_DEV bool vector_ok(const NormArgs& a) {
   return (addr & 15u) == 0 && (strides % V) == 0 && a.hidden >= V;
 }
 
-// Chunks per lane in registers (1 or 2: with up to 1024 threads a block the compiler has 64
-// registers a thread, and 2 chunks of 8 f32 values fit in them), or the two-read loop.
+// Chunks per lane in registers (1 or 2), or the two-read loop. The team covers the block's `share` rows
+// `first + it * step` (see norm_regs).
 template <typename T, typename W, int VEC, bool FUSED, typename Team>
-NORM_DEV void dispatch_k(const NormArgs& a, long long row, bool valid, const Team& team) {
+NORM_DEV void dispatch_k(const NormArgs& a, long long first, int local0, int step, int share,
+                         const Team& team) {
   const long long n = a.hidden / VEC;
   const long long k = (n + team.size - 1) / team.size;
   switch (k) {
   case 0:
-  case 1: norm_regs<T, W, VEC, FUSED, 1>(a, row, valid, team); break;
-  case 2: norm_regs<T, W, VEC, FUSED, 2>(a, row, valid, team); break;
-  default: norm_loop<T, W, VEC, FUSED>(a, row, valid, team); break;
+  case 1: norm_regs<T, W, VEC, FUSED, 1>(a, first, local0, step, share, team); break;
+  case 2: norm_regs<T, W, VEC, FUSED, 2>(a, first, local0, step, share, team); break;
+  default:
+#pragma unroll 1
+    for (int it = 0; it < (share + step - 1) / step; ++it) {
+      const long long row = first + (long long)it * step;
+      norm_loop<T, W, VEC, FUSED>(a, row, local0 + it * step < share && row < a.rows, it & 1, team);
+    }
+    break;
   }
 }
 
+// One row at a time per block, `rows_per_block` consecutive rows (at least 1).
 template <typename T, typename W, bool FUSED>
 NORM_DEV void large_entry(const NormArgs& a) {
-  __shared__ float red[1024 / NORM_WARP];
-  __shared__ double redd[1024 / NORM_WARP];
-  const long long row = norm_bid();
-  if (row >= a.rows) return; // the whole block: no barrier is skipped by part of it
+  __shared__ float red[4 * (1024 / NORM_WARP)];
+  __shared__ double redd[2 * (1024 / NORM_WARP)];
+  const int rpb = a.rows_per_block > 0 ? (int)a.rows_per_block : 1;
+  const long long first = (long long)norm_bid() * rpb;
+  if (first >= a.rows) return; // the whole block: no barrier is skipped by part of it
   const BlockTeam team{(int)norm_tid(), (int)norm_ntid(), red, redd};
   if (vector_ok<T, W, FUSED>(a)) {
-    dispatch_k<T, W, Tr<T>::V, FUSED>(a, row, true, team);
+    dispatch_k<T, W, Tr<T>::V, FUSED>(a, first, 0, 1, rpb, team);
   } else {
-    dispatch_k<T, W, 1, FUSED>(a, row, true, team);
+    dispatch_k<T, W, 1, FUSED>(a, first, 0, 1, rpb, team);
   }
 }
 
+// Teams of g lanes, one row each, blockDim / g rows at a time, `rows_per_block` rows in all.
+// g = min(warp, next power of two >= ceil(chunks / 2)), as launch.rs computes it; coverage of
+// the block's rows is exact for any g.
 template <typename T, typename W, bool FUSED>
 NORM_DEV void rows_entry(const NormArgs& a) {
   const int nt = (int)norm_ntid();
-  const int rpb = (int)a.rows_per_block;
-  const int g = nt / rpb; // lanes per row: a power of two <= NORM_WARP (launch.rs)
+  const int rpb = a.rows_per_block > 0 ? (int)a.rows_per_block : 1;
   const int tid = (int)norm_tid();
-  const long long row = (long long)norm_bid() * rpb + tid / g;
-  const bool valid = row < a.rows;
+  const bool vec = vector_ok<T, W, FUSED>(a);
+  const long long n = vec ? a.hidden / Tr<T>::V : a.hidden;
+  int g = 1;
+  while (g < NORM_WARP && 2LL * g < n) g <<= 1;
+  const int conc = nt / g;
+  const long long base = (long long)norm_bid() * rpb;
+  const int local0 = tid / g;
   const GroupTeam team{tid & (g - 1), g};
-  if (vector_ok<T, W, FUSED>(a)) {
-    dispatch_k<T, W, Tr<T>::V, FUSED>(a, row, valid, team);
+  if (vec) {
+    dispatch_k<T, W, Tr<T>::V, FUSED>(a, base + local0, local0, conc, rpb, team);
   } else {
-    dispatch_k<T, W, 1, FUSED>(a, row, valid, team);
+    dispatch_k<T, W, 1, FUSED>(a, base + local0, local0, conc, rpb, team);
   }
 }
 

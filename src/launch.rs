@@ -15,8 +15,14 @@
 //! The numbers that tie this file to the kernel: at most [`MAX_BLOCK`] threads a block and at
 //! most [`REG_CHUNKS`] chunks a lane kept in registers; a longer row is read twice.
 
-/// The most threads in a block (the kernels' launch bounds).
-pub const MAX_BLOCK: u32 = 1024;
+/// The most threads in a block of the one-row-per-block kernels (their launch bounds, which cap
+/// the compiler at 65536 / 768 = 85 registers a thread).
+pub const MAX_BLOCK: u32 = 768;
+/// Most rows one block handles (one after another, or `block / lanes_per_row` at a time).
+pub const MAX_ROW_ITERS: u64 = 16;
+/// Blocks wanted per multiprocessor before blocks take several rows each: enough waves that the
+/// last, partial one costs little.
+pub const BLOCKS_PER_MP: u64 = 48;
 /// Chunks a lane holds in registers before the kernel switches to its two-read loop.
 pub const REG_CHUNKS: u64 = 2;
 /// Block size of the several-rows-per-block variant when there are rows enough.
@@ -69,7 +75,8 @@ pub struct Plan {
     pub block: u32,
     /// Blocks for the whole problem (or for `rows_per_launch` rows when the problem is split).
     pub grid: u32,
-    /// Rows per block: 1 for [`Variant::Block`]; the `NormArgs::rows_per_block` field.
+    /// Rows per block in all (the `NormArgs::rows_per_block` field): [`Variant::Block`] takes
+    /// them one after another, [`Variant::Rows`] `block / lanes_per_row` at a time.
     pub rows_per_block: u32,
     /// Lanes that share one row: `block` for [`Variant::Block`], a power of two <= warp size
     /// for [`Variant::Rows`].
@@ -116,8 +123,10 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
         ));
     }
     // Chunks per row.
-    let n = if p.vector {
-        p.hidden / vector_width(p.elem_bytes as usize) as u64
+    // Chunks per row (the kernel's rule: 16-byte chunks only when hidden >= a chunk).
+    let v = vector_width(p.elem_bytes as usize) as u64;
+    let n = if p.vector && p.hidden >= v {
+        p.hidden / v
     } else {
         p.hidden
     };
@@ -133,7 +142,10 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
             block /= 2;
         }
         let block = block.max(w);
-        let rpb = block / g;
+        let conc = block / g;
+        let iters = (rows / (conc * BLOCKS_PER_MP * p.multiprocessors.max(1) as u64))
+            .clamp(1, MAX_ROW_ITERS);
+        let rpb = conc * iters;
         let per_launch = max_blocks(block as u32) * rpb;
         return Ok(Plan {
             variant: Variant::Rows,
@@ -165,12 +177,13 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
     } else {
         (LOOP_BLOCK as u64, 0)
     };
-    let per_launch = max_blocks(block as u32);
+    let rpb = (rows / (BLOCKS_PER_MP * p.multiprocessors.max(1) as u64)).clamp(1, MAX_ROW_ITERS);
+    let per_launch = max_blocks(block as u32) * rpb;
     Ok(Plan {
         variant: Variant::Block,
         block: block as u32,
-        grid: rows.min(per_launch) as u32,
-        rows_per_block: 1,
+        grid: rows.min(per_launch).div_ceil(rpb) as u32,
+        rows_per_block: rpb as u32,
         lanes_per_row: block as u32,
         chunks_per_lane: k as u32,
         rows_per_launch: per_launch,
@@ -194,8 +207,9 @@ mod tests {
 
     /// The kernel's own choice of chunks per lane (`rn::dispatch_k`).
     fn kernel_k(p: &Problem, plan: &Plan) -> u64 {
-        let n = if p.vector {
-            p.hidden / vector_width(p.elem_bytes as usize) as u64
+        let v = vector_width(p.elem_bytes as usize) as u64;
+        let n = if p.vector && p.hidden >= v {
+            p.hidden / v
         } else {
             p.hidden
         };
@@ -221,7 +235,13 @@ mod tests {
                             assert!(
                                 pl.lanes_per_row.is_power_of_two() || pl.variant == Variant::Block
                             );
-                            assert_eq!(pl.block, pl.rows_per_block * pl.lanes_per_row);
+                            if pl.variant == Variant::Rows {
+                                let conc = pl.block / pl.lanes_per_row;
+                                assert_eq!(pl.rows_per_block % conc, 0);
+                            } else {
+                                assert_eq!(pl.block, pl.lanes_per_row);
+                            }
+                            assert!(pl.rows_per_block as u64 <= MAX_ROW_ITERS * pl.block as u64);
                             assert!(pl.grid as u64 * pl.rows_per_block as u64 >= rows);
                             assert_eq!(
                                 pl.chunks_per_lane as u64,
@@ -240,16 +260,23 @@ mod tests {
 
     #[test]
     fn chosen_shapes() {
-        // Wan 14B: 640 chunks of 8 bf16 -> 320 lanes x 2 chunks.
+        // Wan 14B: 640 chunks of 8 bf16 -> 320 lanes x 2 chunks, 11 rows a block.
         let p = plan(&prob(75600, 5120, 2, true, 32)).unwrap();
         assert_eq!(
-            (p.variant, p.block, p.chunks_per_lane, p.grid),
-            (Variant::Block, 320, 2, 75600)
+            (
+                p.variant,
+                p.block,
+                p.chunks_per_lane,
+                p.rows_per_block,
+                p.grid
+            ),
+            (Variant::Block, 320, 2, 11, 6873)
         );
         // Wan 1.3B: 192 chunks -> 192 lanes x 1.
         let p = plan(&prob(32760, 1536, 2, true, 32)).unwrap();
         assert_eq!((p.block, p.chunks_per_lane), (192, 1));
-        // Per-head q/k norm: 16 chunks -> 8 lanes x 2, 32 rows per 256-thread block.
+        // Per-head q/k norm: 16 chunks -> 8 lanes x 2, 32 rows at a time per 256-thread
+        // block, 14 times.
         let p = plan(&prob(3_024_000, 128, 2, true, 32)).unwrap();
         assert_eq!(
             (
@@ -259,11 +286,14 @@ mod tests {
                 p.rows_per_block,
                 p.grid
             ),
-            (Variant::Rows, 8, 2, 32, 94500)
+            (Variant::Rows, 8, 2, 448, 6750)
         );
         // Same on a 64-lane wavefront: a row still takes 8 lanes.
         let p = plan(&prob(3_024_000, 128, 2, true, 64)).unwrap();
         assert_eq!((p.lanes_per_row, p.block), (8, 256));
+        // f32 at 5120: 1280 chunks -> 640 lanes x 2.
+        let p = plan(&prob(75600, 5120, 4, true, 32)).unwrap();
+        assert_eq!((p.block, p.chunks_per_lane), (640, 2));
         // Longer than registers hold: the two-read loop.
         let p = plan(&prob(10, 40000, 2, true, 32)).unwrap();
         assert_eq!((p.block, p.chunks_per_lane), (LOOP_BLOCK, 0));
