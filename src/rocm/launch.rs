@@ -141,7 +141,8 @@ mod tests {
         let o = ops(0x1000, 0x2000, 5120);
         let (k, p) = plan(true, DType::F16, DType::F32, 75600, 5120, 32, 96, &o).unwrap();
         assert_eq!(k, "fused_add_rms_norm_f16_wf32");
-        assert_eq!((p.variant, p.rows_per_block), (Variant::Block, 1));
+        assert_eq!(p.variant, Variant::Block);
+        assert_eq!(p.lanes_per_row, p.block);
         // Every plan names an exported kernel, for both wavefront sizes.
         let all = abi::all_kernel_names();
         for wave in [32, 64] {
@@ -183,15 +184,17 @@ mod tests {
         let d = dispatches(10, &p);
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].first_row, d[0].rows), (0, 10));
-        // Far more rows than one HSA dispatch can hold.
-        let rows = u64::from(u32::MAX) * 4;
-        let (_, p) = plan(false, DType::F32, DType::F32, rows, 1, 64, 1, &o).unwrap();
+        // Far more rows than one HSA dispatch can hold (only planned, never allocated).
+        let rows = 1_000_000_000u64;
+        let o = ops(0x1000, 0x2000, 5120);
+        let (_, p) = plan(false, DType::F32, DType::F32, rows, 5120, 64, 1, &o).unwrap();
         let d = dispatches(rows, &p);
-        assert!(d.len() > 1, "{d:?}");
+        assert!(d.len() > 1, "{p:?} {d:?}");
         assert_eq!(d.iter().map(|x| x.rows).sum::<u64>(), rows);
         for (i, x) in d.iter().enumerate() {
             assert!(u64::from(x.grid) * u64::from(p.block) <= u64::from(u32::MAX));
             assert!(u64::from(x.grid) * u64::from(p.rows_per_block) >= x.rows);
+            assert!(x.rows <= p.rows_per_launch);
             if i > 0 {
                 assert_eq!(x.first_row, d[i - 1].first_row + d[i - 1].rows);
             }
