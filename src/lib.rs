@@ -30,9 +30,14 @@ mod api;
 mod backward;
 mod config;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+pub mod launch;
 mod layout;
 mod module;
 mod ops;
+#[cfg(feature = "rocm")]
+pub mod rocm;
 
 pub use api::{fused_add_rms_norm, fused_add_rms_norm_with, rms_norm, rms_norm_with};
 pub use config::{Backend, NormConfig, Rounding, WeightMode, BACKEND_ENV};

@@ -61,6 +61,8 @@ impl NormOp {
     ) -> Result<(CpuStorage, Shape)> {
         match self.backend {
             Backend::Auto | Backend::Cpu => crate::cpu::forward(self, x, r, w),
+            #[cfg(feature = "rocm")]
+            Backend::Rocm => crate::rocm::host_forward(self, x, r, w),
             other => Err(crate::api::backend_unavailable(self.name(), other)),
         }
     }

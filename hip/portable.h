@@ -1,0 +1,124 @@
+// The one vendor-specific file under hip/: thread and block ids, barriers, warp shuffles, the
+// reciprocal square root and f16/bf16 conversion, mapped onto compiler builtins so the kernels
+// build with no GPU SDK headers at all:
+//
+//   NVIDIA: clang -x cuda --cuda-device-only -nocudainc -nocudalib --cuda-gpu-arch=sm_XX
+//   AMD:    clang -x hip --offload-arch=gfxXXX -nogpulib -nogpuinc --cuda-device-only
+//
+// Everything else in hip/ uses only what this header defines. The warp (wavefront) size is
+// NORM_WARP: 64 on gfx9 (MI200/MI300), 32 on gfx10+ and NVIDIA. Never assume 32 elsewhere.
+#pragma once
+
+#if !defined(__NVPTX__) && !defined(__AMDGCN__)
+#error "hip/portable.h: compile for an NVIDIA (nvptx) or AMD (amdgcn) device target"
+#endif
+
+#ifndef __global__
+#define __global__ __attribute__((global))
+#endif
+#ifndef __device__
+#define __device__ __attribute__((device))
+#endif
+#ifndef __shared__
+#define __shared__ __attribute__((shared))
+#endif
+
+// Every device helper is inlined: the kernels are templates and nothing here is called twice
+// with different shapes inside one instantiation.
+#define NORM_DEV __device__ __attribute__((always_inline)) inline
+#define NORM_NOINLINE __device__ __attribute__((noinline))
+
+typedef unsigned int norm_u32;
+typedef unsigned short norm_u16;
+typedef unsigned long long norm_u64;
+
+#if defined(__NVPTX__)
+#define NORM_WARP 32
+// The most threads a block of the one-row-at-a-time kernels is launched with (launch.rs
+// MAX_BLOCK); it caps the compiler at 85 registers a thread.
+#define NORM_LAUNCH_BOUNDS __attribute__((launch_bounds(768)))
+// The several-rows-per-block kernels run at most 256 threads a block (launch.rs ROWS_BLOCK).
+#define NORM_LAUNCH_BOUNDS_ROWS __attribute__((launch_bounds(256)))
+NORM_DEV norm_u32 norm_tid() { return __nvvm_read_ptx_sreg_tid_x(); }
+NORM_DEV norm_u32 norm_ntid() { return __nvvm_read_ptx_sreg_ntid_x(); }
+NORM_DEV norm_u32 norm_bid() { return __nvvm_read_ptx_sreg_ctaid_x(); }
+// Block-wide barrier that also orders shared-memory accesses.
+NORM_DEV void norm_barrier() { __nvvm_barrier_sync(0); }
+// Butterfly shuffle across the whole warp: the value of lane (lane ^ mask). Every lane of the
+// warp must execute it (blocks are whole warps; the kernels never return early around one).
+NORM_DEV float norm_shfl_xor(float v, int mask) {
+  return __nvvm_shfl_sync_bfly_f32(0xffffffffu, v, mask, 0x1f);
+}
+NORM_DEV int norm_shfl_xor_i(int v, int mask) {
+  return __nvvm_shfl_sync_bfly_i32(0xffffffffu, v, mask, 0x1f);
+}
+#else // __AMDGCN__
+#define NORM_WARP __AMDGCN_WAVEFRONT_SIZE__
+#define NORM_LAUNCH_BOUNDS __attribute__((amdgpu_flat_work_group_size(1, 768)))
+#define NORM_LAUNCH_BOUNDS_ROWS __attribute__((amdgpu_flat_work_group_size(1, 256)))
+NORM_DEV norm_u32 norm_tid() { return __builtin_amdgcn_workitem_id_x(); }
+NORM_DEV norm_u32 norm_ntid() { return __builtin_amdgcn_workgroup_size_x(); }
+NORM_DEV norm_u32 norm_bid() { return __builtin_amdgcn_workgroup_id_x(); }
+NORM_DEV void norm_barrier() {
+  __builtin_amdgcn_fence(__ATOMIC_RELEASE, "workgroup");
+  __builtin_amdgcn_s_barrier();
+  __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "workgroup");
+}
+// Blocks are 1-D and whole wavefronts, so the lane is the thread id modulo the wave size.
+NORM_DEV int norm_shfl_xor_i(int v, int mask) {
+  const int lane = (int)(norm_tid() & (NORM_WARP - 1));
+  return __builtin_amdgcn_ds_bpermute((lane ^ mask) << 2, v);
+}
+NORM_DEV float norm_shfl_xor(float v, int mask) {
+  return __builtin_bit_cast(float, norm_shfl_xor_i(__builtin_bit_cast(int, v), mask));
+}
+#endif
+
+NORM_DEV double norm_shfl_xor(double v, int mask) {
+  const norm_u64 u = __builtin_bit_cast(norm_u64, v);
+  const int lo = norm_shfl_xor_i((int)(norm_u32)u, mask);
+  const int hi = norm_shfl_xor_i((int)(norm_u32)(u >> 32), mask);
+  return __builtin_bit_cast(double, ((norm_u64)(norm_u32)hi << 32) | (norm_u64)(norm_u32)lo);
+}
+
+// 1 / sqrt(v), correctly rounded division of a correctly rounded square root on both vendors
+// (the approximate rsqrt instructions differ between vendors by an ulp or two). Called once per
+// row, so its cost does not show.
+NORM_DEV float norm_rsqrt(float v) { return 1.0f / __builtin_sqrtf(v); }
+NORM_DEV double norm_rsqrt(double v) { return 1.0 / __builtin_sqrt(v); }
+
+// Storage types of the 16-bit formats: raw bits, converted only here.
+struct norm_f16 { norm_u16 bits; };
+struct norm_bf16 { norm_u16 bits; };
+
+NORM_DEV float norm_f16_to_f32(norm_u16 h) { return (float)__builtin_bit_cast(_Float16, h); }
+// Round to nearest even (the hardware conversion on both vendors).
+NORM_DEV norm_u16 norm_f32_to_f16(float v) { return __builtin_bit_cast(norm_u16, (_Float16)v); }
+
+NORM_DEV float norm_bf16_to_f32(norm_u16 b) {
+  return __builtin_bit_cast(float, (norm_u32)b << 16);
+}
+
+// Round to nearest even; NaN stays a (quiet) NaN.
+NORM_DEV norm_u16 norm_f32_to_bf16(float v) {
+#if defined(__NVPTX__) && __CUDA_ARCH__ >= 800
+  return __builtin_bit_cast(norm_u16, __nvvm_f2bf16_rn(v));
+#else
+  const norm_u32 u = __builtin_bit_cast(norm_u32, v);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (norm_u16)((u >> 16) | 0x0040u);
+  return (norm_u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+#endif
+}
+
+// Two bf16 values packed in one word, `lo` in the low half; rounding as above.
+NORM_DEV norm_u32 norm_pack_bf16x2(float lo, float hi) {
+#if defined(__NVPTX__) && __CUDA_ARCH__ >= 800
+  return __builtin_bit_cast(norm_u32, __nvvm_ff2bf16x2_rn(hi, lo));
+#else
+  return (norm_u32)norm_f32_to_bf16(lo) | ((norm_u32)norm_f32_to_bf16(hi) << 16);
+#endif
+}
+
+NORM_DEV norm_u32 norm_pack_f16x2(float lo, float hi) {
+  return (norm_u32)norm_f32_to_f16(lo) | ((norm_u32)norm_f32_to_f16(hi) << 16);
+}

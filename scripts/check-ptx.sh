@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Portability check of the kernels in hip/, needing no CUDA or ROCm install (CI runs it):
+#  1. nothing vendor-specific outside hip/portable.h;
+#  2. hip/ compiles to PTX with clang (-x cuda -nocudainc -nocudalib) for sm_70, sm_80, sm_90;
+#  3. hip/ compiles for AMD gfx90a (wave64) and gfx1100 (wave32) with -nogpulib -nogpuinc,
+#     when the clang has the AMDGPU target.
+# With ptxas on PATH it also prints the sm_90 register/spill report.
+# Env: CLANG (default: clang-19, else clang).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CLANG=${CLANG:-$(command -v clang-19 || command -v clang)}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+SRC=$ROOT/hip/rms_norm.hip
+
+echo "== vendor-specific code outside hip/portable.h"
+if grep -nE '__nvvm_|__builtin_amdgcn|__NVPTX__|__AMDGCN__|__CUDA_ARCH__|threadIdx|__shfl|__syncthreads' \
+    $(ls "$ROOT"/hip/* | grep -v portable.h); then
+  echo "FAIL: the lines above belong in hip/portable.h"; exit 1
+fi
+echo ok
+
+for sm in 70 80 90; do
+  ptx=+ptx70; [ $sm -ge 90 ] && ptx=+ptx78
+  echo "== PTX sm_$sm"
+  "$CLANG" -x cuda --cuda-device-only -nocudainc -nocudalib --cuda-gpu-arch=sm_$sm \
+    --cuda-feature=$ptx -std=c++17 -O3 -S -Wall -Werror -Wno-unknown-cuda-version \
+    -o "$TMP/k_sm$sm.ptx" "$SRC"
+  n=$(grep -c '^\.visible \.entry' "$TMP/k_sm$sm.ptx")
+  echo "ok: $n kernels"
+  [ "$n" -eq 24 ] || { echo "FAIL: expected 24 kernels"; exit 1; }
+done
+if command -v ptxas >/dev/null; then
+  ptxas -arch=sm_90 -v "$TMP/k_sm90.ptx" -o /dev/null 2>&1 | grep -E 'registers|spill' | paste - - \
+    | sed -E 's/ +/ /g' | sort | uniq -c | sort -rn
+fi
+
+if "$CLANG" -print-targets | grep -q amdgcn; then
+  for arch in gfx90a gfx1100; do
+    echo "== AMD $arch"
+    "$CLANG" -x hip --offload-arch=$arch -nogpulib -nogpuinc --cuda-device-only --no-gpu-bundle-output \
+      -std=c++17 -O3 -Wall -Werror -o "$TMP/k_$arch.hsaco" "$SRC"
+    echo "ok: $(stat -c %s "$TMP/k_$arch.hsaco") bytes"
+  done
+else
+  echo "== AMD: $CLANG has no amdgcn target, skipped"
+fi
+echo "check-ptx: all ok"

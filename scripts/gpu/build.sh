@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds the GPU test binary (tests/cuda.rs) and the benchmark (examples/gpu_bench.rs) on this
+# machine (no GPU needed, a CUDA 13 toolchain and clang-19 are), checks the PTX with ptxas
+# (registers, spills) and stages everything the device machine needs, gzipped, in $DIST/gpu:
+#   cuda_tests.gz gpu_bench.gz libcudart.so.13.gz device.sh torch_bench.py ptxas.txt rms_norm.ptx
+# Then, from the checkout the device tool sends (with DIST inside it, git-ignored):
+#   run: bash .dist/gpu/device.sh        carry: [".dist"]
+#
+# Env: DIST (default: <repo>/.dist), CUDA_HOME, CUDA_COMPUTE_CAP (default 90),
+#      CARGO_TARGET_DIR (default /work/target-cuda).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+DIST=${DIST:-$ROOT/.dist}
+export CUDA_HOME=${CUDA_HOME:-/root/.cache/cuda13/nvidia/cu13}
+export PATH=$CUDA_HOME/bin:$PATH
+export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-cuda}
+cd "$ROOT"
+mkdir -p "$DIST/gpu"
+STAGE=$DIST/gpu
+
+echo "== building tests (cargo test --release --features cuda --no-run)"
+TEST_BIN=$(cargo test --release --features cuda --test cuda --no-run --message-format=json \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cuda" and m.get("executable"):
+        print(m["executable"])')
+echo "== building benchmark"
+cargo build --release --features cuda --example gpu_bench
+BENCH_BIN=$CARGO_TARGET_DIR/release/examples/gpu_bench
+
+for pair in "cuda_tests:$TEST_BIN" "gpu_bench:$BENCH_BIN"; do
+  name=${pair%%:*}; bin=${pair#*:}
+  strip -o "$STAGE/$name" "$bin"
+  gzip -f -9 "$STAGE/$name"
+  ls -l "$STAGE/$name.gz"
+done
+# libcudart.so.13 travels beside the binaries when they need it; libcublas/libcublasLt/libcurand
+# come from the device's PyTorch wheels (device.sh sets LD_LIBRARY_PATH).
+if ldd "$BENCH_BIN" | grep -q 'libcudart.so.13'; then
+  CUDART=$(find "$CUDA_HOME" -name 'libcudart.so.13*' -type f | head -n1)
+  gzip -c -9 "$CUDART" > "$STAGE/libcudart.so.13.gz"
+fi
+ldd "$BENCH_BIN" | grep -E 'cu|nv' || true
+
+# The PTX the crate embeds, and ptxas's resource report for sm_90 (registers, spills, stack).
+PTX=$(ls -t "$CARGO_TARGET_DIR"/release/build/candle-rmsnorm-*/out/rms_norm.ptx | head -n1)
+cp "$PTX" "$STAGE/rms_norm.ptx"
+ptxas -arch=sm_90 -v "$PTX" -o /dev/null 2> "$STAGE/ptxas.txt"
+grep -E 'spill|registers' "$STAGE/ptxas.txt" | paste - - | awk '{print}' | sort | uniq -c | sort -rn | head -n 20
+
+cp scripts/gpu/device.sh scripts/gpu/torch_bench.py "$STAGE/"
+du -sh "$STAGE"

@@ -1,0 +1,330 @@
+//! Launch geometry for the kernels in `hip/rms_norm.hip`, shared by the CUDA and ROCm launchers.
+//! Pure Rust, no GPU calls: every decision is a function of the problem's numbers.
+//!
+//! API:
+//! - [`vector_ok`]`(addrs, strides, hidden, elem_bytes)`: whether the kernel will use 16-byte
+//!   chunks (the same rule the kernel applies itself, `rn::vector_ok`): every byte address
+//!   (row 0 of x, out, and residual/sum for the fused op, and the weight if any) 16-byte
+//!   aligned, every row stride a multiple of the chunk, and `hidden >= chunk`.
+//! - [`plan`]`(&Problem)` -> [`Plan`]: the variant (one row per block, or several rows per block
+//!   for small hidden), block size, grid size, `rows_per_block` (the `NormArgs` field), and how
+//!   many rows one launch may cover (`rows_per_launch`; larger problems are split by the
+//!   launcher, shifting the row pointers by whole rows).
+//! - [`Plan::kernel_suffix`]: `""` or `"_rows"`, appended to `abi::kernel_name` stems.
+//!
+//! The numbers that tie this file to the kernel: at most [`MAX_BLOCK`] threads a block and at
+//! most [`REG_CHUNKS`] chunks a lane kept in registers; a longer row is read twice.
+
+/// The most threads in a block of the one-row-per-block kernels (their launch bounds, which cap
+/// the compiler at 65536 / 768 = 85 registers a thread).
+pub const MAX_BLOCK: u32 = 768;
+/// Most rows one block handles (one after another, or `block / lanes_per_row` at a time).
+pub const MAX_ROW_ITERS: u64 = 16;
+/// Blocks wanted per multiprocessor before blocks take several rows each: enough waves that the
+/// last, partial one costs little.
+pub const BLOCKS_PER_MP: u64 = 48;
+/// Chunks a lane holds in registers before the kernel switches to its two-read loop.
+pub const REG_CHUNKS: u64 = 2;
+/// Block size of the several-rows-per-block variant when there are rows enough.
+pub const ROWS_BLOCK: u32 = 256;
+/// Block size of the two-read loop for rows longer than registers hold.
+pub const LOOP_BLOCK: u32 = 512;
+
+/// Elements in one 16-byte chunk.
+pub fn vector_width(elem_bytes: usize) -> usize {
+    16 / elem_bytes.clamp(1, 16)
+}
+
+/// The kernel's vector rule (see the module docs). `addrs` are byte addresses of the first row
+/// of every operand the kernel touches (a null weight may be passed as 0); `strides` the row
+/// strides in elements of x, out and (fused) residual and sum.
+pub fn vector_ok(addrs: &[u64], strides: &[usize], hidden: usize, elem_bytes: usize) -> bool {
+    let v = vector_width(elem_bytes);
+    addrs.iter().all(|a| a % 16 == 0) && strides.iter().all(|s| s % v == 0) && hidden >= v
+}
+
+/// What [`plan`] needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Problem {
+    pub rows: u64,
+    pub hidden: u64,
+    /// Bytes of one input element (2 for f16/bf16, 4 for f32, 8 for f64).
+    pub elem_bytes: u32,
+    /// Whether [`vector_ok`] holds for this call.
+    pub vector: bool,
+    /// 32 on NVIDIA and AMD gfx10+, 64 on AMD gfx9.
+    pub warp_size: u32,
+    /// Streaming multiprocessors (NVIDIA) or compute units (AMD).
+    pub multiprocessors: u32,
+}
+
+/// Which kernel of a name pair runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// `{op}_{dtype}`: one row per block.
+    Block,
+    /// `{op}_{dtype}_rows`: `rows_per_block` rows per block, `lanes_per_row` lanes each.
+    Rows,
+}
+
+/// A launch configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub variant: Variant,
+    /// Threads per block (a multiple of the warp size, at most [`MAX_BLOCK`]).
+    pub block: u32,
+    /// Blocks for the whole problem (or for `rows_per_launch` rows when the problem is split).
+    pub grid: u32,
+    /// Rows per block in all (the `NormArgs::rows_per_block` field): [`Variant::Block`] takes
+    /// them one after another, [`Variant::Rows`] `block / lanes_per_row` at a time.
+    pub rows_per_block: u32,
+    /// Lanes that share one row: `block` for [`Variant::Block`], a power of two <= warp size
+    /// for [`Variant::Rows`].
+    pub lanes_per_row: u32,
+    /// Chunks (16-byte or single elements) each lane holds in registers; 0 = two-read loop.
+    pub chunks_per_lane: u32,
+    /// The most rows one launch may cover (grid limits); the launcher splits beyond.
+    pub rows_per_launch: u64,
+}
+
+impl Plan {
+    /// `""` or `"_rows"`.
+    pub fn kernel_suffix(&self) -> &'static str {
+        match self.variant {
+            Variant::Block => "",
+            Variant::Rows => "_rows",
+        }
+    }
+}
+
+fn round_up(v: u64, m: u64) -> u64 {
+    v.div_ceil(m) * m
+}
+
+/// The most blocks one launch may have: CUDA allows 2^31 - 1 in x; HIP counts the grid in
+/// threads in a `u32`.
+fn max_blocks(block: u32) -> u64 {
+    ((u32::MAX as u64) / block as u64).min(i32::MAX as u64)
+}
+
+/// Picks the launch for `p`.
+///
+/// # Errors
+/// A warp size that is not 32 or 64, a zero hidden size or element size.
+pub fn plan(p: &Problem) -> Result<Plan, String> {
+    let w = p.warp_size as u64;
+    if w != 32 && w != 64 {
+        return Err(format!("warp size must be 32 or 64, got {w}"));
+    }
+    if p.hidden == 0 || p.elem_bytes == 0 {
+        return Err(format!(
+            "hidden and element size must be >= 1, got {} and {}",
+            p.hidden, p.elem_bytes
+        ));
+    }
+    // Chunks per row.
+    // Chunks per row (the kernel's rule: 16-byte chunks only when hidden >= a chunk).
+    let v = vector_width(p.elem_bytes as usize) as u64;
+    let n = if p.vector && p.hidden >= v {
+        p.hidden / v
+    } else {
+        p.hidden
+    };
+    let rows = p.rows.max(1);
+    if n <= REG_CHUNKS * w {
+        // Small rows: a team of `g` lanes per row, `k <= REG_CHUNKS` chunks per lane.
+        let g = n.div_ceil(REG_CHUNKS).next_power_of_two().min(w);
+        let k = n.div_ceil(g);
+        let mut block = ROWS_BLOCK as u64;
+        // Few rows: smaller blocks spread them over more multiprocessors.
+        let want_blocks = 2 * p.multiprocessors.max(1) as u64;
+        while block > w && rows.div_ceil(block / g) < want_blocks {
+            block /= 2;
+        }
+        let block = block.max(w);
+        let conc = block / g;
+        let iters = (rows / (conc * BLOCKS_PER_MP * p.multiprocessors.max(1) as u64))
+            .clamp(1, MAX_ROW_ITERS);
+        let rpb = conc * iters;
+        let per_launch = max_blocks(block as u32) * rpb;
+        return Ok(Plan {
+            variant: Variant::Rows,
+            block: block as u32,
+            grid: rows.min(per_launch).div_ceil(rpb) as u32,
+            rows_per_block: rpb as u32,
+            lanes_per_row: g as u32,
+            chunks_per_lane: k as u32,
+            rows_per_launch: per_launch,
+        });
+    }
+    // One row per block. Rows that fit in registers: choose chunks per lane (1 or 2) and the
+    // block so the lanes cover the row with the least idle lanes, preferring blocks near 256.
+    let (block, k) = if n <= REG_CHUNKS * MAX_BLOCK as u64 {
+        let mut best: Option<(f64, u64, u64)> = None;
+        for k in 1..=REG_CHUNKS {
+            let t = round_up(n.div_ceil(k), w);
+            if t > MAX_BLOCK as u64 {
+                continue;
+            }
+            let waste = (t * k - n) as f64 / n as f64;
+            let score = 4.0 * waste + ((t as f64) / 256.0).log2().abs();
+            if best.is_none_or(|(s, _, _)| score < s) {
+                best = Some((score, t, k));
+            }
+        }
+        let (_, t, k) = best.expect("k = REG_CHUNKS fits since n <= REG_CHUNKS * MAX_BLOCK");
+        (t, k)
+    } else {
+        (LOOP_BLOCK as u64, 0)
+    };
+    let rpb = (rows / (BLOCKS_PER_MP * p.multiprocessors.max(1) as u64)).clamp(1, MAX_ROW_ITERS);
+    let per_launch = max_blocks(block as u32) * rpb;
+    Ok(Plan {
+        variant: Variant::Block,
+        block: block as u32,
+        grid: rows.min(per_launch).div_ceil(rpb) as u32,
+        rows_per_block: rpb as u32,
+        lanes_per_row: block as u32,
+        chunks_per_lane: k as u32,
+        rows_per_launch: per_launch,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prob(rows: u64, hidden: u64, elem_bytes: u32, vector: bool, warp: u32) -> Problem {
+        Problem {
+            rows,
+            hidden,
+            elem_bytes,
+            vector,
+            warp_size: warp,
+            multiprocessors: 132,
+        }
+    }
+
+    /// The kernel's own choice of chunks per lane (`rn::dispatch_k`).
+    fn kernel_k(p: &Problem, plan: &Plan) -> u64 {
+        let v = vector_width(p.elem_bytes as usize) as u64;
+        let n = if p.vector && p.hidden >= v {
+            p.hidden / v
+        } else {
+            p.hidden
+        };
+        let k = n.div_ceil(plan.lanes_per_row as u64);
+        if k <= REG_CHUNKS {
+            k.max(1)
+        } else {
+            0
+        }
+    }
+
+    #[test]
+    fn invariants_hold_everywhere() {
+        for warp in [32u32, 64] {
+            for eb in [2u32, 4, 8] {
+                for vector in [false, true] {
+                    for hidden in (1..=300u64).chain([511, 512, 1024, 1536, 4096, 5120, 8193]) {
+                        for rows in [1u64, 7, 100, 75600, 3_024_000] {
+                            let p = prob(rows, hidden, eb, vector, warp);
+                            let pl = plan(&p).unwrap();
+                            assert_eq!(pl.block % warp, 0, "{p:?} {pl:?}");
+                            assert!(pl.block <= MAX_BLOCK && pl.block >= warp);
+                            assert!(
+                                pl.lanes_per_row.is_power_of_two() || pl.variant == Variant::Block
+                            );
+                            if pl.variant == Variant::Rows {
+                                let conc = pl.block / pl.lanes_per_row;
+                                assert_eq!(pl.rows_per_block % conc, 0);
+                            } else {
+                                assert_eq!(pl.block, pl.lanes_per_row);
+                            }
+                            assert!(pl.rows_per_block as u64 <= MAX_ROW_ITERS * pl.block as u64);
+                            assert!(pl.grid as u64 * pl.rows_per_block as u64 >= rows);
+                            assert_eq!(
+                                pl.chunks_per_lane as u64,
+                                kernel_k(&p, &pl),
+                                "{p:?} {pl:?}"
+                            );
+                            if pl.variant == Variant::Rows {
+                                assert!(pl.lanes_per_row <= warp);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chosen_shapes() {
+        // Wan 14B: 640 chunks of 8 bf16 -> 320 lanes x 2 chunks, 11 rows a block.
+        let p = plan(&prob(75600, 5120, 2, true, 32)).unwrap();
+        assert_eq!(
+            (
+                p.variant,
+                p.block,
+                p.chunks_per_lane,
+                p.rows_per_block,
+                p.grid
+            ),
+            (Variant::Block, 320, 2, 11, 6873)
+        );
+        // Wan 1.3B: 192 chunks -> 192 lanes x 1.
+        let p = plan(&prob(32760, 1536, 2, true, 32)).unwrap();
+        assert_eq!((p.block, p.chunks_per_lane), (192, 1));
+        // Per-head q/k norm: 16 chunks -> 8 lanes x 2, 32 rows at a time per 256-thread
+        // block, 14 times.
+        let p = plan(&prob(3_024_000, 128, 2, true, 32)).unwrap();
+        assert_eq!(
+            (
+                p.variant,
+                p.lanes_per_row,
+                p.chunks_per_lane,
+                p.rows_per_block,
+                p.grid
+            ),
+            (Variant::Rows, 8, 2, 448, 6750)
+        );
+        // Same on a 64-lane wavefront: a row still takes 8 lanes.
+        let p = plan(&prob(3_024_000, 128, 2, true, 64)).unwrap();
+        assert_eq!((p.lanes_per_row, p.block), (8, 256));
+        // f32 at 5120: 1280 chunks -> 640 lanes x 2.
+        let p = plan(&prob(75600, 5120, 4, true, 32)).unwrap();
+        assert_eq!((p.block, p.chunks_per_lane), (640, 2));
+        // Longer than registers hold: the two-read loop.
+        let p = plan(&prob(10, 40000, 2, true, 32)).unwrap();
+        assert_eq!((p.block, p.chunks_per_lane), (LOOP_BLOCK, 0));
+        // Few rows of small hidden: smaller blocks.
+        let p = plan(&prob(4, 64, 4, true, 32)).unwrap();
+        assert_eq!(p.block, 32);
+        // hidden 1, one lane a row.
+        let p = plan(&prob(1000, 1, 4, false, 32)).unwrap();
+        assert_eq!((p.lanes_per_row, p.chunks_per_lane), (1, 1));
+    }
+
+    #[test]
+    fn vector_rule() {
+        assert!(vector_ok(&[256, 512, 0], &[5120, 5120], 5120, 2));
+        assert!(!vector_ok(&[258, 512], &[5120, 5120], 5120, 2));
+        assert!(!vector_ok(&[256, 512], &[5121, 5121], 5121, 2));
+        assert!(vector_ok(&[256, 512], &[5128, 5128], 5121, 2)); // padded rows, scalar tail
+        assert!(!vector_ok(&[0, 0], &[8, 8], 7, 2));
+        assert!(vector_ok(&[0, 0], &[2, 2], 2, 8));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(plan(&prob(1, 8, 2, true, 16)).is_err());
+        assert!(plan(&prob(1, 0, 2, true, 32)).is_err());
+    }
+
+    #[test]
+    fn huge_row_counts_split() {
+        let p = plan(&prob(u64::MAX / 4, 1, 4, false, 64)).unwrap();
+        assert!(p.rows_per_launch < u64::MAX / 4);
+        assert!(p.grid as u64 * p.block as u64 <= u32::MAX as u64);
+    }
+}
