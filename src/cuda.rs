@@ -9,12 +9,14 @@ use crate::layout::RowLayout;
 use crate::ops::{op_error, NormOp};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda::cudarc::driver::{
-    sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
-    SyncOnDrop,
+    sys, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
+    PushKernelArg, SyncOnDrop,
 };
-use candle_core::cuda::{CudaStorageSlice, WrapErr};
+use candle_core::cuda::{CudaStorageSlice, DeviceId, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
 use half::{bf16, f16};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 /// Every kernel, as PTX for the `CUDA_COMPUTE_CAP` the crate was built for (default sm_80).
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/rms_norm.ptx"));
@@ -130,6 +132,48 @@ impl Out {
             Out::F64(v) => CudaStorage::wrap_cuda_slice(v, dev.clone()),
         }
     }
+}
+
+/// Per-device facts the launcher needs on every call, looked up once: multiprocessor count,
+/// warp size, and the loaded kernels by name (so a call costs no driver lookups).
+#[derive(Default)]
+struct DeviceCache {
+    shape: HashMap<DeviceId, (u32, u32)>,
+    funcs: HashMap<(DeviceId, String), CudaFunction>,
+}
+
+fn cache() -> &'static Mutex<DeviceCache> {
+    static CACHE: OnceLock<Mutex<DeviceCache>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+fn cached_shape(dev: &CudaDevice, st: &CudaStream) -> Result<(u32, u32)> {
+    if let Some(&s) = cache().lock().expect("cache lock").shape.get(&dev.id()) {
+        return Ok(s);
+    }
+    let s = device_shape(st)?;
+    cache()
+        .lock()
+        .expect("cache lock")
+        .shape
+        .insert(dev.id(), s);
+    Ok(s)
+}
+
+fn cached_func(dev: &CudaDevice, name: &str) -> Result<CudaFunction> {
+    let key = (dev.id(), name.to_string());
+    if let Some(f) = cache().lock().expect("cache lock").funcs.get(&key) {
+        return Ok(f.clone());
+    }
+    let f = dev
+        .get_or_load_custom_func(name, MODULE, PTX)?
+        .into_cuda_function();
+    cache()
+        .lock()
+        .expect("cache lock")
+        .funcs
+        .insert(key, f.clone());
+    Ok(f)
 }
 
 /// Multiprocessor count and warp size of the device behind `st`.
@@ -265,7 +309,7 @@ pub(crate) fn forward(
             addrs.extend([*rp, sum_ptr]);
             strides.extend([*rs, hidden]);
         }
-        let (mps, warp) = device_shape(&st)?;
+        let (mps, warp) = cached_shape(&dev, &st)?;
         let plan = launch::plan(&Problem {
             rows: rows as u64,
             hidden: hidden as u64,
@@ -276,7 +320,7 @@ pub(crate) fn forward(
         })
         .map_err(|e| op_error(op.name(), "device", "a supported CUDA device", e))?;
         let name = format!("{name_stem}{}", plan.kernel_suffix());
-        let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
+        let func = cached_func(&dev, &name)?;
 
         let mut flags = 0u32;
         if op.weight_mode == crate::WeightMode::OffsetOne {
@@ -313,7 +357,7 @@ pub(crate) fn forward(
                 block_dim: (plan.block, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let mut b = func.builder();
+            let mut b = st.launch_builder(&func);
             b.arg(&args);
             // SAFETY: `args` matches the kernel's one by-value parameter (see the DeviceRepr impl);
             // every address in it lies inside a live buffer whose guard (`_xg`, the residual and

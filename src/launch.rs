@@ -22,7 +22,7 @@ pub const MAX_BLOCK: u32 = 768;
 pub const MAX_ROW_ITERS: u64 = 16;
 /// Blocks wanted per multiprocessor before blocks take several rows each: enough waves that the
 /// last, partial one costs little.
-pub const BLOCKS_PER_MP: u64 = 48;
+pub const BLOCKS_PER_MP: u64 = 16;
 /// Chunks a lane holds in registers before the kernel switches to its two-read loop.
 pub const REG_CHUNKS: u64 = 2;
 /// Block size of the several-rows-per-block variant when there are rows enough.
@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn chosen_shapes() {
-        // Wan 14B: 640 chunks of 8 bf16 -> 320 lanes x 2 chunks, 11 rows a block.
+        // Wan 14B: 640 chunks of 8 bf16 -> 320 lanes x 2 chunks, 16 rows a block.
         let p = plan(&prob(75600, 5120, 2, true, 32)).unwrap();
         assert_eq!(
             (
@@ -270,13 +270,13 @@ mod tests {
                 p.rows_per_block,
                 p.grid
             ),
-            (Variant::Block, 320, 2, 11, 6873)
+            (Variant::Block, 320, 2, 16, 4725)
         );
         // Wan 1.3B: 192 chunks -> 192 lanes x 1.
         let p = plan(&prob(32760, 1536, 2, true, 32)).unwrap();
         assert_eq!((p.block, p.chunks_per_lane), (192, 1));
         // Per-head q/k norm: 16 chunks -> 8 lanes x 2, 32 rows at a time per 256-thread
-        // block, 14 times.
+        // block, 16 times.
         let p = plan(&prob(3_024_000, 128, 2, true, 32)).unwrap();
         assert_eq!(
             (
@@ -286,7 +286,7 @@ mod tests {
                 p.rows_per_block,
                 p.grid
             ),
-            (Variant::Rows, 8, 2, 448, 6750)
+            (Variant::Rows, 8, 2, 512, 5907)
         );
         // Same on a 64-lane wavefront: a row still takes 8 lanes.
         let p = plan(&prob(3_024_000, 128, 2, true, 64)).unwrap();
