@@ -16,7 +16,7 @@ use candle_core::cuda::{CudaStorageSlice, DeviceId, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
 use half::{bf16, f16};
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Every kernel, as PTX for the `CUDA_COMPUTE_CAP` the crate was built for (default sm_80).
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/rms_norm.ptx"));
@@ -140,6 +140,8 @@ impl Out {
 struct DeviceCache {
     shape: HashMap<DeviceId, (u32, u32)>,
     funcs: HashMap<(DeviceId, String), CudaFunction>,
+    /// Blocks of (kernel, block size) resident per multiprocessor.
+    fit: HashMap<(DeviceId, String, u32), u32>,
 }
 
 fn cache() -> &'static Mutex<DeviceCache> {
@@ -148,32 +150,44 @@ fn cache() -> &'static Mutex<DeviceCache> {
 }
 
 fn cached_shape(dev: &CudaDevice, st: &CudaStream) -> Result<(u32, u32)> {
-    if let Some(&s) = cache().lock().expect("cache lock").shape.get(&dev.id()) {
+    if let Some(&s) = cache()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .shape
+        .get(&dev.id())
+    {
         return Ok(s);
     }
     let s = device_shape(st)?;
     cache()
         .lock()
-        .expect("cache lock")
+        .unwrap_or_else(PoisonError::into_inner)
         .shape
         .insert(dev.id(), s);
     Ok(s)
 }
 
-fn cached_func(dev: &CudaDevice, name: &str) -> Result<CudaFunction> {
+/// The kernel `name` and how many blocks of `block` threads of it fit on a multiprocessor at
+/// once (the driver's occupancy query), both looked up once per device.
+fn cached_func(dev: &CudaDevice, name: &str, block: u32) -> Result<(CudaFunction, u32)> {
     let key = (dev.id(), name.to_string());
-    if let Some(f) = cache().lock().expect("cache lock").funcs.get(&key) {
-        return Ok(f.clone());
+    let fit_key = (dev.id(), name.to_string(), block);
+    {
+        let c = cache().lock().unwrap_or_else(PoisonError::into_inner);
+        if let (Some(f), Some(&n)) = (c.funcs.get(&key), c.fit.get(&fit_key)) {
+            return Ok((f.clone(), n));
+        }
     }
     let f = dev
         .get_or_load_custom_func(name, MODULE, PTX)?
         .into_cuda_function();
-    cache()
-        .lock()
-        .expect("cache lock")
-        .funcs
-        .insert(key, f.clone());
-    Ok(f)
+    let n = f
+        .occupancy_max_active_blocks_per_multiprocessor(block, 0, None)
+        .w()?;
+    let mut c = cache().lock().unwrap_or_else(PoisonError::into_inner);
+    c.funcs.insert(key, f.clone());
+    c.fit.insert(fit_key, n);
+    Ok((f, n))
 }
 
 /// Multiprocessor count and warp size of the device behind `st`.
@@ -310,17 +324,25 @@ pub(crate) fn forward(
             strides.extend([*rs, hidden]);
         }
         let (mps, warp) = cached_shape(&dev, &st)?;
-        let plan = launch::plan(&Problem {
+        let problem = Problem {
             rows: rows as u64,
             hidden: hidden as u64,
             elem_bytes: eb as u32,
             vector: launch::vector_ok(&addrs, &strides, hidden, eb),
             warp_size: warp,
             multiprocessors: mps,
+            blocks_per_mp: 0,
+        };
+        let plan_err = |e| op_error(op.name(), "device", "a supported CUDA device", e);
+        // First the kernel and block size, then the grid from how many such blocks fit at once.
+        let first = launch::plan(&problem).map_err(plan_err)?;
+        let name = format!("{name_stem}{}", first.kernel_suffix());
+        let (func, fit) = cached_func(&dev, &name, first.block)?;
+        let plan = launch::plan(&Problem {
+            blocks_per_mp: fit,
+            ..problem
         })
-        .map_err(|e| op_error(op.name(), "device", "a supported CUDA device", e))?;
-        let name = format!("{name_stem}{}", plan.kernel_suffix());
-        let func = cached_func(&dev, &name)?;
+        .map_err(plan_err)?;
 
         let mut flags = 0u32;
         if op.weight_mode == crate::WeightMode::OffsetOne {
