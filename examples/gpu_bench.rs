@@ -2,7 +2,7 @@
 //! of the same bytes, on Candle's CUDA stream.
 //!
 //! ```text
-//! cargo run --release --features cuda --example gpu_bench -- [--json FILE] [--quick]
+//! cargo run --release --features cuda --example gpu_bench -- [--json FILE] [--quick] [--only RxH]
 //! ```
 //! Each figure is the median over many launches, each bracketed by CUDA events; inputs rotate
 //! over enough buffer sets (>= 256 MiB together) that no launch finds its data in L2. Bytes
@@ -92,6 +92,11 @@ mod bench {
     pub fn main() -> Result<()> {
         let args: Vec<String> = std::env::args().collect();
         let quick = args.iter().any(|a| a == "--quick");
+        // --only RxH: one shape (e.g. for a profiler run).
+        let only = args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1).cloned());
         let json = args
             .iter()
             .position(|a| a == "--json")
@@ -108,6 +113,12 @@ mod bench {
         };
         for &dt in &dtypes {
             for &(rows, hidden) in &SHAPES {
+                if only
+                    .as_ref()
+                    .is_some_and(|o| *o != format!("{rows}x{hidden}"))
+                {
+                    continue;
+                }
                 let eb = dt.size_in_bytes();
                 let n = rows * hidden;
                 let set_bytes = n * eb;

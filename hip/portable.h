@@ -74,6 +74,14 @@ NORM_DEV float norm_shfl_xor(float v, int mask) {
 }
 #endif
 
+// Hides a register's value from the optimiser (emits no instruction), so values derived from it
+// are recomputed after this point instead of being kept live: register-pressure control.
+#if defined(__NVPTX__)
+NORM_DEV void norm_opaque(norm_u32& v) { asm volatile("" : "+r"(v)); }
+#else
+NORM_DEV void norm_opaque(norm_u32& v) { asm volatile("" : "+v"(v)); }
+#endif
+
 NORM_DEV double norm_shfl_xor(double v, int mask) {
   const norm_u64 u = __builtin_bit_cast(norm_u64, v);
   const int lo = norm_shfl_xor_i((int)(norm_u32)u, mask);

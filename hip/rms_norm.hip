@@ -289,6 +289,15 @@ NORM_DEV float rescue_scale(float m, float q, long long hidden, float eps) {
   return (float)(1.0 / (md * __builtin_sqrt((double)q / (double)hidden + (double)eps / (md * md))));
 }
 
+// Makes the raw words of a 16-byte chunk opaque (see norm_opaque): its unpacked values are then
+// recomputed where needed rather than held in registers.
+template <typename T, int VEC> NORM_DEV void opaque_chunk(Chunk<T, VEC>& c) {
+  if constexpr (VEC > 1) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) norm_opaque(c.raw.w[i]);
+  }
+}
+
 // The weight chunk a lane multiplies by, kept raw in registers across the rows a block handles.
 template <typename W, int VEC> struct WChunk { v16 raw[(VEC * sizeof(W) + 15) / 16]; };
 template <typename W> struct WChunk<W, 1> { W raw; };
@@ -433,6 +442,20 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
       ss += v * v;
     }
     ss = team.sum(ss, it & 1);
+    // Unpack again after the reduction rather than holding VEC values per chunk across it, and
+    // unpack the weight per row rather than holding it unpacked across rows: 4 registers per
+    // 16-byte chunk instead of 8 to 16.
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      opaque_chunk<T, VEC>(xc[k]);
+      if constexpr (FUSED) opaque_chunk<T, VEC>(rc[k]);
+      if constexpr (VEC > 1) {
+#pragma unroll
+        for (int j = 0; j < (int)(sizeof(wc[k].raw) / 16); ++j)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) norm_opaque(wc[k].raw[j].w[i]);
+      }
+    }
 
     auto write = [&](A scale) __attribute__((always_inline)) {
 #pragma unroll

@@ -22,7 +22,7 @@ pub const MAX_BLOCK: u32 = 768;
 pub const MAX_ROW_ITERS: u64 = 16;
 /// Blocks wanted per multiprocessor before blocks take several rows each: enough waves that the
 /// last, partial one costs little.
-pub const BLOCKS_PER_MP: u64 = 48;
+pub const BLOCKS_PER_MP: u64 = 16;
 /// Chunks a lane holds in registers before the kernel switches to its two-read loop.
 pub const REG_CHUNKS: u64 = 2;
 /// Block size of the several-rows-per-block variant when there are rows enough.
@@ -56,6 +56,25 @@ pub struct Problem {
     pub warp_size: u32,
     /// Streaming multiprocessors (NVIDIA) or compute units (AMD).
     pub multiprocessors: u32,
+    /// Blocks of the chosen kernel and block size that fit on one multiprocessor at once (the
+    /// driver's occupancy query for [`Plan::block`] of a first `plan` with 0 here), or 0 when
+    /// unknown. When known, the grid is exactly the blocks that fit at once, each taking an
+    /// equal share of the rows (no partial last wave, and every block pipelines its rows).
+    pub blocks_per_mp: u32,
+}
+
+/// Rows per block for `units` row-units (rows, or groups of `conc` rows) over the grid: with a
+/// known occupancy, an equal share for exactly the blocks that fit at once; otherwise enough
+/// blocks for many waves, capped at [`MAX_ROW_ITERS`] units a block.
+fn units_per_block(units: u64, p: &Problem) -> u64 {
+    let mps = p.multiprocessors.max(1) as u64;
+    if p.blocks_per_mp > 0 {
+        units
+            .div_ceil(p.blocks_per_mp as u64 * mps)
+            .clamp(1, 1 << 24)
+    } else {
+        (units / (BLOCKS_PER_MP * mps)).clamp(1, MAX_ROW_ITERS)
+    }
 }
 
 /// Which kernel of a name pair runs.
@@ -143,8 +162,7 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
         }
         let block = block.max(w);
         let conc = block / g;
-        let iters = (rows / (conc * BLOCKS_PER_MP * p.multiprocessors.max(1) as u64))
-            .clamp(1, MAX_ROW_ITERS);
+        let iters = units_per_block(rows.div_ceil(conc), p);
         let rpb = conc * iters;
         let per_launch = max_blocks(block as u32) * rpb;
         return Ok(Plan {
@@ -177,7 +195,7 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
     } else {
         (LOOP_BLOCK as u64, 0)
     };
-    let rpb = (rows / (BLOCKS_PER_MP * p.multiprocessors.max(1) as u64)).clamp(1, MAX_ROW_ITERS);
+    let rpb = units_per_block(rows, p);
     let per_launch = max_blocks(block as u32) * rpb;
     Ok(Plan {
         variant: Variant::Block,
@@ -202,6 +220,7 @@ mod tests {
             vector,
             warp_size: warp,
             multiprocessors: 132,
+            blocks_per_mp: 0,
         }
     }
 
@@ -242,6 +261,19 @@ mod tests {
                                 assert_eq!(pl.block, pl.lanes_per_row);
                             }
                             assert!(pl.rows_per_block as u64 <= MAX_ROW_ITERS * pl.block as u64);
+                            // With a known occupancy: one wave of equal shares.
+                            let po = plan(&Problem {
+                                blocks_per_mp: 3,
+                                ..p
+                            })
+                            .unwrap();
+                            assert!(
+                                po.grid as u64 <= 3 * 132
+                                    || po.rows_per_block as u64 * po.lanes_per_row as u64
+                                        <= po.block as u64
+                            );
+                            assert!(po.grid as u64 * po.rows_per_block as u64 >= rows);
+                            assert_eq!((po.block, po.lanes_per_row), (pl.block, pl.lanes_per_row));
                             assert!(pl.grid as u64 * pl.rows_per_block as u64 >= rows);
                             assert_eq!(
                                 pl.chunks_per_lane as u64,
@@ -260,7 +292,7 @@ mod tests {
 
     #[test]
     fn chosen_shapes() {
-        // Wan 14B: 640 chunks of 8 bf16 -> 320 lanes x 2 chunks, 11 rows a block.
+        // Wan 14B: 640 chunks of 8 bf16 -> 320 lanes x 2 chunks, 16 rows a block.
         let p = plan(&prob(75600, 5120, 2, true, 32)).unwrap();
         assert_eq!(
             (
@@ -270,13 +302,20 @@ mod tests {
                 p.rows_per_block,
                 p.grid
             ),
-            (Variant::Block, 320, 2, 11, 6873)
+            (Variant::Block, 320, 2, 16, 4725)
         );
+        // Known occupancy, 2 blocks a multiprocessor: 264 blocks of 287 rows (the last 120).
+        let p = plan(&Problem {
+            blocks_per_mp: 2,
+            ..prob(75600, 5120, 2, true, 32)
+        })
+        .unwrap();
+        assert_eq!((p.rows_per_block, p.grid), (287, 264));
         // Wan 1.3B: 192 chunks -> 192 lanes x 1.
         let p = plan(&prob(32760, 1536, 2, true, 32)).unwrap();
         assert_eq!((p.block, p.chunks_per_lane), (192, 1));
         // Per-head q/k norm: 16 chunks -> 8 lanes x 2, 32 rows at a time per 256-thread
-        // block, 14 times.
+        // block, 16 times.
         let p = plan(&prob(3_024_000, 128, 2, true, 32)).unwrap();
         assert_eq!(
             (
@@ -286,7 +325,7 @@ mod tests {
                 p.rows_per_block,
                 p.grid
             ),
-            (Variant::Rows, 8, 2, 448, 6750)
+            (Variant::Rows, 8, 2, 512, 5907)
         );
         // Same on a 64-lane wavefront: a row still takes 8 lanes.
         let p = plan(&prob(3_024_000, 128, 2, true, 64)).unwrap();

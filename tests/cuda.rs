@@ -326,6 +326,31 @@ fn sanitizer_subset() -> Result<()> {
             }
         }
     }
+    // Blocks that take several rows (one after another, and several teams at a time).
+    for fused in [false, true] {
+        run_case(
+            &dev,
+            &mut rng,
+            seed,
+            DType::BF16,
+            Some(DType::BF16),
+            3000,
+            1536,
+            fused,
+            PLAIN,
+        )?;
+        run_case(
+            &dev,
+            &mut rng,
+            seed,
+            DType::BF16,
+            Some(DType::F32),
+            40000,
+            64,
+            fused,
+            PLAIN,
+        )?;
+    }
     // Views and the rescue path too.
     strided_views_on(&dev, &mut rng, seed, &[DType::BF16, DType::F32])?;
     extremes_on(&dev)?;
@@ -606,6 +631,38 @@ fn over_two_to_the_31_elements() -> Result<()> {
             &want_s,
             seed,
         );
+    }
+    Ok(())
+}
+
+/// Many rows per block: a block's rows one after another with the next row prefetched, and for
+/// small hidden several teams at a time, many times (the grid is one wave of blocks, each with
+/// an equal share of the rows).
+#[test]
+fn many_rows_per_block() -> Result<()> {
+    let dev = gpu_or_skip!();
+    let (mut rng, seed) = rng();
+    for &(rows, hidden) in &[
+        (300_000usize, 128usize),
+        (100_003, 64),
+        (20_011, 1536),
+        (6_007, 5120),
+    ] {
+        for dt in [DType::BF16, DType::F32] {
+            for fused in [false, true] {
+                run_case(
+                    &dev,
+                    &mut rng,
+                    seed,
+                    dt,
+                    Some(dt),
+                    rows,
+                    hidden,
+                    fused,
+                    PLAIN,
+                )?;
+            }
+        }
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 # Builds the GPU test binary (tests/cuda.rs) and the benchmark (examples/gpu_bench.rs) on this
 # machine (no GPU needed, a CUDA 13 toolchain and clang-19 are), checks the PTX with ptxas
 # (registers, spills) and stages everything the device machine needs, gzipped, in $DIST/gpu:
-#   cuda_tests.gz gpu_bench.gz libcudart.so.13.gz device.sh torch_bench.py ptxas.txt rms_norm.ptx
+#   cuda_tests.gz gpu_bench.gz libcudart.so.13.gz device.sh torch_bench.py ptxas.txt rms_norm.ptx.gz
+# (Other kernel builds can be staged as gpu_bench_<name>.gz; device.sh's `variants` phase runs them.)
 # Then, from the checkout the device tool sends (with DIST inside it, git-ignored):
 #   run: bash .dist/gpu/device.sh        carry: [".dist"]
 #
@@ -46,7 +47,7 @@ ldd "$BENCH_BIN" | grep -E 'cu|nv' || true
 
 # The PTX the crate embeds, and ptxas's resource report for sm_90 (registers, spills, stack).
 PTX=$(ls -t "$CARGO_TARGET_DIR"/release/build/candle-rmsnorm-*/out/rms_norm.ptx | head -n1)
-cp "$PTX" "$STAGE/rms_norm.ptx"
+gzip -9 -c "$PTX" > "$STAGE/rms_norm.ptx.gz"
 ptxas -arch=sm_90 -v "$PTX" -o /dev/null 2> "$STAGE/ptxas.txt"
 grep -E 'spill|registers' "$STAGE/ptxas.txt" | paste - - | awk '{print}' | sort | uniq -c | sort -rn | head -n 20
 

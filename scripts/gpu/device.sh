@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Runs on the CUDA machine (staged by scripts/gpu/build.sh): the GPU tests, compute-sanitizer
-# memcheck + racecheck on a subset, the benchmark, and PyTorch on the same shapes, ending with
-# one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
-#   bash .dist/gpu/device.sh [tests] [sanitizer] [bench] [torch]     (default: all four)
+# memcheck + racecheck on a subset, the benchmark, other kernel builds if staged (variants), and
+# PyTorch on the same shapes, ending with one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
+#   bash .dist/gpu/device.sh [tests] [sanitizer] [bench] [variants] [ncu] [torch]  (default: all)
 # Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-PHASES=${*:-tests sanitizer bench torch}
+PHASES=${*:-tests sanitizer bench variants ncu torch}
 W=/tmp/candle-rmsnorm-gpu
 mkdir -p $W
 for f in cuda_tests gpu_bench; do gunzip -c "$HERE/$f.gz" > $W/$f && chmod +x $W/$f; done
@@ -30,7 +30,8 @@ if [[ " $PHASES " == *" tests "* ]]; then
   grep -E '^test |test result|panicked|skipped' "$OUT/tests.log" | tail -n 30
   tail -n 5 "$OUT/tests.log"
   # Spills in the machine code the driver would build from our PTX (STL/LDL = local memory).
-  if command -v cuobjdump >/dev/null && ptxas -arch=sm_90 "$HERE/rms_norm.ptx" -o $W/k.cubin 2>/dev/null; then
+  gunzip -c "$HERE/rms_norm.ptx.gz" > $W/rms_norm.ptx 2>/dev/null
+  if command -v cuobjdump >/dev/null && ptxas -arch=sm_90 $W/rms_norm.ptx -o $W/k.cubin 2>/dev/null; then
     echo "SASS local-memory instructions (STL, LDL): $(cuobjdump -sass $W/k.cubin | grep -cE '\bSTL') $(cuobjdump -sass $W/k.cubin | grep -cE '\bLDL')"
   fi
 fi
@@ -50,9 +51,36 @@ if [[ " $PHASES " == *" bench "* ]]; then
   $W/gpu_bench --json "$OUT/ours.jsonl" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || status=1
   cat "$OUT/bench.log" | grep -v '^|' | tail -n 50
 fi
+if [[ " $PHASES " == *" variants "* ]]; then
+  # Other builds of the kernels (gpu_bench_<name>.gz beside this script), bf16 only (--quick).
+  echo "== kernel variants (bf16, --quick)"
+  for gz in "$HERE"/gpu_bench_*.gz; do
+    [ -e "$gz" ] || continue
+    v=$(basename "$gz" .gz); v=${v#gpu_bench_}
+    gunzip -c "$gz" > $W/bench_$v && chmod +x $W/bench_$v
+    echo "--- variant $v"
+    $W/bench_$v --quick 2>&1 | grep -v '^|' | tee -a "$OUT/variants.log"
+  done
+fi
+if [[ " $PHASES " == *" ncu "* ]]; then
+  # Kernel-only durations at the small shape where host overhead shows (ours and candle_nn's).
+  echo "== ncu 512x4096 bf16"
+  timeout 150 ncu --csv --metrics gpu__time_duration.sum,dram__bytes.sum --kernel-name regex:rms \
+    --launch-count 300 $W/gpu_bench --quick --only 512x4096 > "$OUT/ncu.log" 2>&1
+  python3 - "$OUT/ncu.log" <<'PY'
+import csv, sys, statistics
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+hdr = rows[0]; k, m, v = hdr.index("Kernel Name"), hdr.index("Metric Name"), hdr.index("Metric Value")
+acc = {}
+for r in rows[1:]:
+    acc.setdefault((r[k].split("(")[0], r[m]), []).append(float(r[v].replace(",", "")))
+for (name, metric), vals in sorted(acc.items()):
+    print(f"{name:40s} {metric:28s} n={len(vals):3d} median={statistics.median(vals):.1f}")
+PY
+fi
 if [[ " $PHASES " == *" torch "* && -s "$OUT/ours.jsonl" ]]; then
   echo "== PyTorch side by side"
-  PYTHONUNBUFFERED=1 python3 "$HERE/torch_bench.py" --ours "$OUT/ours.jsonl" --md "$OUT/table.md" \
+  PYTHONUNBUFFERED=1 python3 "$HERE/torch_bench.py" --ours "$OUT/ours.jsonl" --md "$OUT/table.md" --raw "$OUT/torch.json" \
     --compile-dtypes "${COMPILE_DTYPES:-bf16}" > "$OUT/torch.log" 2>&1 || status=1
   grep -E 'compiled|Error|error' "$OUT/torch.log" | tail -n 20
   cat "$OUT/table.md" 2>/dev/null || tail -n 30 "$OUT/torch.log"

@@ -53,6 +53,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ours", required=True)
     ap.add_argument("--md")
+    ap.add_argument("--raw", help="write torch's own figures here (JSON)")
     ap.add_argument("--compile-dtypes", default="bf16")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
@@ -100,6 +101,10 @@ def main():
             del xs, rs, w, dst
             torch.cuda.empty_cache()
 
+    if a.raw:
+        with open(a.raw, "w") as f:
+            json.dump([{"op": k[0], "dtype": k[1], "rows": k[2], "hidden": k[3], **v}
+                       for k, v in res.items()], f, indent=0)
     name = torch.cuda.get_device_name()
     lines = [f"Device: {name}, torch {torch.__version__}. Median per call; % = copy time of the "
              "same bytes (our Rust copy) / time.", "",
