@@ -20,7 +20,7 @@ struct NormArgs {
   long long hidden;
   double eps;
   unsigned int flags;        // NORM_* bits
-  unsigned int rows_per_block; // used by the *_rows variants; 0 elsewhere
+  unsigned int rows_per_block; // rows one block handles in all (src/launch.rs Plan); 0 means 1
 };
 
 static_assert(sizeof(NormArgs) == 104, "NormArgs must match src/gpu/abi.rs");

@@ -6,16 +6,19 @@
 // Numerics (DESIGN.md): sums of squares in f32 (f64 for f64 input); the fused op normalises the
 // unrounded f32 sum; outputs rounded to nearest even; optional rounding of x * scale to the input
 // dtype before the weight (NORM_ROUND_BEFORE_WEIGHT); optional 1 + w (NORM_OFFSET_ONE). A row
-// whose f32 sum of squares overflows, or whose mean + eps falls below 1e-30, is recomputed with
-// f64 sums (the "rescue"), exactly as the CPU path does. NaN reaches only its own row.
+// whose f32 sum of squares overflows, or whose mean + eps falls below 1e-30, is rescued: with
+// m = max |v|, the sum of (v / m)^2 in f32 and the scale in f64 (see rescue_scale), so huge and
+// tiny rows normalise as on the CPU path (which uses f64 sums). NaN reaches only its own row.
 //
 // Two variants per exported name, both one launch over all rows (geometry: src/launch.rs):
-//   {op}_{dtype}[_wf32]       one row per block; a row of up to 2 chunks per thread is held in
-//                             registers so x (and residual) are read once; longer rows are read
-//                             twice (the second read mostly hits L2).
-//   {op}_{dtype}[_wf32]_rows  rows_per_block rows per block, one team of G = blockDim / rows
-//                             lanes (a power of two <= warp size) per row, reduced with shuffles
-//                             only: small hidden (per-head q/k norm, 64..1024).
+//   {op}_{dtype}[_wf32]       a block takes `rows_per_block` consecutive rows, one at a time:
+//                             a row of up to 2 chunks a thread stays in registers (x and the
+//                             residual are read once); the weight is loaded once per block; the
+//                             plain op loads the next row before reducing this one. Longer rows
+//                             are read twice (the second read mostly hits L2).
+//   {op}_{dtype}[_wf32]_rows  teams of g lanes (a power of two <= warp size) one row each,
+//                             blockDim / g rows at a time, `rows_per_block` rows in all, reduced
+//                             with shuffles only: small hidden (per-head q/k norm, 1..512 bf16).
 // A chunk is 16 bytes (8 bf16/f16, 4 f32, 2 f64) when every row start and the weight are 16-byte
 // aligned, one element otherwise; a row's last hidden % 8 elements are a scalar tail.
 

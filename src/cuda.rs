@@ -338,8 +338,11 @@ pub(crate) fn forward(
         let first = launch::plan(&problem).map_err(plan_err)?;
         let name = format!("{name_stem}{}", first.kernel_suffix());
         let (func, fit) = cached_func(&dev, &name, first.block)?;
+        // Measured on the H100 (notes/gpu.md): one wave of equal row shares suits the plain op
+        // (its blocks prefetch the next row); the fused op, which holds two inputs per row
+        // instead, did better with many waves of shorter blocks.
         let plan = launch::plan(&Problem {
-            blocks_per_mp: fit,
+            blocks_per_mp: if fused { 0 } else { fit },
             ..problem
         })
         .map_err(plan_err)?;

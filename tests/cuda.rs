@@ -81,7 +81,7 @@ fn reference(
     hidden: usize,
     o: Opts,
 ) -> (Vec<f64>, Vec<f64>) {
-    let rows = if hidden == 0 { 0 } else { x.len() / hidden };
+    let rows = x.len().checked_div(hidden).unwrap_or(0);
     let mut normed = vec![0f64; x.len()];
     let mut sum = vec![0f64; if r.is_some() { x.len() } else { 0 }];
     // eps reaches the f32 kernels as f32

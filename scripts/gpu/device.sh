@@ -13,7 +13,8 @@ W=/tmp/candle-rmsnorm-gpu
 mkdir -p $W
 for f in cuda_tests gpu_bench; do gunzip -c "$HERE/$f.gz" > $W/$f && chmod +x $W/$f; done
 [ -f "$HERE/libcudart.so.13.gz" ] && gunzip -c "$HERE/libcudart.so.13.gz" > $W/libcudart.so.13
-NV=$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__file__))')
+# PyTorch's CUDA 13 wheels (libcublas, libcublasLt, libcurand); `nvidia` is a namespace package.
+NV=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null)
 export LD_LIBRARY_PATH=$W:$NV/cu13/lib:${LD_LIBRARY_PATH:-}
 export RUST_BACKTRACE=1
 {
