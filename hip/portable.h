@@ -82,6 +82,43 @@ NORM_DEV void norm_opaque(norm_u32& v) { asm volatile("" : "+r"(v)); }
 NORM_DEV void norm_opaque(norm_u32& v) { asm volatile("" : "+v"(v)); }
 #endif
 
+// Scalar-register relief for wave64 AMD (gfx9: MI200, MI300). There every uniform value and
+// every lane mask (64 bits) sits in at most 102 scalar registers, and the fused two-read loop
+// (5 row pointers, row bounds, team shape, weight-mode flags, rescue) overflowed them into
+// spills. With NORM_GFX9 the helpers below move the loop's row pointers to vector registers
+// (plenty there) and make the team shape opaque per row, so values derived from it are
+// recomputed per row rather than held across all of the block's rows. Elsewhere (NVIDIA, wave32
+// AMD) they emit nothing and leave the code unchanged.
+#if defined(__AMDGCN__) && __AMDGCN_WAVEFRONT_SIZE__ == 64
+#define NORM_GFX9 1
+#else
+#define NORM_GFX9 0
+#endif
+
+// A uniform pointer held in per-lane (vector) registers from here on.
+template <typename P> NORM_DEV void norm_to_lanes(P& p) {
+#if NORM_GFX9
+  asm volatile("" : "+v"(p));
+#else
+  (void)p;
+#endif
+}
+// A per-lane value / a uniform value made opaque here (see norm_opaque).
+NORM_DEV void norm_refresh_lane(int& v) {
+#if NORM_GFX9
+  asm volatile("" : "+v"(v));
+#else
+  (void)v;
+#endif
+}
+NORM_DEV void norm_refresh_uniform(int& v) {
+#if NORM_GFX9
+  asm volatile("" : "+s"(v));
+#else
+  (void)v;
+#endif
+}
+
 NORM_DEV double norm_shfl_xor(double v, int mask) {
   const norm_u64 u = __builtin_bit_cast(norm_u64, v);
   const int lo = norm_shfl_xor_i((int)(norm_u32)u, mask);

@@ -539,11 +539,21 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
 }
 
 // A row too long for registers: read once for the sum of squares, again for the output.
+// On gfx9 the row pointers live in vector registers and the team shape is re-read per row
+// (portable.h, NORM_GFX9): scalar-register relief; elsewhere both are no-ops.
 template <typename T, typename W, int VEC, bool FUSED, typename Team>
 NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity,
-                        const Team& team) {
+                        const Team& team_in) {
   using A = typename Tr<T>::A;
-  const Row<T, W> p = row_ptrs<T, W, FUSED>(a, valid ? row : 0);
+  Team team = team_in;
+  norm_refresh_lane(team.rank);
+  norm_refresh_uniform(team.size);
+  Row<T, W> p = row_ptrs<T, W, FUSED>(a, valid ? row : 0);
+  norm_to_lanes(p.x);
+  norm_to_lanes(p.r);
+  norm_to_lanes(p.s);
+  norm_to_lanes(p.o);
+  norm_to_lanes(p.w);
   const long long nvec = valid ? a.hidden / VEC : 0;
   const long long tail0 = (a.hidden / VEC) * VEC;
   const long long end = valid ? a.hidden : 0;

@@ -127,6 +127,7 @@ fn launch_geometry_fits_the_compiled_kernels() {
                             vector,
                             warp_size: wave,
                             multiprocessors: 104,
+                            blocks_per_mp: 0,
                         })
                         .unwrap();
                         let suffix = if p.variant == Variant::Rows {

@@ -43,6 +43,8 @@ pub(crate) fn plan(
         vector: geometry::vector_ok(&addrs, &strides, hidden as usize, eb),
         warp_size: wave,
         multiprocessors: cus,
+        // No occupancy query on the HIP side yet: the shared geometry's "unknown" grid.
+        blocks_per_mp: 0,
     })?;
     let kernel = abi::kernel_name(fused, x, w, p.variant == Variant::Rows)
         .ok_or_else(|| format!("no kernel for input {x:?} with weight {w:?}"))?;
