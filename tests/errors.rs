@@ -119,16 +119,24 @@ fn backends_not_built_or_not_matching() -> Result<()> {
         rms_norm_with(&x, None, &NormConfig::new(1e-6).with_backend(Backend::Cuda)),
         &["rms_norm", "xs", "CUDA device", "Cpu"],
     );
-    #[cfg(not(feature = "rocm"))]
-    expect_err(
-        fused_add_rms_norm_with(
-            &x,
-            &x,
-            None,
-            &NormConfig::new(1e-6).with_backend(Backend::Rocm),
-        ),
-        &["fused_add_rms_norm", "rocm", "feature `rocm`"],
+    let rocm = fused_add_rms_norm_with(
+        &x,
+        &x,
+        None,
+        &NormConfig::new(1e-6).with_backend(Backend::Rocm),
     );
+    #[cfg(not(feature = "rocm"))]
+    expect_err(rocm, &["fused_add_rms_norm", "rocm", "feature `rocm`"]);
+    // Built with ROCm: without an AMD GPU (or the HIP runtime) the request fails and says
+    // which op it was; with one, it runs.
+    #[cfg(feature = "rocm")]
+    match rocm {
+        Ok((n, s)) => assert_eq!((n.dims(), s.dims()), (&[2usize, 4][..], &[2usize, 4][..])),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains("fused_add_rms_norm"), "{msg}");
+        }
+    }
     Ok(())
 }
 
