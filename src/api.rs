@@ -48,7 +48,22 @@ fn same_device(op: &str, arg: &str, t: &Tensor, xs: &Tensor) -> Result<()> {
 fn resolve_backend(op: &str, cfg: &NormConfig, device: &Device) -> Result<Backend> {
     let requested = cfg.backend()?;
     let resolved = match (requested, device) {
-        (Backend::Auto, Device::Cpu) => Backend::Cpu,
+        (Backend::Auto, Device::Cpu) => {
+            #[cfg(feature = "rocm")]
+            {
+                // Say once why host tensors do not go to the GPU under Auto: staging them through
+                // device memory costs more than the CPU path saves (see README, ROCm).
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    log::info!(
+                        "candle-rmsnorm: Backend::Auto runs host tensors on the CPU path; \
+                         Backend::Rocm (CANDLE_RMSNORM_BACKEND=rocm) stages them through the \
+                         ROCm kernels"
+                    )
+                });
+            }
+            Backend::Cpu
+        }
         (Backend::Auto, Device::Cuda(_)) => Backend::Cuda,
         (Backend::Auto, other) => {
             return Err(op_error(
