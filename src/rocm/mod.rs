@@ -224,28 +224,15 @@ pub unsafe fn rms_norm_raw(
     args: &RawNorm,
     cfg: &NormConfig,
 ) -> Result<()> {
-    let w = check_raw("candle_rmsnorm::rocm::rms_norm_raw", args, false, cfg)?;
-    let o = launch::Operands {
-        out: args.out as u64,
-        out_stride: args.out_stride as u64,
-        x: args.x as u64,
-        x_stride: args.x_stride as u64,
-        weight: args.weight as u64,
-        ..Default::default()
-    };
-    // SAFETY: the caller's contract above is the launcher's.
+    // SAFETY: the caller's contract above is `launch_raw`'s.
     unsafe {
-        device::launch_norm(
+        launch_raw(
+            "candle_rmsnorm::rocm::rms_norm_raw",
             device,
             stream,
+            args,
+            cfg,
             false,
-            args.dtype,
-            w,
-            args.rows,
-            args.hidden,
-            cfg.eps(),
-            flags(cfg.weight_mode(), cfg.rounding()),
-            &o,
         )
     }
 }
@@ -265,29 +252,52 @@ pub unsafe fn fused_add_rms_norm_raw(
     args: &RawNorm,
     cfg: &NormConfig,
 ) -> Result<()> {
-    let w = check_raw(
-        "candle_rmsnorm::rocm::fused_add_rms_norm_raw",
-        args,
-        true,
-        cfg,
-    )?;
-    let o = launch::Operands {
+    // SAFETY: the caller's contract above is `launch_raw`'s.
+    unsafe {
+        launch_raw(
+            "candle_rmsnorm::rocm::fused_add_rms_norm_raw",
+            device,
+            stream,
+            args,
+            cfg,
+            true,
+        )
+    }
+}
+
+/// The body of both raw launchers; the residual and sum operands are used only when `fused`.
+///
+/// # Safety
+/// As [`rms_norm_raw`] (and, fused, [`fused_add_rms_norm_raw`]).
+unsafe fn launch_raw(
+    op: &str,
+    device: &RocmDevice,
+    stream: HipStream,
+    args: &RawNorm,
+    cfg: &NormConfig,
+    fused: bool,
+) -> Result<()> {
+    let w = check_raw(op, args, fused, cfg)?;
+    let mut o = launch::Operands {
         out: args.out as u64,
         out_stride: args.out_stride as u64,
-        sum_out: args.sum_out as u64,
-        sum_stride: args.sum_stride as u64,
         x: args.x as u64,
         x_stride: args.x_stride as u64,
-        residual: args.residual as u64,
-        res_stride: args.res_stride as u64,
         weight: args.weight as u64,
+        ..Default::default()
     };
-    // SAFETY: the caller's contract above is the launcher's.
+    if fused {
+        o.sum_out = args.sum_out as u64;
+        o.sum_stride = args.sum_stride as u64;
+        o.residual = args.residual as u64;
+        o.res_stride = args.res_stride as u64;
+    }
+    // SAFETY: the caller's contract is the launcher's.
     unsafe {
         device::launch_norm(
             device,
             stream,
-            true,
+            fused,
             args.dtype,
             w,
             args.rows,
