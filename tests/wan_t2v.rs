@@ -48,8 +48,12 @@ const SMOKE_JSON: &str = r#"{
   "defaults": { "frames": 5, "height": 32, "width": 48, "steps": 2 }
 }"#;
 
+/// A fresh copy of the smoke config per call: tests run in parallel, and rewriting one shared
+/// file while another test reads it made that test see a half-written config.
 fn smoke_config() -> PathBuf {
-    let p = tmp("smoke.json");
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = tmp(&format!("smoke-{n}.json"));
     std::fs::write(&p, SMOKE_JSON).unwrap();
     p
 }
