@@ -53,7 +53,16 @@ NORM_DEV int norm_shfl_xor_i(int v, int mask) {
   return __nvvm_shfl_sync_bfly_i32(0xffffffffu, v, mask, 0x1f);
 }
 #else // __AMDGCN__
+// clang <= 19 says the wave size in __AMDGCN_WAVEFRONT_SIZE__; newer clang dropped that macro
+// (deprecated in 20), so fall back on the family: gfx9 (MI100 to MI350) runs wave64 only, and
+// gfx10/11/12 compile for wave32 unless asked otherwise (build.rs never asks).
+#if defined(__AMDGCN_WAVEFRONT_SIZE__)
 #define NORM_WARP __AMDGCN_WAVEFRONT_SIZE__
+#elif defined(__GFX9__)
+#define NORM_WARP 64
+#else
+#define NORM_WARP 32
+#endif
 #define NORM_LAUNCH_BOUNDS __attribute__((amdgpu_flat_work_group_size(1, 768)))
 #define NORM_LAUNCH_BOUNDS_ROWS __attribute__((amdgpu_flat_work_group_size(1, 256)))
 NORM_DEV norm_u32 norm_tid() { return __builtin_amdgcn_workitem_id_x(); }
@@ -89,7 +98,7 @@ NORM_DEV void norm_opaque(norm_u32& v) { asm volatile("" : "+v"(v)); }
 // (plenty there) and make the team shape opaque per row, so values derived from it are
 // recomputed per row rather than held across all of the block's rows. Elsewhere (NVIDIA, wave32
 // AMD) they emit nothing and leave the code unchanged.
-#if defined(__AMDGCN__) && __AMDGCN_WAVEFRONT_SIZE__ == 64
+#if defined(__AMDGCN__) && NORM_WARP == 64
 #define NORM_GFX9 1
 #else
 #define NORM_GFX9 0
