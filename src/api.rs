@@ -156,14 +156,6 @@ fn readable(t: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn weight_operand(w: &Tensor) -> Result<Tensor> {
-    if w.is_contiguous() {
-        Ok(w.clone())
-    } else {
-        w.contiguous()
-    }
-}
-
 fn make_op(cfg: &NormConfig, backend: Backend, fused: bool) -> NormOp {
     NormOp {
         eps: cfg.eps(),
@@ -221,7 +213,7 @@ fn rms_norm_impl(
     let nop = make_op(cfg, backend, false);
     let x = readable(xs)?;
     match weight {
-        Some(w) => x.apply_op2(&weight_operand(w)?, nop),
+        Some(w) => x.apply_op2(&w.contiguous()?, nop),
         None => x.apply_op1(nop),
     }
 }
@@ -307,7 +299,7 @@ fn fused_impl(
     let x = readable(xs)?;
     let r = readable(residual)?;
     let both = match weight {
-        Some(w) => x.apply_op3(&r, &weight_operand(w)?, nop),
+        Some(w) => x.apply_op3(&r, &w.contiguous()?, nop),
         None => x.apply_op2(&r, nop),
     }?;
     Ok((both.get(0)?, both.get(1)?))

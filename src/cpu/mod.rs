@@ -21,10 +21,9 @@ fn weight_as<C: Copy>(
     w: Option<(&CpuStorage, &Layout)>,
     hidden: usize,
     conv: fn(f64) -> C,
-    one: C,
 ) -> Result<Vec<C>> {
     let Some((s, l)) = w else {
-        return Ok(vec![one; hidden]);
+        return Ok(vec![conv(1.0); hidden]);
     };
     let rl = RowLayout::of(l)
         .filter(|r| r.rows == 1 && r.hidden == hidden)
@@ -135,59 +134,56 @@ fn rows_of<'a, T>(
     ))
 }
 
-fn run_typed<T: Elem + candle_core::WithDType>(
+/// The kernel entry of one precision: rows of `T`, arithmetic and weight in `C`.
+type Kernel<T, C> = fn(&Job<'_, T, C>, &mut [MaybeUninit<T>], &mut [MaybeUninit<T>]);
+
+/// Builds the row job for `x` (and `residual`), converts the weight to `C` with `conv`, and
+/// runs `kernel` into a new output (`[normed; sum]` for the fused op, see `ops`).
+fn run<T, C: Copy>(
     op: &NormOp,
     x: (&[T], &Layout),
     r: Option<(&[T], &Layout)>,
     w: Option<(&CpuStorage, &Layout)>,
+    conv: fn(f64) -> C,
+    kernel: Kernel<T, C>,
 ) -> Result<Vec<T>> {
     let (xr, xl) = rows_of(op, "xs", x.0, x.1)?;
     let residual = match r {
         Some((d, l)) => Some(rows_of(op, "residual", d, l)?.0),
         None => None,
     };
-    let weight = weight_as(op, w, xl.hidden, |v| v as f32, 1.0f32)?;
+    let weight = weight_as(op, w, xl.hidden, conv)?;
     let n = xl.rows * xl.hidden;
     let job = Job {
         x: xr,
         residual,
         weight: &weight,
         hidden: xl.hidden,
-        eps: op.eps as f32,
+        eps: conv(op.eps),
         rounding: op.rounding,
     };
-    let fused = job.residual.is_some();
-    // The fused op returns [normed; sum] in one buffer (see `ops`).
-    Ok(fill_output(if fused { 2 * n } else { n }, n, |out, sum| {
-        kernel::run_f32(&job, out, sum)
-    }))
+    let len = if job.residual.is_some() { 2 * n } else { n };
+    Ok(fill_output(len, n, |out, sum| kernel(&job, out, sum)))
 }
 
+/// f32, f16 and bf16 storage: f32 arithmetic.
+fn run_typed<T: Elem>(
+    op: &NormOp,
+    x: (&[T], &Layout),
+    r: Option<(&[T], &Layout)>,
+    w: Option<(&CpuStorage, &Layout)>,
+) -> Result<Vec<T>> {
+    run(op, x, r, w, |v| v as f32, kernel::run_f32::<T>)
+}
+
+/// f64 storage: f64 arithmetic.
 fn run_f64(
     op: &NormOp,
     x: (&[f64], &Layout),
     r: Option<(&[f64], &Layout)>,
     w: Option<(&CpuStorage, &Layout)>,
 ) -> Result<Vec<f64>> {
-    let (xr, xl) = rows_of(op, "xs", x.0, x.1)?;
-    let residual = match r {
-        Some((d, l)) => Some(rows_of(op, "residual", d, l)?.0),
-        None => None,
-    };
-    let weight = weight_as(op, w, xl.hidden, |v| v, 1.0f64)?;
-    let n = xl.rows * xl.hidden;
-    let job = Job {
-        x: xr,
-        residual,
-        weight: &weight,
-        hidden: xl.hidden,
-        eps: op.eps,
-        rounding: op.rounding,
-    };
-    let fused = job.residual.is_some();
-    Ok(fill_output(if fused { 2 * n } else { n }, n, |out, sum| {
-        kernel::run_f64(&job, out, sum)
-    }))
+    run(op, x, r, w, |v| v, kernel::run_f64)
 }
 
 /// The CPU forward of every op variant.
