@@ -1,6 +1,6 @@
 //! PTX for NVIDIA (feature `cuda`): compiles `hip/rms_norm.hip` with clang's CUDA front end and
 //! no CUDA SDK headers (`-nocudainc -nocudalib`; `hip/portable.h` maps everything onto `__nvvm_*`
-//! builtins), and writes `$OUT_DIR/rms_norm.ptx`, which `src/cuda.rs` embeds.
+//! builtins), and writes `$OUT_DIR/rms_norm.ptx`, which `src/cuda/device.rs` embeds.
 //!
 //! Inputs (each a `rerun-if-*`):
 //! - `CANDLE_RMSNORM_CLANG`: the clang to use; else the first of clang-19, clang-20, clang-18,
@@ -11,7 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SOURCES: [&str; 3] = ["hip/rms_norm.hip", "hip/portable.h", "hip/norm_args.h"];
+/// The translation unit; it includes every header under `hip/`.
+const SOURCE: &str = "hip/rms_norm.hip";
 const CLANGS: [&str; 5] = ["clang-19", "clang-20", "clang-18", "clang-21", "clang"];
 
 fn find_clang() -> PathBuf {
@@ -77,8 +78,12 @@ pub fn compile(clang: &Path, src: &Path, cap: u32, out: &Path) -> Result<(), Str
 }
 
 pub fn build() {
-    for s in SOURCES {
-        println!("cargo:rerun-if-changed={s}");
+    println!("cargo:rerun-if-changed=hip");
+    for entry in std::fs::read_dir("hip")
+        .expect("hip/ is part of the package")
+        .flatten()
+    {
+        println!("cargo:rerun-if-changed={}", entry.path().display());
     }
     println!("cargo:rerun-if-env-changed=CANDLE_RMSNORM_CLANG");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
@@ -93,7 +98,7 @@ pub fn build() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let clang = find_clang();
     let out = out_dir.join("rms_norm.ptx");
-    if let Err(e) = compile(&clang, &manifest.join(SOURCES[0]), cap, &out) {
+    if let Err(e) = compile(&clang, &manifest.join(SOURCE), cap, &out) {
         panic!("candle-rmsnorm (feature cuda): {e}");
     }
 }

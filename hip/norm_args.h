@@ -1,10 +1,13 @@
 // The one kernel parameter of every exported kernel, passed by value.
 // Mirrors `NormArgs` in src/gpu/abi.rs field for field; both sides assert the size.
+// The launch geometry (NORM_VECTOR, rows_per_block, lanes_per_row, chunks_per_lane) is decided
+// by the host (src/gpu/geometry.rs) and followed here, never re-derived.
 #pragma once
 
 // Bits of NormArgs::flags.
 #define NORM_OFFSET_ONE 1u          // y = n * (1 + w)  (Gemma)
 #define NORM_ROUND_BEFORE_WEIGHT 2u // n rounded to the input dtype before the weight multiply
+#define NORM_VECTOR 4u              // every row start, stride and the weight allow 16-byte chunks
 
 struct NormArgs {
   void* out;                 // [rows, hidden] of T, row stride out_stride
@@ -19,8 +22,10 @@ struct NormArgs {
   long long rows;
   long long hidden;
   double eps;
-  unsigned int flags;        // NORM_* bits
-  unsigned int rows_per_block; // rows one block handles in all (src/launch.rs Plan); 0 means 1
+  unsigned int flags;           // NORM_* bits
+  unsigned int rows_per_block;  // rows one block handles in all; 0 means 1
+  unsigned int lanes_per_row;   // _rows kernels: lanes of a team (a power of two <= warp size)
+  unsigned int chunks_per_lane; // chunks a lane holds in registers (1 or 2); 0: two-read loop
 };
 
-static_assert(sizeof(NormArgs) == 104, "NormArgs must match src/gpu/abi.rs");
+static_assert(sizeof(NormArgs) == 112, "NormArgs must match src/gpu/abi.rs");

@@ -34,10 +34,10 @@ typedef unsigned long long norm_u64;
 
 #if defined(__NVPTX__)
 #define NORM_WARP 32
-// The most threads a block of the one-row-at-a-time kernels is launched with (launch.rs
+// The most threads a block of the one-row-at-a-time kernels is launched with (src/gpu/geometry.rs
 // MAX_BLOCK); it caps the compiler at 85 registers a thread.
 #define NORM_LAUNCH_BOUNDS __attribute__((launch_bounds(768)))
-// The several-rows-per-block kernels run at most 256 threads a block (launch.rs ROWS_BLOCK).
+// The several-rows-per-block kernels run at most 256 threads a block (src/gpu/geometry.rs ROWS_BLOCK).
 #define NORM_LAUNCH_BOUNDS_ROWS __attribute__((launch_bounds(256)))
 NORM_DEV norm_u32 norm_tid() { return __nvvm_read_ptx_sreg_tid_x(); }
 NORM_DEV norm_u32 norm_ntid() { return __nvvm_read_ptx_sreg_ntid_x(); }

@@ -1,33 +1,16 @@
 //! The public functions: validate once, pick the backend, apply the op.
 
 use crate::config::{Backend, NormConfig};
+use crate::error::{backend_unavailable, check_eps, check_float, op_error};
 use crate::layout::RowLayout;
-use crate::ops::{op_error, NormOp};
-use candle_core::{DType, Device, Result, Tensor};
+use crate::op::NormOp;
+use candle_core::{Device, Result, Tensor};
 
 const RMS_NORM: &str = "candle_rmsnorm::rms_norm";
 const FUSED: &str = "candle_rmsnorm::fused_add_rms_norm";
 
-fn is_float(dt: DType) -> bool {
-    matches!(dt, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
-}
-
 fn where_is(d: &Device) -> String {
     format!("{:?}", d.location())
-}
-
-/// The error for a backend this build or these tensors cannot use.
-pub(crate) fn backend_unavailable(op: &str, backend: Backend) -> candle_core::Error {
-    let why = match backend {
-        Backend::Cuda if !cfg!(feature = "cuda") => {
-            "candle-rmsnorm was not built with feature `cuda`".to_string()
-        }
-        Backend::Rocm if !cfg!(feature = "rocm") => {
-            "candle-rmsnorm was not built with feature `rocm`".to_string()
-        }
-        b => format!("backend {b} cannot run on these tensors"),
-    };
-    candle_core::Error::Msg(format!("{op}: backend {backend} is unavailable: {why}")).bt()
 }
 
 /// Checks one operand's device against `xs`.
@@ -106,14 +89,7 @@ fn check_common(op: &str, xs: &Tensor, weight: Option<&Tensor>, cfg: &NormConfig
             "a rank-0 tensor (shape [])",
         ));
     }
-    if !is_float(xs.dtype()) {
-        return Err(op_error(
-            op,
-            "xs",
-            "of dtype f32, f16, bf16 or f64",
-            format!("{:?}", xs.dtype()),
-        ));
-    }
+    check_float(op, "xs", xs.dtype())?;
     let hidden = xs.dims()[xs.rank() - 1];
     if let Some(w) = weight {
         if w.rank() != 1 || w.dims()[0] != hidden {
@@ -124,26 +100,10 @@ fn check_common(op: &str, xs: &Tensor, weight: Option<&Tensor>, cfg: &NormConfig
                 format!("shape {:?}", w.dims()),
             ));
         }
-        if !is_float(w.dtype()) {
-            return Err(op_error(
-                op,
-                "weight",
-                "of dtype f32, f16, bf16 or f64",
-                format!("{:?}", w.dtype()),
-            ));
-        }
+        check_float(op, "weight", w.dtype())?;
         same_device(op, "weight", w, xs)?;
     }
-    let eps = cfg.eps();
-    if !(eps.is_finite() && eps >= 0.0) {
-        // Show an eps that came in as f32 the way the caller wrote it.
-        let shown = if (eps as f32) as f64 == eps {
-            (eps as f32).to_string()
-        } else {
-            eps.to_string()
-        };
-        return Err(op_error(op, "eps", "finite and >= 0", shown));
-    }
+    check_eps(op, cfg.eps())?;
     Ok(hidden)
 }
 
@@ -153,16 +113,6 @@ fn readable(t: &Tensor) -> Result<Tensor> {
         Ok(t.clone())
     } else {
         t.contiguous()
-    }
-}
-
-fn make_op(cfg: &NormConfig, backend: Backend, fused: bool) -> NormOp {
-    NormOp {
-        eps: cfg.eps(),
-        weight_mode: cfg.weight_mode(),
-        rounding: cfg.rounding(),
-        backend,
-        fused,
     }
 }
 
@@ -210,7 +160,7 @@ fn rms_norm_impl(
     if xs.elem_count() == 0 {
         return xs.zeros_like();
     }
-    let nop = make_op(cfg, backend, false);
+    let nop = NormOp::new(cfg, backend, false);
     let x = readable(xs)?;
     match weight {
         Some(w) => x.apply_op2(&w.contiguous()?, nop),
@@ -295,7 +245,7 @@ fn fused_impl(
     if xs.elem_count() == 0 {
         return Ok((xs.zeros_like()?, xs.zeros_like()?));
     }
-    let nop = make_op(cfg, backend, true);
+    let nop = NormOp::new(cfg, backend, true);
     let x = readable(xs)?;
     let r = readable(residual)?;
     let both = match weight {

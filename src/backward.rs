@@ -7,7 +7,7 @@
 //! as the identity (straight-through), as autograd of the reference code does for a dtype cast.
 
 use crate::config::WeightMode;
-use crate::ops::NormOp;
+use crate::op::NormOp;
 use candle_core::{DType, Result, Tensor, D};
 
 type Grads = (Tensor, Option<Tensor>, Option<Tensor>);

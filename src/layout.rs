@@ -1,7 +1,8 @@
 //! Row geometry shared by every backend: a tensor seen as `rows` rows of `hidden` contiguous
 //! elements, row `r` starting at `offset + r * row_stride`.
 
-use candle_core::Layout;
+use crate::error::op_error;
+use candle_core::{Layout, Result};
 
 /// A layout the kernels can read without a copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,56 @@ impl RowLayout {
             rows,
             hidden,
         })
+    }
+
+    /// The rows of operand `arg` of `op` in a storage of `len` elements: the one check every
+    /// backend applies to `xs`, `residual` (and their device copies).
+    ///
+    /// # Errors
+    /// A layout the kernels cannot read (see [`RowLayout::of`]) or rows past the storage end.
+    pub fn checked(op: &str, arg: &str, l: &Layout, len: usize) -> Result<Self> {
+        let rl = Self::of(l).ok_or_else(|| {
+            op_error(
+                op,
+                arg,
+                "rows with a contiguous last dimension",
+                format!("strides {:?} for shape {:?}", l.stride(), l.dims()),
+            )
+        })?;
+        if rl.end() > len {
+            return Err(op_error(
+                op,
+                arg,
+                format!("a storage of at least {} elements", rl.end()),
+                len,
+            ));
+        }
+        Ok(rl)
+    }
+
+    /// The element range of a weight of `hidden` elements with layout `l` in a storage of `len`
+    /// elements.
+    ///
+    /// # Errors
+    /// A weight that is not one contiguous row of `hidden`, or past the storage end.
+    pub fn weight_range(
+        op: &str,
+        l: &Layout,
+        hidden: usize,
+        len: usize,
+    ) -> Result<std::ops::Range<usize>> {
+        let rl = Self::of(l)
+            .filter(|r| r.rows == 1 && r.hidden == hidden)
+            .ok_or_else(|| {
+                op_error(
+                    op,
+                    "weight",
+                    format!("a contiguous rank-1 tensor of length {hidden}"),
+                    format!("layout {:?} {:?}", l.dims(), l.stride()),
+                )
+            })?;
+        Self::checked(op, "weight", l, len)?;
+        Ok(rl.offset..rl.offset + hidden)
     }
 
     /// One past the last element any row touches, relative to the buffer start.

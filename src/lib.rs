@@ -5,8 +5,9 @@
 //!   of `sum`, in one pass; returns `(normed, sum)`.
 //! - [`RmsNorm`]: the layer, a `candle_nn::Module`, with [`RmsNorm::forward_residual`].
 //!
-//! Layers, each using only the one below: kernels (`hip/`, compiled by `build.rs`; the SIMD CPU
-//! kernel in `cpu`), backends, Candle custom ops, and this public API.
+//! Layers, each using only those below it: kernels (`hip/`, compiled by `build.rs`; the SIMD CPU
+//! kernel in `cpu`), the op descriptor and shared checks, backends (`cpu`, `cuda`, `rocm`),
+//! Candle custom ops, and this public API. `docs/design.md` walks through them.
 //!
 //! # Numerics
 //! The sum of squares is accumulated in f32 (f64 for f64 input); the output has the dtype of
@@ -25,17 +26,21 @@
 //! [`Backend`] picks CPU, CUDA or ROCm, per call through [`NormConfig::with_backend`] or per
 //! process through `CANDLE_RMSNORM_BACKEND=auto|cpu|cuda|rocm`.
 
-pub mod abi;
+// Modules from the bottom up; each uses only modules above it in this list.
 mod api;
 mod backward;
 mod config;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
-pub mod launch;
+mod custom_op;
+mod error;
+#[cfg(any(feature = "cuda", feature = "rocm", test))]
+mod gpu;
+mod host;
 mod layout;
 mod module;
-mod ops;
+mod op;
 #[cfg(feature = "rocm")]
 pub mod rocm;
 

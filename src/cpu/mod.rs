@@ -5,8 +5,11 @@ mod simd;
 
 pub(crate) use kernel::{tier, Tier};
 
+use crate::config::WeightMode;
+use crate::error::{float_error, op_error};
+use crate::host::weight_values;
 use crate::layout::RowLayout;
-use crate::ops::{op_error, NormOp};
+use crate::op::NormOp;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Shape};
 use half::{bf16, f16};
@@ -15,7 +18,8 @@ use simd::Elem;
 use std::mem::MaybeUninit;
 
 /// The weight, converted once per call to the compute precision, with `1 + w` applied for
-/// Gemma; ones when the op has no weight.
+/// Gemma (formed in f64 and rounded once: for f32/f16/bf16 weights that equals the f32 sum; for
+/// f64 weights it keeps w near -1 accurate); ones when the op has no weight.
 fn weight_as<C: Copy>(
     op: &NormOp,
     w: Option<(&CpuStorage, &Layout)>,
@@ -25,40 +29,12 @@ fn weight_as<C: Copy>(
     let Some((s, l)) = w else {
         return Ok(vec![conv(1.0); hidden]);
     };
-    let rl = RowLayout::of(l)
-        .filter(|r| r.rows == 1 && r.hidden == hidden)
-        .ok_or_else(|| {
-            op_error(
-                op.name(),
-                "weight",
-                format!("a contiguous rank-1 tensor of length {hidden}"),
-                format!("layout {:?} {:?}", l.dims(), l.stride()),
-            )
-        })?;
-    let range = rl.offset..rl.offset + hidden;
-    // `1 + w` is formed in f64 and rounded once (for f32/f16/bf16 weights that equals the f32
-    // sum; for f64 weights it keeps w near -1 accurate).
-    let add = if op.weight_mode == crate::WeightMode::OffsetOne {
+    let add = if op.weight_mode == WeightMode::OffsetOne {
         1.0
     } else {
         0.0
     };
-    let f = |e: f64| conv(add + e);
-    let v: Vec<C> = match s {
-        CpuStorage::F32(d) => d[range].iter().map(|&e| f(e as f64)).collect(),
-        CpuStorage::F64(d) => d[range].iter().map(|&e| f(e)).collect(),
-        CpuStorage::F16(d) => d[range].iter().map(|&e| f(e.to_f64())).collect(),
-        CpuStorage::BF16(d) => d[range].iter().map(|&e| f(e.to_f64())).collect(),
-        other => {
-            return Err(op_error(
-                op.name(),
-                "weight",
-                "of dtype f32, f16, bf16 or f64",
-                format!("{:?}", other.dtype()),
-            ))
-        }
-    };
-    Ok(v)
+    weight_values(op.name(), s, l, hidden, |e| conv(add + e))
 }
 
 /// A new output of `len` elements, written by `write(first n, rest)`, which must initialise
@@ -108,22 +84,7 @@ fn rows_of<'a, T>(
     data: &'a [T],
     l: &Layout,
 ) -> Result<(Rows<'a, T>, RowLayout)> {
-    let rl = RowLayout::of(l).ok_or_else(|| {
-        op_error(
-            op.name(),
-            arg,
-            "rows with a contiguous last dimension",
-            format!("strides {:?} for shape {:?}", l.stride(), l.dims()),
-        )
-    })?;
-    if rl.end() > data.len() {
-        return Err(op_error(
-            op.name(),
-            arg,
-            format!("a storage of at least {} elements", rl.end()),
-            data.len(),
-        ));
-    }
+    let rl = RowLayout::checked(op.name(), arg, l, data.len())?;
     Ok((
         Rows {
             data,
@@ -220,14 +181,7 @@ pub(crate) fn forward(
         DType::F16 => go!(F16, run_typed::<f16>),
         DType::BF16 => go!(BF16, run_typed::<bf16>),
         DType::F64 => go!(F64, run_f64),
-        other => {
-            return Err(op_error(
-                op.name(),
-                "xs",
-                "of dtype f32, f16, bf16 or f64",
-                format!("{other:?}"),
-            ))
-        }
+        other => return Err(float_error(op.name(), "xs", other)),
     };
     Ok((storage, shape))
 }
@@ -237,8 +191,8 @@ pub fn cpu_tier_name() -> &'static str {
     match tier() {
         Tier::Portable => "portable",
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx2 => "avx2+fma+f16c",
+        Tier::Avx2(_) => "avx2+fma+f16c",
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx512 => "avx512",
+        Tier::Avx512(_) => "avx512",
     }
 }

@@ -2,6 +2,8 @@
 //! rows with rayon, 16-lane f32 blocks compiled per instruction-set tier.
 
 use super::simd::{hsum16, Elem, Isa, Portable};
+#[cfg(target_arch = "x86_64")]
+use super::simd::{Avx2, Avx512};
 use crate::config::Rounding;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -34,13 +36,14 @@ pub(crate) struct Job<'a, T, C> {
     pub rounding: Rounding,
 }
 
+/// An instruction-set tier; the x86 ones carry the proof that this CPU has their features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Tier {
     Portable,
     #[cfg(target_arch = "x86_64")]
-    Avx2,
+    Avx2(Avx2),
     #[cfg(target_arch = "x86_64")]
-    Avx512,
+    Avx512(Avx512),
 }
 
 /// The widest tier this CPU supports, detected once.
@@ -49,18 +52,11 @@ pub(crate) fn tier() -> Tier {
     *TIER.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            let base = std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("fma")
-                && std::is_x86_feature_detected!("f16c");
-            let wide = std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx512bw")
-                && std::is_x86_feature_detected!("avx512vl")
-                && std::is_x86_feature_detected!("avx512dq");
-            if base && wide {
-                return Tier::Avx512;
+            if let Some(t) = Avx512::detect() {
+                return Tier::Avx512(t);
             }
-            if base {
-                return Tier::Avx2;
+            if let Some(t) = Avx2::detect() {
+                return Tier::Avx2(t);
             }
         }
         Tier::Portable
@@ -122,6 +118,7 @@ fn rescue_row<T: Elem>(
 /// the rounded sums into `sum`). Writes every element of `out` (and of `sum` when fused).
 #[inline(always)]
 fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
+    isa: I,
     job: &Job<'_, T, f32>,
     row0: usize,
     out: &mut [MaybeUninit<T>],
@@ -144,7 +141,7 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
         let (rb, rt) = r.split_at(n16);
 
         // Pass 1: sum of squares in 16 f32 lanes (the fused op also stores the rounded sum).
-        let mut acc = I::zero();
+        let mut acc = isa.zero();
         let mut tail = [0f32; 16];
         if FUSED {
             let s = sums.next().expect("sum has one row per output row");
@@ -154,9 +151,9 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
                 .zip(rb.chunks_exact(16))
                 .zip(sb.chunks_exact_mut(16))
             {
-                let v = I::add(T::load::<I>(arr(xc)), T::load::<I>(arr(rc)));
-                acc = I::add(acc, I::mul(v, v));
-                T::store::<I>(v, arr_mut(sc));
+                let v = isa.add(T::load(isa, arr(xc)), T::load(isa, arr(rc)));
+                acc = isa.add(acc, isa.mul(v, v));
+                T::store(isa, v, arr_mut(sc));
             }
             for k in 0..xt.len() {
                 let v = xt[k].to_f32() + rt[k].to_f32();
@@ -165,15 +162,15 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
             }
         } else {
             for xc in xb.chunks_exact(16) {
-                let v = T::load::<I>(arr(xc));
-                acc = I::add(acc, I::mul(v, v));
+                let v = T::load(isa, arr(xc));
+                acc = isa.add(acc, isa.mul(v, v));
             }
             for k in 0..xt.len() {
                 let v = xt[k].to_f32();
                 tail[k] = v * v;
             }
         }
-        let mut lanes = I::to_array(acc);
+        let mut lanes = isa.to_array(acc);
         for k in 0..16 {
             lanes[k] += tail[k];
         }
@@ -184,7 +181,7 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
             continue;
         }
         let scale = 1.0 / denom.sqrt();
-        let vscale = I::splat(scale);
+        let vscale = isa.splat(scale);
 
         // Pass 2: scale, optionally round, multiply by the weight, round.
         let (ob, ot) = o.split_at_mut(n16);
@@ -194,15 +191,15 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
             .zip(wb.chunks_exact(16))
             .zip(ob.chunks_exact_mut(16))
         {
-            let mut v = T::load::<I>(arr(xc));
+            let mut v = T::load(isa, arr(xc));
             if FUSED {
-                v = I::add(v, T::load::<I>(arr(rc)));
+                v = isa.add(v, T::load(isa, arr(rc)));
             }
-            let mut n = I::mul(v, vscale);
+            let mut n = isa.mul(v, vscale);
             if RB {
-                n = T::round::<I>(n);
+                n = T::round(isa, n);
             }
-            T::store::<I>(I::mul(n, I::load_f32(arr(wc))), arr_mut(oc));
+            T::store(isa, isa.mul(n, isa.load_f32(arr(wc))), arr_mut(oc));
         }
         for k in 0..xt.len() {
             let mut n = input(xt, rt, k, FUSED) * scale;
@@ -217,23 +214,25 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn rows_chunk_avx2<T: Elem, const FUSED: bool, const RB: bool>(
+    isa: Avx2,
     job: &Job<'_, T, f32>,
     row0: usize,
     out: &mut [MaybeUninit<T>],
     sum: &mut [MaybeUninit<T>],
 ) {
-    rows_chunk::<T, super::simd::Avx2, FUSED, RB>(job, row0, out, sum)
+    rows_chunk::<T, Avx2, FUSED, RB>(isa, job, row0, out, sum)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 fn rows_chunk_avx512<T: Elem, const FUSED: bool, const RB: bool>(
+    isa: Avx512,
     job: &Job<'_, T, f32>,
     row0: usize,
     out: &mut [MaybeUninit<T>],
     sum: &mut [MaybeUninit<T>],
 ) {
-    rows_chunk::<T, super::simd::Avx512, FUSED, RB>(job, row0, out, sum)
+    rows_chunk::<T, Avx512, FUSED, RB>(isa, job, row0, out, sum)
 }
 
 fn dispatch<T: Elem, const FUSED: bool, const RB: bool>(
@@ -244,14 +243,14 @@ fn dispatch<T: Elem, const FUSED: bool, const RB: bool>(
     sum: &mut [MaybeUninit<T>],
 ) {
     match tier {
-        Tier::Portable => rows_chunk::<T, Portable, FUSED, RB>(job, row0, out, sum),
-        // SAFETY: `tier()` returns these tiers only after detecting every feature the functions
-        // are compiled with.
+        Tier::Portable => rows_chunk::<T, Portable, FUSED, RB>(Portable, job, row0, out, sum),
+        // SAFETY: an `Avx2` value exists only where `Avx2::detect` found every feature the
+        // function is compiled with.
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx2 => unsafe { rows_chunk_avx2::<T, FUSED, RB>(job, row0, out, sum) },
-        // SAFETY: as above.
+        Tier::Avx2(t) => unsafe { rows_chunk_avx2::<T, FUSED, RB>(t, job, row0, out, sum) },
+        // SAFETY: likewise for `Avx512::detect`.
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx512 => unsafe { rows_chunk_avx512::<T, FUSED, RB>(job, row0, out, sum) },
+        Tier::Avx512(t) => unsafe { rows_chunk_avx512::<T, FUSED, RB>(t, job, row0, out, sum) },
     }
 }
 
@@ -359,160 +358,4 @@ pub(crate) fn run_f64(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use half::{bf16, f16};
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-    }
-
-    fn all_tiers() -> Vec<Tier> {
-        let mut t = vec![Tier::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if matches!(tier(), Tier::Avx2 | Tier::Avx512) {
-                t.push(Tier::Avx2);
-            }
-            if tier() == Tier::Avx512 {
-                t.push(Tier::Avx512);
-            }
-        }
-        t
-    }
-
-    fn tiers_agree<T: Elem + PartialEq + std::fmt::Debug>(cvt: fn(f32) -> T, bits: fn(T) -> u64) {
-        let mut seed = 7u64;
-        for &h in &[1usize, 15, 16, 17, 33, 250, 1536] {
-            let rows = 37;
-            let x: Vec<T> = (0..rows * h + 3).map(|_| cvt(lcg(&mut seed))).collect();
-            let r: Vec<T> = (0..rows * h).map(|_| cvt(lcg(&mut seed))).collect();
-            let w: Vec<f32> = (0..h).map(|_| lcg(&mut seed)).collect();
-            for fused in [false, true] {
-                for rounding in [Rounding::AtEnd, Rounding::BeforeWeight] {
-                    let job = Job {
-                        x: Rows {
-                            data: &x,
-                            offset: 3,
-                            stride: h,
-                        },
-                        residual: fused.then_some(Rows {
-                            data: &r,
-                            offset: 0,
-                            stride: h,
-                        }),
-                        weight: &w,
-                        hidden: h,
-                        eps: 1e-6,
-                        rounding,
-                    };
-                    let mut first: Option<(Vec<T>, Vec<T>)> = None;
-                    for t in all_tiers() {
-                        let n = rows * h;
-                        let mut out = vec![MaybeUninit::new(cvt(f32::NAN)); n];
-                        let mut sum =
-                            vec![MaybeUninit::new(cvt(f32::NAN)); if fused { n } else { 0 }];
-                        run_f32_with(t, &job, &mut out, &mut sum);
-                        // SAFETY: initialised above (poisoned with NaN) and overwritten.
-                        let out: Vec<T> = out
-                            .into_iter()
-                            .map(|e| unsafe { e.assume_init() })
-                            .collect();
-                        let sum: Vec<T> = sum
-                            .into_iter()
-                            .map(|e| unsafe { e.assume_init() })
-                            .collect();
-                        match &first {
-                            None => first = Some((out, sum)),
-                            Some((o0, s0)) => {
-                                let same = |a: &[T], b: &[T]| {
-                                    a.iter().zip(b).all(|(p, q)| bits(*p) == bits(*q))
-                                };
-                                assert!(same(o0, &out), "tier {t:?} h {h} fused {fused}");
-                                assert!(same(s0, &sum), "tier {t:?} h {h} fused {fused}");
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn every_tier_is_bit_identical() {
-        tiers_agree::<f32>(|v| v, |v| v.to_bits() as u64);
-        tiers_agree::<bf16>(bf16::from_f32, |v| v.to_bits() as u64);
-        tiers_agree::<f16>(f16::from_f32, |v| v.to_bits() as u64);
-    }
-
-    #[test]
-    fn task_sizes_cover_rows() {
-        for (rows, h) in [(1, 1), (100_000, 128), (8192, 5120), (3, 65_537)] {
-            let per = rows_per_task(rows, h, 2);
-            assert!(per >= 1 && per <= rows.max(1));
-        }
-    }
-}
-
-/// Where the time goes (`cargo test --release --lib cost_split -- --ignored --nocapture`): the
-/// kernel alone into an already-touched output buffer, versus the same call writing a freshly
-/// allocated buffer (page faults and the OS zeroing the new pages).
-#[cfg(test)]
-mod cost_split {
-    use super::*;
-    use half::bf16;
-
-    #[test]
-    #[ignore]
-    fn cost_split() {
-        for (rows, h) in [(8192usize, 5120usize), (32760, 1536), (65536, 128)] {
-            let n = rows * h;
-            let x: Vec<bf16> = (0..n)
-                .map(|i| bf16::from_f32((i % 97) as f32 * 0.01))
-                .collect();
-            let w = vec![1.0f32; h];
-            let job = Job {
-                x: Rows {
-                    data: &x,
-                    offset: 0,
-                    stride: h,
-                },
-                residual: None,
-                weight: &w,
-                hidden: h,
-                eps: 1e-6,
-                rounding: Rounding::AtEnd,
-            };
-            let mut warm: Vec<MaybeUninit<bf16>> = Vec::with_capacity(n);
-            // SAFETY: MaybeUninit needs no initialisation.
-            unsafe { warm.set_len(n) };
-            let gb = 2.0 * (n * 2) as f64 / 1e9;
-            let (mut best_warm, mut best_fresh, mut best_copy) = (f64::MAX, f64::MAX, f64::MAX);
-            let mut dst = vec![bf16::ZERO; n];
-            for _ in 0..10 {
-                let t = std::time::Instant::now();
-                run_f32(&job, &mut warm, &mut []);
-                best_warm = best_warm.min(t.elapsed().as_secs_f64());
-                let t = std::time::Instant::now();
-                let mut fresh: Vec<MaybeUninit<bf16>> = Vec::with_capacity(n);
-                // SAFETY: as above.
-                unsafe { fresh.set_len(n) };
-                run_f32(&job, &mut fresh, &mut []);
-                drop(fresh);
-                best_fresh = best_fresh.min(t.elapsed().as_secs_f64());
-                let t = std::time::Instant::now();
-                dst.copy_from_slice(&x);
-                best_copy = best_copy.min(t.elapsed().as_secs_f64());
-            }
-            eprintln!(
-                "bf16 {rows}x{h}: copy {:.1} GB/s, kernel into touched buffer {:.1} GB/s, into fresh buffer {:.1} GB/s",
-                gb / best_copy,
-                gb / best_warm,
-                gb / best_fresh
-            );
-        }
-    }
-}
+mod tests;

@@ -1,18 +1,23 @@
-//! The kernel ABI shared by the CUDA and ROCm launchers: the by-value parameter struct and the
-//! exported kernel names. Mirrors `hip/norm_args.h`.
+//! The kernel ABI shared by the CUDA and ROCm launchers: the by-value parameter struct, its flag
+//! bits and the exported kernel names. Mirrors `hip/norm_args.h` field for field.
 
+use crate::error::FLOAT_DTYPES;
 use candle_core::DType;
 
 /// `y = n * (1 + w)`.
-pub const NORM_OFFSET_ONE: u32 = 1;
+pub(crate) const NORM_OFFSET_ONE: u32 = 1;
 /// Round `n` to the input dtype before the weight multiply.
-pub const NORM_ROUND_BEFORE_WEIGHT: u32 = 2;
+pub(crate) const NORM_ROUND_BEFORE_WEIGHT: u32 = 2;
+/// Every operand allows 16-byte chunks (decided on the host: `geometry::vector_ok`).
+pub(crate) const NORM_VECTOR: u32 = 4;
 
 /// The single by-value parameter of every kernel (`struct NormArgs` in `hip/norm_args.h`).
-/// Pointers are device addresses; strides and sizes are in elements.
+/// Pointers are device addresses; strides and sizes are in elements. The launch geometry
+/// (`rows_per_block`, `lanes_per_row`, `chunks_per_lane`, [`NORM_VECTOR`]) is decided on the
+/// host by `geometry::plan` and only followed by the kernel.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct NormArgs {
+pub(crate) struct NormArgs {
     pub out: u64,
     pub sum_out: u64,
     pub x: u64,
@@ -27,13 +32,13 @@ pub struct NormArgs {
     pub eps: f64,
     pub flags: u32,
     pub rows_per_block: u32,
+    pub lanes_per_row: u32,
+    pub chunks_per_lane: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<NormArgs>() == 104);
-
-/// Input dtypes with kernels, and for each the weight dtypes it takes directly (other weight
-/// dtypes are converted to f32 first).
-pub const X_DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::BF16, DType::F64];
+/// Bytes of [`NormArgs`], the one kernel argument (also checked in the code-object metadata).
+pub const NORM_ARGS_BYTES: usize = 112;
+const _: () = assert!(std::mem::size_of::<NormArgs>() == NORM_ARGS_BYTES);
 
 fn dtype_tag(dt: DType) -> Option<&'static str> {
     match dt {
@@ -58,7 +63,7 @@ pub fn kernel_weight_dtype(x: DType, w: DType) -> DType {
 
 /// The exported name `{op}_{x}[_wf32][_rows]`, or `None` for an input dtype without kernels.
 /// `w` must already be [`kernel_weight_dtype`]`(x, ..)`.
-pub fn kernel_name(fused: bool, x: DType, w: DType, rows_variant: bool) -> Option<String> {
+pub(crate) fn kernel_name(fused: bool, x: DType, w: DType, rows_variant: bool) -> Option<String> {
     let op = if fused {
         "fused_add_rms_norm"
     } else {
@@ -80,7 +85,7 @@ pub fn kernel_name(fused: bool, x: DType, w: DType, rows_variant: bool) -> Optio
 pub fn all_kernel_names() -> Vec<String> {
     let mut names = Vec::new();
     for fused in [false, true] {
-        for x in X_DTYPES {
+        for x in FLOAT_DTYPES {
             let mut ws = vec![x];
             if matches!(x, DType::F16 | DType::BF16) {
                 ws.push(DType::F32);

@@ -1,16 +1,17 @@
-//! Launch geometry for the kernels in `hip/rms_norm.hip`, shared by the CUDA and ROCm launchers.
+//! Launch geometry for the kernels in `hip/`, shared by the CUDA and ROCm launchers: the one
+//! place where it is decided. The kernels receive every decision in `NormArgs` (vector chunks,
+//! lanes per row, chunks per lane, rows per block) and never re-derive it.
 //! Pure Rust, no GPU calls: every decision is a function of the problem's numbers.
 //!
 //! API:
-//! - [`vector_ok`]`(addrs, strides, hidden, elem_bytes)`: whether the kernel will use 16-byte
-//!   chunks (the same rule the kernel applies itself, `rn::vector_ok`): every byte address
-//!   (row 0 of x, out, and residual/sum for the fused op, and the weight if any) 16-byte
-//!   aligned, every row stride a multiple of the chunk, and `hidden >= chunk`.
+//! - [`vector_ok`]`(addrs, strides, hidden, elem_bytes)`: whether the kernel may use 16-byte
+//!   chunks: every byte address (row 0 of x, out, and residual/sum for the fused op, and the
+//!   weight if any) 16-byte aligned, every row stride a multiple of the chunk, and
+//!   `hidden >= chunk`.
 //! - [`plan`]`(&Problem)` -> [`Plan`]: the variant (one row per block, or several rows per block
 //!   for small hidden), block size, grid size, `rows_per_block` (the `NormArgs` field), and how
 //!   many rows one launch may cover (`rows_per_launch`; larger problems are split by the
 //!   launcher, shifting the row pointers by whole rows).
-//! - [`Plan::kernel_suffix`]: `""` or `"_rows"`, appended to `abi::kernel_name` stems.
 //!
 //! The numbers that tie this file to the kernel: at most [`MAX_BLOCK`] threads a block and at
 //! most [`REG_CHUNKS`] chunks a lane kept in registers; a longer row is read twice.
@@ -35,7 +36,7 @@ pub fn vector_width(elem_bytes: usize) -> usize {
     16 / elem_bytes.clamp(1, 16)
 }
 
-/// The kernel's vector rule (see the module docs). `addrs` are byte addresses of the first row
+/// The vector rule (see the module docs). `addrs` are byte addresses of the first row
 /// of every operand the kernel touches (a null weight may be passed as 0); `strides` the row
 /// strides in elements of x, out and (fused) residual and sum.
 pub fn vector_ok(addrs: &[u64], strides: &[usize], hidden: usize, elem_bytes: usize) -> bool {
@@ -90,6 +91,8 @@ pub enum Variant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     pub variant: Variant,
+    /// Whether the kernel reads and writes 16-byte chunks (`NORM_VECTOR`).
+    pub vector: bool,
     /// Threads per block (a multiple of the warp size, at most [`MAX_BLOCK`]).
     pub block: u32,
     /// Blocks for the whole problem (or for `rows_per_launch` rows when the problem is split).
@@ -104,16 +107,6 @@ pub struct Plan {
     pub chunks_per_lane: u32,
     /// The most rows one launch may cover (grid limits); the launcher splits beyond.
     pub rows_per_launch: u64,
-}
-
-impl Plan {
-    /// `""` or `"_rows"`.
-    pub fn kernel_suffix(&self) -> &'static str {
-        match self.variant {
-            Variant::Block => "",
-            Variant::Rows => "_rows",
-        }
-    }
 }
 
 fn round_up(v: u64, m: u64) -> u64 {
@@ -141,14 +134,10 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
             p.hidden, p.elem_bytes
         ));
     }
-    // Chunks per row.
-    // Chunks per row (the kernel's rule: 16-byte chunks only when hidden >= a chunk).
+    // Chunks per row (16-byte chunks only when hidden >= a chunk).
     let v = vector_width(p.elem_bytes as usize) as u64;
-    let n = if p.vector && p.hidden >= v {
-        p.hidden / v
-    } else {
-        p.hidden
-    };
+    let vector = p.vector && p.hidden >= v;
+    let n = if vector { p.hidden / v } else { p.hidden };
     let rows = p.rows.max(1);
     if n <= REG_CHUNKS * w {
         // Small rows: a team of `g` lanes per row, `k <= REG_CHUNKS` chunks per lane.
@@ -167,6 +156,7 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
         let per_launch = max_blocks(block as u32) * rpb;
         return Ok(Plan {
             variant: Variant::Rows,
+            vector,
             block: block as u32,
             grid: rows.min(per_launch).div_ceil(rpb) as u32,
             rows_per_block: rpb as u32,
@@ -199,6 +189,7 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
     let per_launch = max_blocks(block as u32) * rpb;
     Ok(Plan {
         variant: Variant::Block,
+        vector,
         block: block as u32,
         grid: rows.min(per_launch).div_ceil(rpb) as u32,
         rows_per_block: rpb as u32,
@@ -224,19 +215,13 @@ mod tests {
         }
     }
 
-    /// The kernel's own choice of chunks per lane (`rn::dispatch_k`).
-    fn kernel_k(p: &Problem, plan: &Plan) -> u64 {
+    /// Chunks in one row as the kernel walks it.
+    fn chunks(p: &Problem, plan: &Plan) -> u64 {
         let v = vector_width(p.elem_bytes as usize) as u64;
-        let n = if p.vector && p.hidden >= v {
+        if plan.vector {
             p.hidden / v
         } else {
             p.hidden
-        };
-        let k = n.div_ceil(plan.lanes_per_row as u64);
-        if k <= REG_CHUNKS {
-            k.max(1)
-        } else {
-            0
         }
     }
 
@@ -275,11 +260,13 @@ mod tests {
                             assert!(po.grid as u64 * po.rows_per_block as u64 >= rows);
                             assert_eq!((po.block, po.lanes_per_row), (pl.block, pl.lanes_per_row));
                             assert!(pl.grid as u64 * pl.rows_per_block as u64 >= rows);
-                            assert_eq!(
-                                pl.chunks_per_lane as u64,
-                                kernel_k(&p, &pl),
-                                "{p:?} {pl:?}"
-                            );
+                            // The lanes of a row hold all of it, or the two-read loop runs.
+                            let n = chunks(&p, &pl);
+                            let k = pl.chunks_per_lane as u64;
+                            assert!(k <= REG_CHUNKS, "{p:?} {pl:?}");
+                            assert!(k == 0 || k * pl.lanes_per_row as u64 >= n, "{p:?} {pl:?}");
+                            assert!(k != 0 || n > REG_CHUNKS * pl.lanes_per_row as u64);
+                            assert_eq!(pl.vector, vector && hidden >= 16 / eb as u64);
                             if pl.variant == Variant::Rows {
                                 assert!(pl.lanes_per_row <= warp);
                             }

@@ -1,0 +1,127 @@
+// The two-read row loop for rows longer than registers hold.
+#pragma once
+
+#include "row.h"
+#include "team.h"
+
+namespace rn {
+
+// A row too long for registers: read once for the sum of squares, again for the output.
+// On gfx9 the row pointers live in vector registers and the team shape is re-read per row
+// (portable.h, NORM_GFX9): scalar-register relief; elsewhere both are no-ops.
+template <typename T, typename W, int VEC, bool FUSED, typename Team>
+NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity,
+                        const Team& team_in) {
+  using A = typename Tr<T>::A;
+  Team team = team_in;
+  norm_refresh_lane(team.rank);
+  norm_refresh_uniform(team.size);
+  Row<T, W> p = row_ptrs<T, W, FUSED>(a, valid ? row : 0);
+  norm_to_lanes(p.x);
+  norm_to_lanes(p.r);
+  norm_to_lanes(p.s);
+  norm_to_lanes(p.o);
+  norm_to_lanes(p.w);
+  const long long nvec = valid ? a.hidden / VEC : 0;
+  const long long tail0 = (a.hidden / VEC) * VEC;
+  const long long end = valid ? a.hidden : 0;
+  auto input = [&](long long c, A* v) __attribute__((always_inline)) {
+    unpack_chunk<T, VEC>(load_chunk<T, VEC>(p.x + c * VEC), v);
+    if constexpr (FUSED) {
+      A t[VEC];
+      unpack_chunk<T, VEC>(load_chunk<T, VEC>(p.r + c * VEC), t);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) v[i] += t[i];
+    }
+  };
+  auto input1 = [&](long long e) __attribute__((always_inline)) {
+    A v = Tr<T>::get(p.x + e);
+    if constexpr (FUSED) v += Tr<T>::get(p.r + e);
+    return v;
+  };
+
+  A ss = 0;
+#pragma unroll 2
+  for (long long c = team.rank; c < nvec; c += team.size) {
+    A v[VEC];
+    input(c, v);
+    if constexpr (FUSED) store_chunk<T, VEC>(p.s + c * VEC, v);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) ss += v[i] * v[i];
+  }
+  for (long long e = tail0 + team.rank; e < end; e += team.size) {
+    const A v = input1(e);
+    if constexpr (FUSED) Tr<T>::put(p.s + e, v);
+    ss += v * v;
+  }
+  ss = team.sum(ss, parity);
+
+  const bool rb = (a.flags & NORM_ROUND_BEFORE_WEIGHT) != 0;
+  const bool off1 = (a.flags & NORM_OFFSET_ONE) != 0;
+  auto write = [&](auto f) __attribute__((always_inline)) {
+#pragma unroll 2
+    for (long long c = team.rank; c < nvec; c += team.size) {
+      A v[VEC], w[VEC], y[VEC];
+      input(c, v);
+      load_weight<W, VEC, A>(p.w ? p.w + c * VEC : nullptr, off1, w);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        A n = f(v[i]);
+        if (rb) n = Tr<T>::round(n);
+        y[i] = n * w[i];
+      }
+      store_chunk<T, VEC>(p.o + c * VEC, y);
+    }
+    for (long long e = tail0 + team.rank; e < end; e += team.size) {
+      A w[1];
+      load_weight<W, 1, A>(p.w ? p.w + e : nullptr, off1, w);
+      A n = f(input1(e));
+      if (rb) n = Tr<T>::round(n);
+      Tr<T>::put(p.o + e, n * w[0]);
+    }
+  };
+
+  if constexpr (same_type<A, double>::value) {
+    const double scale = norm_rsqrt(ss / (double)a.hidden + a.eps);
+    write([&](double e) { return e * scale; });
+  } else {
+    bool rescue;
+    const float scale = f32_scale(ss, a.hidden, (float)a.eps, &rescue);
+    rescue = rescue && valid;
+    float sc = scale;
+    if (team.any(rescue)) {
+      const long long rn = rescue ? nvec : 0;
+      const long long re = rescue ? end : 0;
+      float m = 0.0f, q = 0.0f;
+      for (long long c = team.rank; c < rn; c += team.size) {
+        A v[VEC];
+        input(c, v);
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) m = norm_max(m, __builtin_fabsf(v[i]));
+      }
+      for (long long e = tail0 + team.rank; e < re; e += team.size)
+        m = norm_max(m, __builtin_fabsf(input1(e)));
+      m = team.rescue_max(m);
+      if (m > 0.0f && m <= 3.4028234663852886e38f) {
+        for (long long c = team.rank; c < rn; c += team.size) {
+          A v[VEC];
+          input(c, v);
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) {
+            const float t = v[i] / m;
+            q += t * t;
+          }
+        }
+        for (long long e = tail0 + team.rank; e < re; e += team.size) {
+          const float t = input1(e) / m;
+          q += t * t;
+        }
+      }
+      q = team.rescue_sum(q);
+      if (rescue) sc = rescue_scale(m, q, a.hidden, (float)a.eps);
+    }
+    write([&](float e) { return e * sc; });
+  }
+}
+
+} // namespace rn

@@ -1,0 +1,204 @@
+// The register-resident row loop: rows of up to K chunks a lane, read once.
+#pragma once
+
+#include "row.h"
+#include "team.h"
+
+namespace rn {
+
+// Rows held in registers: K chunks per lane plus at most one tail element. The team handles the
+// rows `first + it * step` for `it < iters` whose index within the block's share,
+// `local0 + it * step`, is below `share` (so any team shape covers exactly the block's rows).
+// The weight is loaded once for all of them. Without a residual the next row's loads are issued
+// before this row's reduction (PREFETCH), so a block keeps two rows in flight; the fused op
+// already has twice the bytes of a row in flight and keeps its registers for that.
+template <typename T, typename W, int VEC, bool FUSED, int K, typename Team>
+NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step, int share,
+                        const Team& team) {
+  using A = typename Tr<T>::A;
+  constexpr bool PREFETCH = !FUSED;
+  const int nvec = (int)(a.hidden / VEC);
+  const int tail = (int)(a.hidden - (long long)nvec * VEC);
+  const long long tail0 = (long long)nvec * VEC;
+  const bool has_tail = team.rank < tail;
+  const bool rb = (a.flags & NORM_ROUND_BEFORE_WEIGHT) != 0;
+  const bool off1 = (a.flags & NORM_OFFSET_ONE) != 0;
+  const W* __restrict__ wp = (const W*)a.weight;
+  const bool has_w = wp != nullptr;
+
+  WChunk<W, VEC> wc[K];
+  WChunk<W, 1> wtc;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int c = team.rank + k * team.size;
+    if (has_w && c < nvec) wc[k] = load_wchunk<W, VEC>(wp + (long long)c * VEC);
+  }
+  if (has_w && has_tail) wtc = load_wchunk<W, 1>(wp + tail0 + team.rank);
+
+  // Raw inputs of the current row (and, PREFETCH, of the next).
+  Chunk<T, VEC> xc[K], rc[K];
+  T xt, rt;
+  auto load = [&](long long row, bool valid, Chunk<T, VEC>* xs, Chunk<T, VEC>* rs, T& xtl,
+                  T& rtl) __attribute__((always_inline)) {
+    const Row<T, W> p = row_ptrs<T, W, FUSED>(a, valid ? row : 0);
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int c = team.rank + k * team.size;
+      if (valid && c < nvec) {
+        xs[k] = load_chunk<T, VEC>(p.x + (long long)c * VEC);
+        if constexpr (FUSED) rs[k] = load_chunk<T, VEC>(p.r + (long long)c * VEC);
+      }
+    }
+    if (valid && has_tail) {
+      xtl = p.x[tail0 + team.rank];
+      if constexpr (FUSED) rtl = p.r[tail0 + team.rank];
+    }
+  };
+  // x (+ residual) of chunk k in the compute type; the fused sum is formed the same way each
+  // time it is needed, so it is the same bits.
+  auto value = [&](int k, A* v) __attribute__((always_inline)) {
+    unpack_chunk<T, VEC>(xc[k], v);
+    if constexpr (FUSED) {
+      A t[VEC];
+      unpack_chunk<T, VEC>(rc[k], t);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) v[i] += t[i];
+    }
+  };
+  auto value_tail = [&]() __attribute__((always_inline)) {
+    A v = Tr<T>::get(&xt);
+    if constexpr (FUSED) v += Tr<T>::get(&rt);
+    return v;
+  };
+
+  // The same count in every lane: teams of one warp must run the same shuffles.
+  const int iters = (share + step - 1) / step;
+  if (PREFETCH) load(first, local0 < share && first < a.rows, xc, rc, xt, rt);
+#pragma unroll 1
+  for (int it = 0; it < iters; ++it) {
+    const int local = local0 + it * step;
+    const long long row = first + (long long)it * step;
+    const bool valid = local < share && row < a.rows;
+    if (!PREFETCH) load(row, valid, xc, rc, xt, rt);
+    Chunk<T, VEC> nx[K], nr[K];
+    T nxt, nrt;
+    if (PREFETCH) {
+      const bool nvalid = local + step < share && row + step < a.rows;
+      load(row + step, nvalid, nx, nr, nxt, nrt);
+    }
+    const Row<T, W> p = row_ptrs<T, W, FUSED>(a, valid ? row : 0);
+    const int nv = valid ? nvec : 0;
+    const bool ht = valid && has_tail;
+
+    A ss = 0;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int c = team.rank + k * team.size;
+      if (c < nv) {
+        A v[VEC];
+        value(k, v);
+        if constexpr (FUSED) store_chunk<T, VEC>(p.s + (long long)c * VEC, v);
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) ss += v[i] * v[i];
+      }
+    }
+    if (ht) {
+      const A v = value_tail();
+      if constexpr (FUSED) Tr<T>::put(p.s + tail0 + team.rank, v);
+      ss += v * v;
+    }
+    ss = team.sum(ss, it & 1);
+    // Unpack again after the reduction rather than holding VEC values per chunk across it, and
+    // unpack the weight per row rather than holding it unpacked across rows: 4 registers per
+    // 16-byte chunk instead of 8 to 16.
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      opaque_chunk<T, VEC>(xc[k]);
+      if constexpr (FUSED) opaque_chunk<T, VEC>(rc[k]);
+      if constexpr (VEC > 1) {
+#pragma unroll
+        for (int j = 0; j < (int)(sizeof(wc[k].raw) / 16); ++j)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) norm_opaque(wc[k].raw[j].w[i]);
+      }
+    }
+
+    auto write = [&](A scale) __attribute__((always_inline)) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        const int c = team.rank + k * team.size;
+        if (c < nv) {
+          A v[VEC], w[VEC], y[VEC];
+          value(k, v);
+          unpack_wchunk<W, VEC, A>(wc[k], has_w, off1, w);
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) {
+            A n = v[i] * scale;
+            if (rb) n = Tr<T>::round(n);
+            y[i] = n * w[i];
+          }
+          store_chunk<T, VEC>(p.o + (long long)c * VEC, y);
+        }
+      }
+      if (ht) {
+        A w[1];
+        unpack_wchunk<W, 1, A>(wtc, has_w, off1, w);
+        A n = value_tail() * scale;
+        if (rb) n = Tr<T>::round(n);
+        Tr<T>::put(p.o + tail0 + team.rank, n * w[0]);
+      }
+    };
+
+    if constexpr (same_type<A, double>::value) {
+      write(norm_rsqrt(ss / (double)a.hidden + a.eps));
+    } else {
+      bool rescue;
+      const float scale = f32_scale(ss, a.hidden, (float)a.eps, &rescue);
+      rescue = rescue && valid;
+      float sc = scale;
+      if (team.any(rescue)) {
+        float m = 0.0f, q = 0.0f;
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          const int c = team.rank + k * team.size;
+          if (rescue && c < nv) {
+            A v[VEC];
+            value(k, v);
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) m = norm_max(m, __builtin_fabsf(v[i]));
+          }
+        }
+        if (rescue && ht) m = norm_max(m, __builtin_fabsf(value_tail()));
+        m = team.rescue_max(m);
+        const bool finite = m > 0.0f && m <= 3.4028234663852886e38f;
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          const int c = team.rank + k * team.size;
+          if (rescue && finite && c < nv) {
+            A v[VEC];
+            value(k, v);
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) {
+              const float t = v[i] / m;
+              q += t * t;
+            }
+          }
+        }
+        if (rescue && finite && ht) {
+          const float t = value_tail() / m;
+          q += t * t;
+        }
+        q = team.rescue_sum(q);
+        if (rescue) sc = rescue_scale(m, q, a.hidden, (float)a.eps);
+      }
+      write(sc);
+    }
+    if (PREFETCH) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) xc[k] = nx[k];
+      xt = nxt;
+    }
+  }
+}
+
+} // namespace rn

@@ -1,0 +1,7 @@
+//! What the CUDA and ROCm launchers share: the kernel ABI ([`abi`]), the launch geometry
+//! ([`geometry`], the one place it is decided) and the vendor-neutral call ([`call`]: operands
+//! in, kernel name and packed launches out). No GPU calls and no `unsafe` here.
+
+pub(crate) mod abi;
+pub(crate) mod call;
+pub(crate) mod geometry;

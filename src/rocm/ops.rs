@@ -1,0 +1,148 @@
+//! The ops on device tensors: safe, typed, queued on a stream the caller passes.
+
+use super::device::RocmDevice;
+use super::memory::RocmTensor;
+use super::stream::RocmStream;
+use crate::config::{Backend, NormConfig};
+use crate::error::{check_eps, check_float, op_error};
+use crate::gpu::abi::kernel_weight_dtype;
+use crate::gpu::call::{Call, Operands};
+use crate::op::NormOp;
+use candle_core::Result;
+
+/// Checks device tensors and returns the call over them (with the output addresses unset).
+fn device_call(
+    op: &str,
+    x: &RocmTensor,
+    residual: Option<&RocmTensor>,
+    weight: Option<&RocmTensor>,
+    cfg: &NormConfig,
+    stream: &RocmStream,
+) -> Result<Call> {
+    let dims = x.shape().dims();
+    let Some(&hidden) = dims.last() else {
+        return Err(op_error(op, "xs", "of rank >= 1", "a rank-0 tensor"));
+    };
+    check_float(op, "xs", x.dtype())?;
+    check_eps(op, cfg.eps())?;
+    let ordinal = x.device().ordinal();
+    if stream.device_ordinal() != ordinal {
+        return Err(op_error(
+            op,
+            "stream",
+            format!("on device {ordinal}"),
+            format!("device {}", stream.device_ordinal()),
+        ));
+    }
+    let describe = |t: &RocmTensor| {
+        format!(
+            "{:?} {:?} on device {}",
+            t.dtype(),
+            t.shape().dims(),
+            t.device().ordinal()
+        )
+    };
+    if let Some(r) = residual {
+        if r.shape() != x.shape() || r.dtype() != x.dtype() || r.device() != x.device() {
+            return Err(op_error(op, "residual", describe(x), describe(r)));
+        }
+    }
+    let w_dtype = match weight {
+        None => x.dtype(),
+        Some(w) => {
+            let want = kernel_weight_dtype(x.dtype(), w.dtype());
+            if w.shape().dims() != [hidden] || w.dtype() != want || w.device() != x.device() {
+                return Err(op_error(
+                    op,
+                    "weight",
+                    format!(
+                        "{want:?} [{hidden}] on device {ordinal} (convert other weight dtypes first)"
+                    ),
+                    describe(w),
+                ));
+            }
+            want
+        }
+    };
+    let h = hidden as u64;
+    Ok(Call {
+        op: NormOp::new(cfg, Backend::Rocm, residual.is_some()),
+        x_dtype: x.dtype(),
+        w_dtype,
+        rows: (x.elem_count() / hidden.max(1)) as u64,
+        hidden: h,
+        operands: Operands {
+            out_stride: h,
+            x: x.addr(),
+            x_stride: h,
+            residual: residual.map_or(0, RocmTensor::addr),
+            res_stride: if residual.is_some() { h } else { 0 },
+            weight: weight.map_or(0, RocmTensor::addr),
+            ..Default::default()
+        },
+    })
+}
+
+/// A new device tensor of `x`'s dtype and shape on `x`'s device.
+fn like(x: &RocmTensor) -> Result<RocmTensor> {
+    RocmTensor::alloc(x.device(), x.dtype(), x.shape().clone())
+}
+
+/// Queues `call`, built by `device_call` and given fresh outputs, on `stream` of `device`.
+fn run(device: &RocmDevice, stream: &RocmStream, call: &Call) -> Result<()> {
+    // SAFETY: every address in `call` is a live allocation of `device` (`device_call` checked
+    // each operand's device, shape and dtype, and the outputs are fresh tensors of x's shape, so
+    // they overlap nothing); the stream belongs to the device and outlives the call; device
+    // tensors are freed only after hipFree's implicit device synchronisation.
+    unsafe { device.launch(stream.raw(), call) }
+}
+
+/// `rms_norm(x) * weight` over the last dimension of a device tensor, queued on `stream`; the
+/// output is a new device tensor of `x`'s shape and dtype.
+///
+/// The weight must have the dtype of `x`, or f32 for f16/bf16 input (no conversion happens on
+/// the device).
+///
+/// # Errors
+/// Mismatched shapes/dtypes/devices, a bad eps, or a HIP error.
+pub fn rms_norm(
+    x: &RocmTensor,
+    weight: Option<&RocmTensor>,
+    cfg: &NormConfig,
+    stream: &RocmStream,
+) -> Result<RocmTensor> {
+    let mut call = device_call(
+        "candle_rmsnorm::rocm::rms_norm",
+        x,
+        None,
+        weight,
+        cfg,
+        stream,
+    )?;
+    let out = like(x)?;
+    call.operands.out = out.addr();
+    run(x.device(), stream, &call)?;
+    Ok(out)
+}
+
+/// `sum = x + residual`, then `rms_norm(sum) * weight`, on device tensors, queued on `stream`.
+/// Returns `(normed, sum)`, both new device tensors of `x`'s shape and dtype.
+///
+/// # Errors
+/// As [`rms_norm`].
+pub fn fused_add_rms_norm(
+    x: &RocmTensor,
+    residual: &RocmTensor,
+    weight: Option<&RocmTensor>,
+    cfg: &NormConfig,
+    stream: &RocmStream,
+) -> Result<(RocmTensor, RocmTensor)> {
+    let op = "candle_rmsnorm::rocm::fused_add_rms_norm";
+    let mut call = device_call(op, x, Some(residual), weight, cfg, stream)?;
+    let (out, sum) = (like(x)?, like(x)?);
+    call.operands.out = out.addr();
+    call.operands.sum_out = sum.addr();
+    call.operands.sum_stride = call.hidden;
+    run(x.device(), stream, &call)?;
+    Ok((out, sum))
+}
