@@ -16,91 +16,69 @@ struct alignas(16) v16 { norm_u32 w[4]; };
 // unpack/pack, and the round trip through the storage type.
 template <typename T> struct Tr;
 
-template <> struct Tr<float> {
-  using A = float;
-  static constexpr int V = 4;
-  NORM_DEV static float get(const float* p) { return *p; }
-  NORM_DEV static void put(float* p, float v) { *p = v; }
-  NORM_DEV static void unpack(const v16& c, float* v) {
+// f32 and f64: a 16-byte word holds V values of T as they are.
+template <typename T> struct TrFull {
+  using A = T;
+  static constexpr int V = 16 / sizeof(T);
+  struct Words { T v[V]; };
+  NORM_DEV static T get(const T* p) { return *p; }
+  NORM_DEV static void put(T* p, T v) { *p = v; }
+  NORM_DEV static void unpack(const v16& c, T* v) {
+    const Words w = __builtin_bit_cast(Words, c);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) v[i] = __builtin_bit_cast(float, c.w[i]);
+    for (int i = 0; i < V; ++i) v[i] = w.v[i];
   }
-  NORM_DEV static v16 pack(const float* v) {
-    v16 c;
+  NORM_DEV static v16 pack(const T* v) {
+    Words w;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) c.w[i] = __builtin_bit_cast(norm_u32, v[i]);
-    return c;
+    for (int i = 0; i < V; ++i) w.v[i] = v[i];
+    return __builtin_bit_cast(v16, w);
   }
-  NORM_DEV static float round(float v) { return v; }
+  NORM_DEV static T round(T v) { return v; }
 };
 
-template <> struct Tr<double> {
-  using A = double;
-  static constexpr int V = 2;
-  NORM_DEV static double get(const double* p) { return *p; }
-  NORM_DEV static void put(double* p, double v) { *p = v; }
-  NORM_DEV static void unpack(const v16& c, double* v) {
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-      v[i] = __builtin_bit_cast(double, (norm_u64)c.w[2 * i] | ((norm_u64)c.w[2 * i + 1] << 32));
-  }
-  NORM_DEV static v16 pack(const double* v) {
-    v16 c;
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const norm_u64 u = __builtin_bit_cast(norm_u64, v[i]);
-      c.w[2 * i] = (norm_u32)u;
-      c.w[2 * i + 1] = (norm_u32)(u >> 32);
-    }
-    return c;
-  }
-  NORM_DEV static double round(double v) { return v; }
+template <> struct Tr<float> : TrFull<float> {};
+template <> struct Tr<double> : TrFull<double> {};
+
+// The two 16-bit float types differ only in their conversions (portable.h), supplied by C.
+struct Bf16Conv {
+  NORM_DEV static float to_f32(norm_u16 b) { return norm_bf16_to_f32(b); }
+  NORM_DEV static norm_u16 from_f32(float v) { return norm_f32_to_bf16(v); }
+  NORM_DEV static norm_u32 pack2(float lo, float hi) { return norm_pack_bf16x2(lo, hi); }
+};
+struct F16Conv {
+  NORM_DEV static float to_f32(norm_u16 h) { return norm_f16_to_f32(h); }
+  NORM_DEV static norm_u16 from_f32(float v) { return norm_f32_to_f16(v); }
+  NORM_DEV static norm_u32 pack2(float lo, float hi) { return norm_pack_f16x2(lo, hi); }
 };
 
-template <> struct Tr<norm_bf16> {
+template <typename T, typename C> struct TrHalf {
   using A = float;
   static constexpr int V = 8;
-  NORM_DEV static float get(const norm_bf16* p) { return norm_bf16_to_f32(p->bits); }
-  NORM_DEV static void put(norm_bf16* p, float v) { p->bits = norm_f32_to_bf16(v); }
+  NORM_DEV static float get(const T* p) { return C::to_f32(p->bits); }
+  NORM_DEV static void put(T* p, float v) { p->bits = C::from_f32(v); }
   NORM_DEV static void unpack(const v16& c, float* v) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      v[2 * i] = __builtin_bit_cast(float, c.w[i] << 16);
-      v[2 * i + 1] = __builtin_bit_cast(float, c.w[i] & 0xffff0000u);
+      v[2 * i] = C::to_f32((norm_u16)(c.w[i] & 0xffffu));
+      v[2 * i + 1] = C::to_f32((norm_u16)(c.w[i] >> 16));
     }
   }
   NORM_DEV static v16 pack(const float* v) {
     v16 c;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) c.w[i] = norm_pack_bf16x2(v[2 * i], v[2 * i + 1]);
+    for (int i = 0; i < 4; ++i) c.w[i] = C::pack2(v[2 * i], v[2 * i + 1]);
     return c;
   }
-  NORM_DEV static float round(float v) { return norm_bf16_to_f32(norm_f32_to_bf16(v)); }
+  NORM_DEV static float round(float v) { return C::to_f32(C::from_f32(v)); }
 };
 
-template <> struct Tr<norm_f16> {
-  using A = float;
-  static constexpr int V = 8;
-  NORM_DEV static float get(const norm_f16* p) { return norm_f16_to_f32(p->bits); }
-  NORM_DEV static void put(norm_f16* p, float v) { p->bits = norm_f32_to_f16(v); }
-  NORM_DEV static void unpack(const v16& c, float* v) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      v[2 * i] = norm_f16_to_f32((norm_u16)(c.w[i] & 0xffffu));
-      v[2 * i + 1] = norm_f16_to_f32((norm_u16)(c.w[i] >> 16));
-    }
-  }
-  NORM_DEV static v16 pack(const float* v) {
-    v16 c;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) c.w[i] = norm_pack_f16x2(v[2 * i], v[2 * i + 1]);
-    return c;
-  }
-  NORM_DEV static float round(float v) { return norm_f16_to_f32(norm_f32_to_f16(v)); }
-};
+template <> struct Tr<norm_bf16> : TrHalf<norm_bf16, Bf16Conv> {};
+template <> struct Tr<norm_f16> : TrHalf<norm_f16, F16Conv> {};
 
-// A chunk of VEC elements of T as it sits in memory: 16 raw bytes, or one element.
-template <typename T, int VEC> struct Chunk { v16 raw; };
+// VEC elements of T as they sit in memory: whole 16-byte words (one for x; one or two for a
+// weight, whose type may be wider than the input's), or one element. Kept raw in registers.
+template <typename T, int VEC> struct Chunk { v16 raw[(VEC * sizeof(T) + 15) / 16]; };
 template <typename T> struct Chunk<T, 1> { T raw; };
 
 template <typename T, int VEC>
@@ -109,8 +87,10 @@ NORM_DEV Chunk<T, VEC> load_chunk(const T* __restrict__ p) {
   if constexpr (VEC == 1) {
     c.raw = *p;
   } else {
-    static_assert(VEC * sizeof(T) == 16, "a vector chunk is 16 bytes");
-    c.raw = *reinterpret_cast<const v16*>(p);
+    constexpr int PER = Tr<T>::V;
+    static_assert(VEC % PER == 0, "a chunk is whole 16-byte words");
+#pragma unroll
+    for (int j = 0; j < VEC / PER; ++j) c.raw[j] = *reinterpret_cast<const v16*>(p + j * PER);
   }
   return c;
 }
@@ -120,7 +100,8 @@ NORM_DEV void unpack_chunk(const Chunk<T, VEC>& c, A* v) {
   if constexpr (VEC == 1) {
     v[0] = Tr<T>::get(&c.raw);
   } else {
-    Tr<T>::unpack(c.raw, v);
+    static_assert(VEC * sizeof(T) == 16, "an input chunk is one 16-byte word");
+    Tr<T>::unpack(c.raw[0], v);
   }
 }
 
@@ -133,66 +114,25 @@ NORM_DEV void store_chunk(T* __restrict__ p, const A* v) {
   }
 }
 
-// VEC weights starting at p (16-byte aligned when VEC > 1), in the compute type, with the
-// weight mode applied; ones when there is no weight.
-template <typename W, int VEC, typename A>
-NORM_DEV void load_weight(const W* __restrict__ p, bool offset_one, A* w) {
-  if (p == nullptr) {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) w[i] = (A)1;
-    return;
-  }
-  if constexpr (VEC == 1) {
-    w[0] = (A)Tr<W>::get(p);
-  } else {
-    constexpr int PER = Tr<W>::V;
-    static_assert(VEC % PER == 0, "weight chunks tile the input chunk");
-#pragma unroll
-    for (int j = 0; j < VEC / PER; ++j) {
-      typename Tr<W>::A t[PER];
-      Tr<W>::unpack(*reinterpret_cast<const v16*>(p + j * PER), t);
-#pragma unroll
-      for (int i = 0; i < PER; ++i) w[j * PER + i] = (A)t[i];
-    }
-  }
-  if (offset_one) {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) w[i] = (A)1 + w[i];
-  }
-}
-
 NORM_DEV float norm_add(float x, float y) { return x + y; }
 NORM_DEV double norm_add(double x, double y) { return x + y; }
 NORM_DEV float norm_max(float x, float y) { return __builtin_fmaxf(x, y); }
 
-// Makes the raw words of a 16-byte chunk opaque (see norm_opaque): its unpacked values are then
+// Makes the raw words of a chunk opaque (see norm_opaque): its unpacked values are then
 // recomputed where needed rather than held in registers.
 template <typename T, int VEC> NORM_DEV void opaque_chunk(Chunk<T, VEC>& c) {
   if constexpr (VEC > 1) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) norm_opaque(c.raw.w[i]);
-  }
-}
-
-// The weight chunk a lane multiplies by, kept raw in registers across the rows a block handles.
-template <typename W, int VEC> struct WChunk { v16 raw[(VEC * sizeof(W) + 15) / 16]; };
-template <typename W> struct WChunk<W, 1> { W raw; };
-
-template <typename W, int VEC>
-NORM_DEV WChunk<W, VEC> load_wchunk(const W* __restrict__ p) {
-  WChunk<W, VEC> c;
-  if constexpr (VEC == 1) {
-    c.raw = *p;
-  } else {
-    constexpr int PER = Tr<W>::V;
+    for (int j = 0; j < (int)(sizeof(c.raw) / 16); ++j)
 #pragma unroll
-    for (int j = 0; j < VEC / PER; ++j) c.raw[j] = *reinterpret_cast<const v16*>(p + j * PER);
+      for (int i = 0; i < 4; ++i) norm_opaque(c.raw[j].w[i]);
   }
-  return c;
 }
 
+// The VEC weights of a chunk in the compute type, with the weight mode applied; ones when there
+// is no weight.
 template <typename W, int VEC, typename A>
-NORM_DEV void unpack_wchunk(const WChunk<W, VEC>& c, bool has_w, bool offset_one, A* w) {
+NORM_DEV void unpack_weight(const Chunk<W, VEC>& c, bool has_w, bool offset_one, A* w) {
   if (!has_w) {
 #pragma unroll
     for (int i = 0; i < VEC; ++i) w[i] = (A)1;
@@ -214,6 +154,14 @@ NORM_DEV void unpack_wchunk(const WChunk<W, VEC>& c, bool has_w, bool offset_one
 #pragma unroll
     for (int i = 0; i < VEC; ++i) w[i] = (A)1 + w[i];
   }
+}
+
+// VEC weights read from p (16-byte aligned when VEC > 1; null: no weight), unpacked.
+template <typename W, int VEC, typename A>
+NORM_DEV void load_weight(const W* __restrict__ p, bool offset_one, A* w) {
+  Chunk<W, VEC> c{};
+  if (p != nullptr) c = load_chunk<W, VEC>(p);
+  unpack_weight<W, VEC, A>(c, p != nullptr, offset_one, w);
 }
 
 } // namespace rn

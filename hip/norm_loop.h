@@ -81,47 +81,18 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
     }
   };
 
-  if constexpr (same_type<A, double>::value) {
-    const double scale = norm_rsqrt(ss / (double)a.hidden + a.eps);
-    write([&](double e) { return e * scale; });
-  } else {
-    bool rescue;
-    const float scale = f32_scale(ss, a.hidden, (float)a.eps, &rescue);
-    rescue = rescue && valid;
-    float sc = scale;
-    if (team.any(rescue)) {
-      const long long rn = rescue ? nvec : 0;
-      const long long re = rescue ? end : 0;
-      float m = 0.0f, q = 0.0f;
-      for (long long c = team.rank; c < rn; c += team.size) {
-        A v[VEC];
-        input(c, v);
+  // f(v) for every value of this lane's part of the row (the rescue's passes).
+  auto each_value = [&](auto f) __attribute__((always_inline)) {
+    for (long long c = team.rank; c < nvec; c += team.size) {
+      A v[VEC];
+      input(c, v);
 #pragma unroll
-        for (int i = 0; i < VEC; ++i) m = norm_max(m, __builtin_fabsf(v[i]));
-      }
-      for (long long e = tail0 + team.rank; e < re; e += team.size)
-        m = norm_max(m, __builtin_fabsf(input1(e)));
-      m = team.rescue_max(m);
-      if (m > 0.0f && m <= 3.4028234663852886e38f) {
-        for (long long c = team.rank; c < rn; c += team.size) {
-          A v[VEC];
-          input(c, v);
-#pragma unroll
-          for (int i = 0; i < VEC; ++i) {
-            const float t = v[i] / m;
-            q += t * t;
-          }
-        }
-        for (long long e = tail0 + team.rank; e < re; e += team.size) {
-          const float t = input1(e) / m;
-          q += t * t;
-        }
-      }
-      q = team.rescue_sum(q);
-      if (rescue) sc = rescue_scale(m, q, a.hidden, (float)a.eps);
+      for (int i = 0; i < VEC; ++i) f((float)v[i]);
     }
-    write([&](float e) { return e * sc; });
-  }
+    for (long long e = tail0 + team.rank; e < end; e += team.size) f((float)input1(e));
+  };
+  const A sc = row_scale(a, ss, valid, team, each_value);
+  write([&](A e) { return e * sc; });
 }
 
 } // namespace rn

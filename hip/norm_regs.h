@@ -26,14 +26,14 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
   const W* __restrict__ wp = (const W*)a.weight;
   const bool has_w = wp != nullptr;
 
-  WChunk<W, VEC> wc[K];
-  WChunk<W, 1> wtc;
+  Chunk<W, VEC> wc[K];
+  Chunk<W, 1> wtc;
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     const int c = team.rank + k * team.size;
-    if (has_w && c < nvec) wc[k] = load_wchunk<W, VEC>(wp + (long long)c * VEC);
+    if (has_w && c < nvec) wc[k] = load_chunk<W, VEC>(wp + (long long)c * VEC);
   }
-  if (has_w && has_tail) wtc = load_wchunk<W, 1>(wp + tail0 + team.rank);
+  if (has_w && has_tail) wtc = load_chunk<W, 1>(wp + tail0 + team.rank);
 
   // Raw inputs of the current row (and, PREFETCH, of the next).
   Chunk<T, VEC> xc[K], rc[K];
@@ -90,23 +90,31 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
     const int nv = valid ? nvec : 0;
     const bool ht = valid && has_tail;
 
-    A ss = 0;
+    // fc(c, v) for each of this lane's chunks of the row (v: its VEC values), then ft(v) for its
+    // tail element if it has one.
+    auto each_chunk = [&](auto fc, auto ft) __attribute__((always_inline)) {
 #pragma unroll
-    for (int k = 0; k < K; ++k) {
-      const int c = team.rank + k * team.size;
-      if (c < nv) {
-        A v[VEC];
-        value(k, v);
-        if constexpr (FUSED) store_chunk<T, VEC>(p.s + (long long)c * VEC, v);
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) ss += v[i] * v[i];
+      for (int k = 0; k < K; ++k) {
+        const int c = team.rank + k * team.size;
+        if (c < nv) {
+          A v[VEC];
+          value(k, v);
+          fc(c, v);
+        }
       }
-    }
-    if (ht) {
-      const A v = value_tail();
-      if constexpr (FUSED) Tr<T>::put(p.s + tail0 + team.rank, v);
-      ss += v * v;
-    }
+      if (ht) ft(value_tail());
+    };
+    A ss = 0;
+    each_chunk(
+        [&](int c, const A* v) __attribute__((always_inline)) {
+          if constexpr (FUSED) store_chunk<T, VEC>(p.s + (long long)c * VEC, v);
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) ss += v[i] * v[i];
+        },
+        [&](A v) __attribute__((always_inline)) {
+          if constexpr (FUSED) Tr<T>::put(p.s + tail0 + team.rank, v);
+          ss += v * v;
+        });
     ss = team.sum(ss, it & 1);
     // Unpack again after the reduction rather than holding VEC values per chunk across it, and
     // unpack the weight per row rather than holding it unpacked across rows: 4 registers per
@@ -115,12 +123,7 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
     for (int k = 0; k < K; ++k) {
       opaque_chunk<T, VEC>(xc[k]);
       if constexpr (FUSED) opaque_chunk<T, VEC>(rc[k]);
-      if constexpr (VEC > 1) {
-#pragma unroll
-        for (int j = 0; j < (int)(sizeof(wc[k].raw) / 16); ++j)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) norm_opaque(wc[k].raw[j].w[i]);
-      }
+      opaque_chunk<W, VEC>(wc[k]);
     }
 
     auto write = [&](A scale) __attribute__((always_inline)) {
@@ -130,7 +133,7 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
         if (c < nv) {
           A v[VEC], w[VEC], y[VEC];
           value(k, v);
-          unpack_wchunk<W, VEC, A>(wc[k], has_w, off1, w);
+          unpack_weight<W, VEC, A>(wc[k], has_w, off1, w);
 #pragma unroll
           for (int i = 0; i < VEC; ++i) {
             A n = v[i] * scale;
@@ -142,57 +145,24 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
       }
       if (ht) {
         A w[1];
-        unpack_wchunk<W, 1, A>(wtc, has_w, off1, w);
+        unpack_weight<W, 1, A>(wtc, has_w, off1, w);
         A n = value_tail() * scale;
         if (rb) n = Tr<T>::round(n);
         Tr<T>::put(p.o + tail0 + team.rank, n * w[0]);
       }
     };
 
-    if constexpr (same_type<A, double>::value) {
-      write(norm_rsqrt(ss / (double)a.hidden + a.eps));
-    } else {
-      bool rescue;
-      const float scale = f32_scale(ss, a.hidden, (float)a.eps, &rescue);
-      rescue = rescue && valid;
-      float sc = scale;
-      if (team.any(rescue)) {
-        float m = 0.0f, q = 0.0f;
+    // f(v) for every value of this lane's part of the row (the rescue's passes).
+    auto each_value = [&](auto f) __attribute__((always_inline)) {
+      each_chunk(
+          [&](int, const A* v) __attribute__((always_inline)) {
 #pragma unroll
-        for (int k = 0; k < K; ++k) {
-          const int c = team.rank + k * team.size;
-          if (rescue && c < nv) {
-            A v[VEC];
-            value(k, v);
-#pragma unroll
-            for (int i = 0; i < VEC; ++i) m = norm_max(m, __builtin_fabsf(v[i]));
-          }
-        }
-        if (rescue && ht) m = norm_max(m, __builtin_fabsf(value_tail()));
-        m = team.rescue_max(m);
-        const bool finite = m > 0.0f && m <= 3.4028234663852886e38f;
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-          const int c = team.rank + k * team.size;
-          if (rescue && finite && c < nv) {
-            A v[VEC];
-            value(k, v);
-#pragma unroll
-            for (int i = 0; i < VEC; ++i) {
-              const float t = v[i] / m;
-              q += t * t;
-            }
-          }
-        }
-        if (rescue && finite && ht) {
-          const float t = value_tail() / m;
-          q += t * t;
-        }
-        q = team.rescue_sum(q);
-        if (rescue) sc = rescue_scale(m, q, a.hidden, (float)a.eps);
-      }
-      write(sc);
-    }
+            for (int i = 0; i < VEC; ++i) f((float)v[i]);
+          },
+          [&](A v) __attribute__((always_inline)) { f((float)v); });
+    };
+    const A sc = row_scale(a, ss, valid, team, each_value);
+    write(sc);
     if (PREFETCH) {
 #pragma unroll
       for (int k = 0; k < K; ++k) xc[k] = nx[k];

@@ -52,4 +52,33 @@ NORM_DEV float rescue_scale(float m, float q, long long hidden, float eps) {
   return (float)(1.0 / (md * __builtin_sqrt((double)q / (double)hidden + (double)eps / (md * md))));
 }
 
+// The scale of a row whose (team-reduced) sum of squares is `ss`: rsqrt(mean + eps), with f32
+// rows that need it rescued (f32_scale, rescue_scale). Every lane of the team calls it; a
+// rescue walks this lane's values of the row twice through `each_value(f)` (f called once per
+// value, as a float): for the max |v|, then for the sum of (v / m)^2. `valid`: this lane's row
+// exists (lanes past the last row still join the team's reductions).
+template <typename A, typename Team, typename Each>
+NORM_DEV A row_scale(const NormArgs& a, A ss, bool valid, const Team& team, Each each_value) {
+  if constexpr (same_type<A, double>::value) {
+    return norm_rsqrt(ss / (double)a.hidden + a.eps);
+  } else {
+    bool rescue;
+    const float scale = f32_scale(ss, a.hidden, (float)a.eps, &rescue);
+    rescue = rescue && valid;
+    if (!team.any(rescue)) return scale;
+    float m = 0.0f, q = 0.0f;
+    if (rescue) each_value([&](float v) { m = norm_max(m, __builtin_fabsf(v)); });
+    m = team.rescue_max(m);
+    const bool finite = m > 0.0f && m <= 3.4028234663852886e38f;
+    if (rescue && finite) {
+      each_value([&](float v) {
+        const float t = v / m;
+        q += t * t;
+      });
+    }
+    q = team.rescue_sum(q);
+    return rescue ? rescue_scale(m, q, a.hidden, (float)a.eps) : scale;
+  }
+}
+
 } // namespace rn

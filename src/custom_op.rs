@@ -13,31 +13,14 @@
 
 use crate::config::Backend;
 use crate::error::backend_unavailable;
-use crate::op::NormOp;
+use crate::op::{NormOp, Operand};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
-/// Positional operands `(a, b, c)` in their roles `(xs, residual, weight)` (see the table).
-fn roles<S>(op: &NormOp, a: S, b: Option<S>, c: Option<S>) -> (S, Option<S>, Option<S>) {
-    if op.fused {
-        (a, b, c)
-    } else {
-        (a, None, b)
-    }
-}
-
-type Operand<'a, S> = (&'a S, &'a Layout);
-
-fn cpu_fwd(
-    op: &NormOp,
-    a: Operand<'_, CpuStorage>,
-    b: Option<Operand<'_, CpuStorage>>,
-    c: Option<Operand<'_, CpuStorage>>,
-) -> Result<(CpuStorage, Shape)> {
-    let (x, r, w) = roles(op, a, b, c);
+fn cpu_fwd(op: &NormOp, ops: &[Operand<'_, CpuStorage>]) -> Result<(CpuStorage, Shape)> {
     match op.backend {
-        Backend::Auto | Backend::Cpu => crate::cpu::forward(op, x, r, w),
+        Backend::Auto | Backend::Cpu => crate::cpu::forward(op, op.inputs(ops)),
         #[cfg(feature = "rocm")]
-        Backend::Rocm => crate::rocm::host_forward(op, x, r, w),
+        Backend::Rocm => crate::rocm::host_forward(op, op.inputs(ops)),
         other => Err(backend_unavailable(op.name(), other)),
     }
 }
@@ -45,134 +28,83 @@ fn cpu_fwd(
 #[cfg(feature = "cuda")]
 fn cuda_fwd(
     op: &NormOp,
-    a: Operand<'_, candle_core::CudaStorage>,
-    b: Option<Operand<'_, candle_core::CudaStorage>>,
-    c: Option<Operand<'_, candle_core::CudaStorage>>,
+    ops: &[Operand<'_, candle_core::CudaStorage>],
 ) -> Result<(candle_core::CudaStorage, Shape)> {
-    let (x, r, w) = roles(op, a, b, c);
     match op.backend {
-        Backend::Auto | Backend::Cuda => crate::cuda::forward(op, x, r, w),
+        Backend::Auto | Backend::Cuda => crate::cuda::forward(op, op.inputs(ops)),
         other => Err(backend_unavailable(op.name(), other)),
     }
 }
 
-/// Gradients of the positional operands `(a, b, c)`.
-fn bwd(
-    op: &NormOp,
-    a: &Tensor,
-    b: Option<&Tensor>,
-    c: Option<&Tensor>,
-    grad: &Tensor,
-) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
-    let (x, r, w) = roles(op, a, b, c);
+/// Gradients of the positional operands `[xs, ..]`, in their order.
+fn bwd(op: &NormOp, args: &[&Tensor], grad: &Tensor) -> Result<[Option<Tensor>; 3]> {
+    let (x, b, c) = (args[0], args.get(1).copied(), args.get(2).copied());
+    let (r, w) = if op.fused { (b, c) } else { (None, b) };
     let (gx, gr, gw) = crate::backward::grads(op, x, r, w, grad)?;
     Ok(if op.fused {
-        (gx, gr, gw)
+        [Some(gx), gr, gw]
     } else {
-        (gx, gw, None)
+        [Some(gx), gw, None]
     })
 }
 
+/// The forward methods of a `CustomOpN` over operands `$s`, `$l` (storage, layout).
+macro_rules! forwards {
+    ($($s:ident $l:ident),+) => {
+        fn name(&self) -> &'static str {
+            NormOp::name(self)
+        }
+
+        fn cpu_fwd(&self, $($s: &CpuStorage, $l: &Layout),+) -> Result<(CpuStorage, Shape)> {
+            cpu_fwd(self, &[$(($s, $l)),+])
+        }
+
+        #[cfg(feature = "cuda")]
+        fn cuda_fwd(
+            &self,
+            $($s: &candle_core::CudaStorage, $l: &Layout),+
+        ) -> Result<(candle_core::CudaStorage, Shape)> {
+            cuda_fwd(self, &[$(($s, $l)),+])
+        }
+    };
+}
+
 impl CustomOp1 for NormOp {
-    fn name(&self) -> &'static str {
-        NormOp::name(self)
-    }
+    forwards!(s1 l1);
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        cpu_fwd(self, (s, l), None, None)
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s: &candle_core::CudaStorage,
-        l: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        cuda_fwd(self, (s, l), None, None)
-    }
-
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(bwd(self, x, None, None, grad)?.0))
+    fn bwd(&self, a1: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let [g1, _, _] = bwd(self, &[a1], grad)?;
+        Ok(g1)
     }
 }
 
 impl CustomOp2 for NormOp {
-    fn name(&self) -> &'static str {
-        NormOp::name(self)
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_fwd(self, (s1, l1), Some((s2, l2)), None)
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        cuda_fwd(self, (s1, l1), Some((s2, l2)), None)
-    }
+    forwards!(s1 l1, s2 l2);
 
     fn bwd(
         &self,
         a1: &Tensor,
         a2: &Tensor,
-        _res: &Tensor,
+        _: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (g1, g2, _) = bwd(self, a1, Some(a2), None, grad)?;
-        Ok((Some(g1), g2))
+        let [g1, g2, _] = bwd(self, &[a1, a2], grad)?;
+        Ok((g1, g2))
     }
 }
 
 impl CustomOp3 for NormOp {
-    fn name(&self) -> &'static str {
-        NormOp::name(self)
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_fwd(self, (s1, l1), Some((s2, l2)), Some((s3, l3)))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-        s3: &candle_core::CudaStorage,
-        l3: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        cuda_fwd(self, (s1, l1), Some((s2, l2)), Some((s3, l3)))
-    }
+    forwards!(s1 l1, s2 l2, s3 l3);
 
     fn bwd(
         &self,
         a1: &Tensor,
         a2: &Tensor,
         a3: &Tensor,
-        _res: &Tensor,
+        _: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (g1, g2, g3) = bwd(self, a1, Some(a2), Some(a3), grad)?;
-        Ok((Some(g1), g2, g3))
+        let [g1, g2, g3] = bwd(self, &[a1, a2, a3], grad)?;
+        Ok((g1, g2, g3))
     }
 }

@@ -2,7 +2,7 @@
 //! shape. Weights and residuals are operands, never fields.
 
 use crate::config::{Backend, NormConfig, Rounding, WeightMode};
-use candle_core::Shape;
+use candle_core::{Layout, Shape};
 
 /// One norm call's parameters. The fused op writes `[normed; sum]` into one buffer of shape
 /// `[2, ..]` (a Candle custom op returns one tensor; see `custom_op`).
@@ -44,6 +44,39 @@ impl NormOp {
             Shape::from(d)
         } else {
             x.clone()
+        }
+    }
+}
+
+/// One operand: a storage and its layout.
+pub(crate) type Operand<'a, S> = (&'a S, &'a Layout);
+
+/// The operands of one call in their roles, each a storage (`S`: CPU or CUDA) and its layout.
+#[derive(Clone, Copy)]
+pub(crate) struct Inputs<'a, S> {
+    pub x: Operand<'a, S>,
+    /// The fused op's residual.
+    pub residual: Option<Operand<'a, S>>,
+    pub weight: Option<Operand<'a, S>>,
+}
+
+impl NormOp {
+    /// Positional operands as Candle hands them to a custom op, in their roles: `[xs]`,
+    /// `[xs, weight]`, or for the fused op `[xs, residual]` and `[xs, residual, weight]`.
+    pub fn inputs<'a, S>(&self, ops: &[Operand<'a, S>]) -> Inputs<'a, S> {
+        let (x, b, c) = (ops[0], ops.get(1).copied(), ops.get(2).copied());
+        if self.fused {
+            Inputs {
+                x,
+                residual: b,
+                weight: c,
+            }
+        } else {
+            Inputs {
+                x,
+                residual: None,
+                weight: b,
+            }
         }
     }
 }

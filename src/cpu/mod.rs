@@ -9,7 +9,7 @@ use crate::config::WeightMode;
 use crate::error::{float_error, op_error};
 use crate::host::weight_values;
 use crate::layout::RowLayout;
-use crate::op::NormOp;
+use crate::op::{Inputs, NormOp};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Shape};
 use half::{bf16, f16};
@@ -148,12 +148,12 @@ fn run_f64(
 }
 
 /// The CPU forward of every op variant.
-pub(crate) fn forward(
-    op: &NormOp,
-    x: (&CpuStorage, &Layout),
-    r: Option<(&CpuStorage, &Layout)>,
-    w: Option<(&CpuStorage, &Layout)>,
-) -> Result<(CpuStorage, Shape)> {
+pub(crate) fn forward(op: &NormOp, inputs: Inputs<'_, CpuStorage>) -> Result<(CpuStorage, Shape)> {
+    let Inputs {
+        x,
+        residual: r,
+        weight: w,
+    } = inputs;
     let shape = op.out_shape(x.1.shape());
     macro_rules! go {
         ($variant:ident, $f:expr) => {{

@@ -12,7 +12,7 @@ use crate::error::op_error;
 use crate::gpu::abi;
 use crate::gpu::call::{Call, Operands};
 use crate::layout::RowLayout;
-use crate::op::NormOp;
+use crate::op::{Inputs, NormOp};
 use candle_core::backend::BackendStorage;
 use candle_core::{CudaStorage, Layout, Result, Shape};
 use memory::{base_ptr, Out};
@@ -20,10 +20,13 @@ use memory::{base_ptr, Out};
 /// The CUDA forward of every op variant (operands as in `custom_op`).
 pub(crate) fn forward(
     op: &NormOp,
-    x: (&CudaStorage, &Layout),
-    r: Option<(&CudaStorage, &Layout)>,
-    w: Option<(&CudaStorage, &Layout)>,
+    inputs: Inputs<'_, CudaStorage>,
 ) -> Result<(CudaStorage, Shape)> {
+    let Inputs {
+        x,
+        residual: r,
+        weight: w,
+    } = inputs;
     let name = op.name();
     let dev = x.0.device().clone();
     let st = dev.cuda_stream();

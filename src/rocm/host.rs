@@ -8,7 +8,7 @@ use crate::gpu::abi::kernel_weight_dtype;
 use crate::gpu::call::{Call, Operands};
 use crate::host::weight_values;
 use crate::layout::RowLayout;
-use crate::op::NormOp;
+use crate::op::{Inputs, NormOp};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Shape, WithDType};
 use half::{bf16, f16};
@@ -23,12 +23,12 @@ pub fn default_device() -> Result<RocmDevice> {
 }
 
 /// The forward of every op variant on host storages (operands as in `custom_op`).
-pub(crate) fn forward(
-    op: &NormOp,
-    x: (&CpuStorage, &Layout),
-    r: Option<(&CpuStorage, &Layout)>,
-    w: Option<(&CpuStorage, &Layout)>,
-) -> Result<(CpuStorage, Shape)> {
+pub(crate) fn forward(op: &NormOp, inputs: Inputs<'_, CpuStorage>) -> Result<(CpuStorage, Shape)> {
+    let Inputs {
+        x,
+        residual: r,
+        weight: w,
+    } = inputs;
     let dev = default_device().map_err(|e| {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| log::warn!("candle-rmsnorm: backend rocm is unavailable: {e}"));
