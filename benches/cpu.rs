@@ -1,13 +1,16 @@
 //! CPU benchmarks: ours vs `candle_nn::ops::rms_norm` vs the composite tensor formula, with a
 //! same-size memory copy as the ceiling. Throughput counts every byte read and written.
 //!
+//! Shapes: `benches/common/shapes.rs`, shared with the GPU benchmark.
 //! `cargo bench --bench cpu` (all), or filter, e.g. `cargo bench --bench cpu -- bf16/8192x5120`.
 
 use candle_core::{DType, Device, Result, Tensor, D};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 
-const SHAPES: [(usize, usize); 4] = [(8192, 5120), (32760, 1536), (65536, 128), (512, 4096)];
+#[path = "common/shapes.rs"]
+mod shapes;
+
 const DTYPES: [DType; 3] = [DType::BF16, DType::F16, DType::F32];
 
 fn composite(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
@@ -45,7 +48,7 @@ fn bench_copy(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wall
 fn benches(c: &mut Criterion) {
     let dev = Device::Cpu;
     let tier = candle_rmsnorm::cpu_tier_name();
-    for (rows, h) in SHAPES {
+    for (rows, h) in shapes::cpu() {
         for dt in DTYPES {
             let x = Tensor::randn(0f32, 1., (rows, h), &dev)
                 .unwrap()

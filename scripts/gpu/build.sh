@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the GPU test binary (tests/cuda.rs) and the benchmark (examples/gpu_bench.rs) on this
+# Builds the GPU test binary (tests/cuda.rs) and the benchmark (benches/gpu, staged as gpu_bench) on this
 # machine (no GPU needed, a CUDA 13 toolchain and clang-19 are), checks the PTX with ptxas
 # (registers, spills) and stages everything the device machine needs, gzipped, in $DIST/gpu:
 #   cuda_tests.gz gpu_bench.gz libcudart.so.13.gz device.sh torch_bench.py ptxas.txt rms_norm.ptx.gz
@@ -28,8 +28,12 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cuda" and m.get("executable"):
         print(m["executable"])')
 echo "== building benchmark"
-cargo build --release --features cuda --example gpu_bench
-BENCH_BIN=$CARGO_TARGET_DIR/release/examples/gpu_bench
+BENCH_BIN=$(cargo bench --features cuda --bench gpu --no-run --message-format=json \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"):
+        print(m["executable"])')
 
 for pair in "cuda_tests:$TEST_BIN" "gpu_bench:$BENCH_BIN"; do
   name=${pair%%:*}; bin=${pair#*:}

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch side of the GPU benchmark: F.rms_norm and torch.compile of the eager formula (and of
-the fused add + norm) on the shapes of examples/gpu_bench.rs, timed the same way (median over
-many launches, each between CUDA events, inputs rotated over >= 256 MiB so L2 never holds them).
-Reads our numbers (gpu_bench --json) and prints one side-by-side markdown table.
+the fused add + norm) on the shapes our benchmark ran (benches/gpu, `--json`: the shapes come from
+its JSONL), timed the same way (median over many launches, each between CUDA events, inputs
+rotated over >= 256 MiB so L2 never holds them). Prints one side-by-side markdown table.
 
 usage: torch_bench.py --ours ours.jsonl [--md table.md] [--compile-dtypes bf16,f16,f32] [--quick]
 """
@@ -14,8 +14,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-SHAPES = [(75600, 5120), (32760, 1536), (8192, 5120), (4096, 5120), (1024, 5120), (512, 4096),
-          (3024000, 128)]
 EPS = 1e-6
 DT = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
 
@@ -61,6 +59,8 @@ def main():
     with open(a.ours) as f:
         for line in f:
             r = json.loads(line)
+            if r.get("backend", "cuda") != "cuda":
+                continue
             ours[(r["op"], r["dtype"], r["rows"], r["hidden"])] = r
     comp_dts = set(a.compile_dtypes.split(",")) if a.compile_dtypes else set()
     torch._dynamo.config.cache_size_limit = 256
@@ -68,9 +68,10 @@ def main():
     c_fused = torch.compile(fused_formula)
     res = {}
     dtypes = sorted({k[1] for k in ours}, key=["bf16", "f16", "f32"].index)
+    shapes = list(dict.fromkeys((k[2], k[3]) for k in ours))  # in the benchmark's order
     for dn in dtypes:
         dt = DT[dn]
-        for rows, hidden in SHAPES:
+        for rows, hidden in shapes:
             if ("rms_norm", dn, rows, hidden) not in ours:
                 continue
             eb = torch.finfo(dt).bits // 8

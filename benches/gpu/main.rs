@@ -1,0 +1,72 @@
+//! GPU benchmark, CUDA (feature `cuda`) and ROCm (feature `rocm`): this crate's kernels against a
+//! device-to-device copy of the same bytes (and `candle_nn::ops::rms_norm` on CUDA).
+//!
+//! ```text
+//! cargo bench --features cuda --bench gpu -- [--json FILE] [--quick] [--only RxH]
+//! cargo bench --features rocm --bench gpu -- [--json FILE] [--quick] [--only RxH]
+//! ```
+//! For each (op, dtype, shape), with inputs rotating over buffer sets of >= 256 MiB together:
+//! - kernel us: median over many launches, each between two events on the op's stream;
+//! - API us/call: wall clock of the same number of back-to-back calls of the public API,
+//!   output allocation included, from a synchronised device to a synchronised device, / calls;
+//! - copy us: median of a device-to-device copy of the same bytes; `% of copy` = copy / ours;
+//! - candle_nn us (CUDA): `candle_nn::ops::rms_norm` timed like the kernel.
+//!
+//! Bytes counted: x read + out written (+ residual read + sum written for the fused op) +
+//! weight. Without a GPU feature, or with no device visible, it prints that it was skipped and
+//! exits 0. Each backend's description and table go to stdout, progress to stderr.
+#![cfg_attr(not(any(feature = "cuda", feature = "rocm")), allow(dead_code))]
+
+#[cfg(feature = "cuda")]
+mod cuda;
+mod harness;
+#[cfg(feature = "rocm")]
+mod rocm;
+#[path = "../common/shapes.rs"]
+mod shapes;
+
+fn main() -> candle_core::Result<()> {
+    let args = match harness::Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    #[allow(unused_mut)]
+    let mut rows: Vec<harness::Row> = Vec::new();
+    #[allow(unused_mut)]
+    let mut skipped: Vec<String> = Vec::new();
+    #[allow(unused_mut)]
+    let mut ran = false;
+    #[cfg(feature = "cuda")]
+    match cuda::Cuda::new()? {
+        Ok(g) => {
+            rows.extend(harness::run(&g, &args)?);
+            ran = true;
+        }
+        Err(why) => skipped.push(format!("cuda: {why}")),
+    }
+    #[cfg(feature = "rocm")]
+    match rocm::Rocm::new()? {
+        Ok(g) => {
+            rows.extend(harness::run(&g, &args)?);
+            ran = true;
+        }
+        Err(why) => skipped.push(format!("rocm: {why}")),
+    }
+    if !cfg!(any(feature = "cuda", feature = "rocm")) {
+        skipped.push("built without a GPU feature (`--features cuda` or `--features rocm`)".into());
+    }
+    for why in &skipped {
+        println!("SKIPPED gpu benchmark: {why}");
+    }
+    if !ran {
+        return Ok(());
+    }
+    if let Some(path) = &args.json {
+        harness::write_jsonl(path, &rows)?;
+        eprintln!("wrote {} rows to {path}", rows.len());
+    }
+    Ok(())
+}
