@@ -31,6 +31,23 @@
 
 namespace rn {
 
+// Whether the operands satisfy what NORM_VECTOR promises: every row start and the weight 16-byte
+// aligned, every stride a whole number of chunks, a row at least one chunk. The host decides
+// (src/gpu/geometry.rs, the same rule); the kernel takes the vector path only when this holds
+// too, so a wrong promise cannot make it fault, and the compiler, which sees these facts,
+// addresses the rows better (measured on the H200: 95 us against 116 us at 32760x1536 bf16).
+template <typename T, typename W, bool FUSED>
+NORM_DEV bool vector_holds(const NormArgs& a) {
+  constexpr long long V = Tr<T>::V;
+  norm_u64 addr = (norm_u64)a.x | (norm_u64)a.out | (norm_u64)a.weight;
+  long long strides = a.x_stride | a.out_stride;
+  if constexpr (FUSED) {
+    addr |= (norm_u64)a.residual | (norm_u64)a.sum_out;
+    strides |= a.res_stride | a.sum_stride;
+  }
+  return (a.flags & NORM_VECTOR) && (addr & 15u) == 0 && (strides % V) == 0 && a.hidden >= V;
+}
+
 // The host's choice of chunks per lane: 1 or 2 in registers, or 0 for the two-read loop. The
 // team covers the block's `share` rows `first + it * step` (see norm_regs). A plan whose lanes
 // could not hold the row would lose elements in registers, so it takes the loop instead (the
@@ -62,7 +79,7 @@ NORM_DEV void large_entry(const NormArgs& a) {
   const long long first = (long long)norm_bid() * rpb;
   if (first >= a.rows) return; // the whole block: no barrier is skipped by part of it
   const BlockTeam team{(int)norm_tid(), (int)norm_ntid(), red, redd};
-  if (a.flags & NORM_VECTOR) {
+  if (vector_holds<T, W, FUSED>(a)) {
     dispatch_k<T, W, Tr<T>::V, FUSED>(a, first, 0, 1, rpb, team);
   } else {
     dispatch_k<T, W, 1, FUSED>(a, first, 0, 1, rpb, team);
@@ -76,7 +93,7 @@ NORM_DEV void rows_entry(const NormArgs& a) {
   const int nt = (int)norm_ntid();
   const int rpb = a.rows_per_block > 0 ? (int)a.rows_per_block : 1;
   const int tid = (int)norm_tid();
-  const bool vec = (a.flags & NORM_VECTOR) != 0;
+  const bool vec = vector_holds<T, W, FUSED>(a);
   const int g = a.lanes_per_row > 0 ? (int)a.lanes_per_row : 1;
   const int conc = nt / g;
   const long long base = (long long)norm_bid() * rpb;

@@ -53,14 +53,23 @@ if [[ " $PHASES " == *" bench "* ]]; then
   cat "$OUT/bench.log" | grep -v '^|' | tail -n 50
 fi
 if [[ " $PHASES " == *" variants "* ]]; then
-  # Other builds of the kernels (gpu_bench_<name>.gz beside this script), bf16 only (--quick).
-  echo "== kernel variants (bf16, --quick)"
+  # Other builds of the kernels (gpu_bench_<name>.gz beside this script, e.g. the previous
+  # commit's: the before/after check) against this build, bf16 only (--quick), in alternating
+  # rounds so that drift of the machine hits every build alike.
+  echo "== this build against staged variants (bf16, --quick, ${ROUNDS:-2} rounds)"
+  builds="this"
   for gz in "$HERE"/gpu_bench_*.gz; do
     [ -e "$gz" ] || continue
     v=$(basename "$gz" .gz); v=${v#gpu_bench_}
     gunzip -c "$gz" > $W/bench_$v && chmod +x $W/bench_$v
-    echo "--- variant $v"
-    $W/bench_$v --quick 2>&1 | grep -v '^|' | tee -a "$OUT/variants.log"
+    builds="$builds $v"
+  done
+  ln -sf $W/gpu_bench $W/bench_this
+  for round in $(seq 1 "${ROUNDS:-2}"); do
+    for v in $builds; do
+      echo "--- round $round: $v"
+      $W/bench_$v --quick 2>&1 | tee -a "$OUT/variants_$v.log" | grep -E '^\| (rms|fused)'
+    done
   done
 fi
 if [[ " $PHASES " == *" ncu "* ]]; then
