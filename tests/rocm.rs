@@ -209,33 +209,18 @@ fn rand_tensor(rng: &mut rand::rngs::StdRng, shape: &[usize], dt: DType, scale: 
         .unwrap()
 }
 
+fn bits_of<T: candle_core::WithDType>(t: &Tensor, f: fn(T) -> u64) -> Vec<u64> {
+    let v = t.flatten_all().unwrap().to_vec1::<T>().unwrap();
+    v.into_iter().map(f).collect()
+}
+
+/// The bit patterns of `t`'s elements.
 fn bits(t: &Tensor) -> Vec<u64> {
-    let t = t.flatten_all().unwrap();
     match t.dtype() {
-        DType::F32 => t
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|x| u64::from(x.to_bits()))
-            .collect(),
-        DType::F64 => t
-            .to_vec1::<f64>()
-            .unwrap()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect(),
-        DType::F16 => t
-            .to_vec1::<half::f16>()
-            .unwrap()
-            .iter()
-            .map(|x| u64::from(x.to_bits()))
-            .collect(),
-        DType::BF16 => t
-            .to_vec1::<half::bf16>()
-            .unwrap()
-            .iter()
-            .map(|x| u64::from(x.to_bits()))
-            .collect(),
+        DType::F32 => bits_of(t, |x: f32| x.to_bits().into()),
+        DType::F64 => bits_of(t, f64::to_bits),
+        DType::F16 => bits_of(t, |x: half::f16| x.to_bits().into()),
+        DType::BF16 => bits_of(t, |x: half::bf16| x.to_bits().into()),
         other => panic!("{other:?}"),
     }
 }

@@ -1,7 +1,7 @@
 //! Shared test support, one file per concern:
 //! - `reference`: the one f64 reference of the numerics contract, rounding helpers, ulps;
 //! - `compare`: tolerances, metrics, the one `check`, the per-test seed (`TEST_SEED`);
-//! - `cases`: the one case matrix and its random inputs (`views`: its strided layouts);
+//! - `cases`: the one case matrix (`views`: its strided layouts; `random`: its inputs);
 //! - `runner`: runs cases on a backend (`Target`) and checks them.
 //!
 //! Nothing but `runner` calls the code under test.
@@ -9,12 +9,14 @@
 
 pub mod cases;
 pub mod compare;
+pub mod random;
 pub mod reference;
 pub mod runner;
 pub mod views;
 
-pub use cases::{matrix, randn, Case, Group, DTYPES};
+pub use cases::{matrix, Case, Group, DTYPES};
 pub use compare::{check, test_seed, tolerance, Quantity};
+pub use random::randn;
 pub use reference::{quantize, reference, round_to, ulp, unit, Opts};
 pub use runner::{run_cases, run_matrix, tensor, values, Api, Target};
 
