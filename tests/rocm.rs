@@ -3,17 +3,20 @@
 //! Runs everywhere: the embedded code objects (one per architecture, every kernel exported, no
 //! scratch, no spills, register counts printed), the HIP runtime loading for real, `Auto`
 //! matching the CPU path bit for bit, and `Rocm` failing cleanly without a device.
-//! Runs only with an AMD GPU (and says "skipped" otherwise): the numerics suite through the
-//! host-staged ops, the device-resident API and the raw launchers.
+//! Runs only with an AMD GPU (and says "skipped" otherwise): the case matrix (`common::cases`)
+//! through the host-staged ops (`Backend::Rocm`) and through the device-resident API, and the
+//! raw launchers.
 #![cfg(feature = "rocm")]
 
 #[path = "../build/amdgpu_elf.rs"]
 mod amdgpu_elf;
+mod common;
 
-use candle_core::{DType, Device, IndexOp, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_rmsnorm::rocm::{self, RocmDevice, RocmTensor};
-use candle_rmsnorm::{Backend, NormConfig, Rounding, WeightMode};
-use rand::{Rng, SeedableRng};
+use candle_rmsnorm::{Backend, NormConfig};
+use common::*;
+use rand::Rng;
 
 const DEFAULT_ARCHS: &[&str] = &[
     "gfx1030", "gfx1100", "gfx1101", "gfx1201", "gfx90a", "gfx942",
@@ -48,8 +51,24 @@ fn expected_archs() -> Vec<String> {
 fn code_objects_for_every_architecture() {
     let objects = rocm::code_objects();
     let built: Vec<String> = objects.iter().map(|c| c.arch.to_string()).collect();
+    assert_eq!(built, rocm::built_archs());
+    // The documented defaults (README), or AMDGPU_TARGETS: an independent statement of them.
     assert_eq!(built, expected_archs(), "compiler: {}", rocm::compiler());
-    let names = rocm::kernel_names();
+    // The kernel names from the public table of the first object: every object embeds the
+    // same kernels (each op for every input dtype), exports them, and its metadata agrees.
+    let names: Vec<String> = objects[0]
+        .kernels
+        .iter()
+        .map(|k| k.name.to_string())
+        .collect();
+    for t in ["f32", "f16", "bf16", "f64"] {
+        for op in ["rms_norm", "fused_add_rms_norm"] {
+            assert!(
+                names.contains(&format!("{op}_{t}")),
+                "{op}_{t} in {names:?}"
+            );
+        }
+    }
     println!("compiler: {}", rocm::compiler());
     println!(
         "{:<8} {:<36} {:>5} {:>5} {:>5} {:>6} {:>5}",
@@ -59,6 +78,14 @@ fn code_objects_for_every_architecture() {
         assert!(!co.bytes.is_empty(), "{} is empty", co.arch);
         let syms = amdgpu_elf::dynamic_symbols(co.bytes).expect("ELF symbols");
         let meta = amdgpu_elf::code_object_meta(co.bytes).expect("AMDGPU metadata");
+        let listed: Vec<&str> = co.kernels.iter().map(|k| k.name).collect();
+        assert_eq!(listed, names, "{}: kernel table", co.arch);
+        assert_eq!(
+            meta.kernels.len(),
+            names.len(),
+            "{}: kernels in the metadata",
+            co.arch
+        );
         assert_eq!(meta.target, co.target);
         assert!(
             meta.target.ends_with(co.arch),
@@ -81,7 +108,7 @@ fn code_objects_for_every_architecture() {
             assert_eq!(k.problem(), None, "{} {n}", co.arch);
             assert_eq!(k.private_segment_fixed_size, 0);
             assert_eq!(k.vgpr_spill_count + k.sgpr_spill_count, 0);
-            // One by-value NormArgs: the ABI of hip/norm_args.h and src/abi.rs.
+            // One by-value NormArgs: the ABI of hip/norm_args.h and src/gpu/abi.rs.
             assert_eq!(
                 k.explicit_args,
                 vec![(0, rocm::KERNEL_ARG_BYTES as u64, "by_value".to_string())],
@@ -182,33 +209,18 @@ fn rand_tensor(rng: &mut rand::rngs::StdRng, shape: &[usize], dt: DType, scale: 
         .unwrap()
 }
 
+fn bits_of<T: candle_core::WithDType>(t: &Tensor, f: fn(T) -> u64) -> Vec<u64> {
+    let v = t.flatten_all().unwrap().to_vec1::<T>().unwrap();
+    v.into_iter().map(f).collect()
+}
+
+/// The bit patterns of `t`'s elements.
 fn bits(t: &Tensor) -> Vec<u64> {
-    let t = t.flatten_all().unwrap();
     match t.dtype() {
-        DType::F32 => t
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|x| u64::from(x.to_bits()))
-            .collect(),
-        DType::F64 => t
-            .to_vec1::<f64>()
-            .unwrap()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect(),
-        DType::F16 => t
-            .to_vec1::<half::f16>()
-            .unwrap()
-            .iter()
-            .map(|x| u64::from(x.to_bits()))
-            .collect(),
-        DType::BF16 => t
-            .to_vec1::<half::bf16>()
-            .unwrap()
-            .iter()
-            .map(|x| u64::from(x.to_bits()))
-            .collect(),
+        DType::F32 => bits_of(t, |x: f32| x.to_bits().into()),
+        DType::F64 => bits_of(t, f64::to_bits),
+        DType::F16 => bits_of(t, |x: half::f16| x.to_bits().into()),
+        DType::BF16 => bits_of(t, |x: half::bf16| x.to_bits().into()),
         other => panic!("{other:?}"),
     }
 }
@@ -216,7 +228,7 @@ fn bits(t: &Tensor) -> Vec<u64> {
 /// With feature `rocm`, `Auto` keeps host tensors on the CPU path: results equal `Cpu` bit for bit.
 #[test]
 fn auto_matches_cpu_bitwise() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let (mut rng, _) = common::rng();
     for dt in [DType::F32, DType::F16, DType::BF16, DType::F64] {
         for &(rows, hidden) in &[(1usize, 1usize), (7, 33), (64, 128), (5, 1536)] {
             let x = rand_tensor(&mut rng, &[rows, hidden], dt, 3.0);
@@ -240,246 +252,66 @@ fn auto_matches_cpu_bitwise() {
 // ---------------------------------------------------------------------------------------------
 // With an AMD GPU.
 
-/// Round an f64 to the dtype and back (round to nearest even).
-fn round_to(v: f64, dt: DType) -> f64 {
-    match dt {
-        DType::F32 => f64::from(v as f32),
-        DType::F16 => half::f16::from_f64(v).to_f64(),
-        DType::BF16 => half::bf16::from_f64(v).to_f64(),
-        _ => v,
-    }
-}
+/// The device-resident API as a matrix target: contiguous device tensors (no views), the
+/// weight converted on the host to what the kernels take (the input dtype, or f32 for other
+/// weights of f16/bf16 input; f64 for f64 input), as the host-staged path converts it.
+struct DeviceApi(RocmDevice);
 
-/// Unit in the last place of the dtype at |v| (for the per-element bound).
-fn ulp(v: f64, dt: DType) -> f64 {
-    let mant_bits = match dt {
-        DType::F32 => 23,
-        DType::F16 => 10,
-        DType::BF16 => 7,
-        _ => 52,
-    };
-    let min_exp = match dt {
-        DType::F16 => -14,
-        DType::F32 | DType::BF16 => -126,
-        _ => -1022,
-    };
-    let e = if v == 0.0 {
-        min_exp
-    } else {
-        (v.abs().log2().floor() as i32).max(min_exp)
-    };
-    2f64.powi(e - mant_bits)
-}
-
-struct Case {
-    x: Vec<f64>,
-    r: Option<Vec<f64>>,
-    w: Option<Vec<f64>>,
-    rows: usize,
-    hidden: usize,
-    dt: DType,
-    eps: f64,
-    mode: WeightMode,
-    rounding: Rounding,
-}
-
-/// The f64 reference, as plain loops: (normed, sum).
-#[allow(clippy::needless_range_loop)]
-fn reference(c: &Case) -> (Vec<f64>, Vec<f64>) {
-    let mut normed = vec![0.0; c.rows * c.hidden];
-    let mut sums = vec![0.0; c.rows * c.hidden];
-    for row in 0..c.rows {
-        let mut v = vec![0.0f64; c.hidden];
-        for i in 0..c.hidden {
-            let k = row * c.hidden + i;
-            v[i] = c.x[k];
-            if let Some(r) = &c.r {
-                // x + residual in f32 (f64 for f64), as the kernels compute it.
-                v[i] = if c.dt == DType::F64 {
-                    c.x[k] + r[k]
-                } else {
-                    f64::from((c.x[k] as f32) + (r[k] as f32))
-                };
-                sums[k] = round_to(v[i], c.dt);
-            }
-        }
-        let mut ss = 0.0;
-        for &a in &v {
-            ss += a * a;
-        }
-        let inv = 1.0 / (ss / c.hidden as f64 + c.eps).sqrt();
-        for i in 0..c.hidden {
-            let mut n = v[i] * inv;
-            if c.rounding == Rounding::BeforeWeight {
-                n = round_to(n, c.dt);
-            }
-            let w = match (&c.w, c.mode) {
-                (None, _) => 1.0,
-                (Some(w), WeightMode::Scale) => w[i],
-                (Some(w), WeightMode::OffsetOne) => f64::from(1.0f32 + w[i] as f32),
-            };
-            normed[row * c.hidden + i] = round_to(n * w, c.dt);
-        }
-    }
-    (normed, sums)
-}
-
-fn to_f64(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
-}
-
-fn check(what: &str, dt: DType, got: &[f64], want: &[f64], hidden: usize) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let tol = match dt {
-        DType::F32 => 1e-5,
-        DType::F16 => 2e-3,
-        DType::BF16 => 1e-2,
-        _ => 1e-12,
-    };
-    let (mut num, mut den) = (0.0, 0.0);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        if w.is_nan() {
-            assert!(
-                g.is_nan(),
-                "{what}: element {i} (row {}) should be NaN, got {g}",
-                i / hidden.max(1)
-            );
-            continue;
-        }
-        assert!(
-            g.is_finite() || !w.is_finite(),
-            "{what}: element {i} = {g}, want {w}"
-        );
-        // A few ulps for the 16-bit types; f32 also carries the f32 sum-of-squares error.
-        let ulps = if dt == DType::F32 { 64.0 } else { 4.0 };
-        let bound = ulps * ulp(w, dt)
-            + if dt == DType::F64 {
-                1e-12 * w.abs()
-            } else {
-                0.0
-            };
-        assert!(
-            (g - w).abs() <= bound,
-            "{what}: element {i}: got {g}, want {w} (bound {bound})"
-        );
-        num += (g - w) * (g - w);
-        den += w * w;
-    }
-    if den > 0.0 {
-        let rel = (num / den).sqrt();
-        assert!(rel <= tol, "{what}: relative L2 {rel} > {tol}");
-    }
-}
-
-fn case_tensors(c: &Case) -> (Tensor, Option<Tensor>, Option<Tensor>) {
-    let t = |v: &Vec<f64>, shape: &[usize], dt| {
-        Tensor::from_vec(v.clone(), shape, &Device::Cpu)
-            .unwrap()
-            .to_dtype(dt)
-            .unwrap()
-    };
-    let x = t(&c.x, &[c.rows, c.hidden], c.dt);
-    let r = c.r.as_ref().map(|r| t(r, &[c.rows, c.hidden], c.dt));
-    let w = c.w.as_ref().map(|w| {
-        t(
-            w,
-            &[c.hidden],
-            if c.dt == DType::F64 {
-                DType::F64
-            } else {
-                DType::F32
-            },
+impl Target for DeviceApi {
+    fn label(&self) -> String {
+        format!(
+            "rocm device API on {} ({})",
+            self.0.name(),
+            self.0.gcn_arch_name()
         )
-    });
-    (x, r, w)
-}
+    }
 
-/// Inputs already rounded to the dtype, so the reference sees what the kernel sees.
-fn make_case(
-    rng: &mut rand::rngs::StdRng,
-    rows: usize,
-    hidden: usize,
-    dt: DType,
-    fused: bool,
-    weighted: bool,
-    scale: f64,
-) -> Case {
-    let gen = |rng: &mut rand::rngs::StdRng, n: usize, s: f64| -> Vec<f64> {
-        (0..n)
-            .map(|_| round_to(rng.gen_range(-1.0..1.0) * s, dt))
-            .collect()
-    };
-    let x = gen(rng, rows * hidden, scale);
-    let r = fused.then(|| gen(rng, rows * hidden, scale));
-    let w = weighted.then(|| {
-        (0..hidden)
-            .map(|_| f64::from(rng.gen_range(-2.0f32..2.0)))
-            .collect()
-    });
-    Case {
-        x,
-        r,
-        w,
-        rows,
-        hidden,
-        dt,
-        eps: 1e-6,
-        mode: WeightMode::Scale,
-        rounding: Rounding::AtEnd,
+    fn supports(&self, c: &Case) -> bool {
+        c.view.is_none()
+    }
+
+    fn place(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+
+    fn call(
+        &self,
+        c: &Case,
+        x: &Tensor,
+        r: Option<&Tensor>,
+        w: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (dev, stream, cfg) = (&self.0, self.0.stream()?, c.config());
+        let wdt = match (c.dtype, c.wdtype) {
+            (DType::F64, _) => DType::F64,
+            (dt, Some(w)) if w == dt => dt,
+            _ => DType::F32,
+        };
+        let xd = RocmTensor::from_tensor(dev, x)?;
+        let wd = w
+            .map(|w| RocmTensor::from_tensor(dev, &w.to_dtype(wdt)?))
+            .transpose()?;
+        Ok(match r {
+            Some(r) => {
+                let rd = RocmTensor::from_tensor(dev, r)?;
+                let (n, s) = rocm::fused_add_rms_norm(&xd, &rd, wd.as_ref(), &cfg, stream)?;
+                (n.to_tensor()?, Some(s.to_tensor()?))
+            }
+            None => (
+                rocm::rms_norm(&xd, wd.as_ref(), &cfg, stream)?.to_tensor()?,
+                None,
+            ),
+        })
     }
 }
 
-fn run_host(c: &Case) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
-    let cfg = NormConfig::new(c.eps)
-        .with_weight_mode(c.mode)
-        .with_rounding(c.rounding)
-        .with_backend(Backend::Rocm);
-    let (x, r, w) = case_tensors(c);
-    Ok(match r {
-        Some(r) => {
-            let (n, s) = candle_rmsnorm::fused_add_rms_norm_with(&x, &r, w.as_ref(), &cfg)?;
-            (to_f64(&n), Some(to_f64(&s)))
-        }
-        None => (
-            to_f64(&candle_rmsnorm::rms_norm_with(&x, w.as_ref(), &cfg)?),
-            None,
-        ),
-    })
-}
-
-fn run_device(dev: &RocmDevice, c: &Case) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
-    let cfg = NormConfig::new(c.eps)
-        .with_weight_mode(c.mode)
-        .with_rounding(c.rounding);
-    let (x, r, w) = case_tensors(c);
-    let stream = dev.stream()?;
-    let xd = RocmTensor::from_tensor(dev, &x)?;
-    let wd = w
-        .as_ref()
-        .map(|w| RocmTensor::from_tensor(dev, w))
-        .transpose()?;
-    Ok(match r {
-        Some(r) => {
-            let rd = RocmTensor::from_tensor(dev, &r)?;
-            let (n, s) = rocm::fused_add_rms_norm(&xd, &rd, wd.as_ref(), &cfg, stream)?;
-            (to_f64(&n.to_tensor()?), Some(to_f64(&s.to_tensor()?)))
-        }
-        None => (
-            to_f64(&rocm::rms_norm(&xd, wd.as_ref(), &cfg, stream)?.to_tensor()?),
-            None,
-        ),
-    })
-}
-
+/// The matrix through the Candle ops on host tensors with `Backend::Rocm` (staged through the
+/// device).
 #[test]
-fn gpu_numerics() {
+fn gpu_matrix_host_staged() -> Result<()> {
     let Some(dev) = gpu() else {
-        return skipped("gpu_numerics");
+        skipped("gpu_matrix_host_staged");
+        return Ok(());
     };
     println!(
         "device {} {} ({}, {} CUs), code object {}",
@@ -489,95 +321,17 @@ fn gpu_numerics() {
         dev.compute_units(),
         dev.code_object().arch
     );
-    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
-    for dt in [DType::F32, DType::F16, DType::BF16, DType::F64] {
-        for &(rows, hidden) in &[
-            (0usize, 64usize),
-            (1, 1),
-            (3, 7),
-            (17, 64),
-            (9, 128),
-            (5, 255),
-            (4, 257),
-            (3, 1536),
-            (2, 5120),
-            (2, 8191),
-            (1, 20000),
-        ] {
-            for fused in [false, true] {
-                for weighted in [false, true] {
-                    for (mode, rounding) in [
-                        (WeightMode::Scale, Rounding::AtEnd),
-                        (WeightMode::OffsetOne, Rounding::BeforeWeight),
-                    ] {
-                        let mut c = make_case(&mut rng, rows, hidden, dt, fused, weighted, 4.0);
-                        c.mode = mode;
-                        c.rounding = rounding;
-                        let (want, want_sum) = reference(&c);
-                        let what = format!("{dt:?} {rows}x{hidden} fused={fused} weight={weighted} {mode:?} {rounding:?}");
-                        for (how, (got, got_sum)) in [
-                            ("host", run_host(&c).unwrap()),
-                            ("device", run_device(&dev, &c).unwrap()),
-                        ] {
-                            check(&format!("{how} {what}"), dt, &got, &want, hidden);
-                            if let Some(s) = got_sum {
-                                check(&format!("{how} sum {what}"), dt, &s, &want_sum, hidden);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    run_matrix(&Device::Cpu, Backend::Rocm, |_| true).map(|_| ())
 }
 
+/// The matrix through `rocm::{rms_norm, fused_add_rms_norm}` on `RocmTensor`s.
 #[test]
-fn gpu_nasty_values_and_views() {
+fn gpu_matrix_device_api() -> Result<()> {
     let Some(dev) = gpu() else {
-        return skipped("gpu_nasty_values_and_views");
+        skipped("gpu_matrix_device_api");
+        return Ok(());
     };
-    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
-    // Huge magnitudes (f32 sum of squares overflows; f16 squares overflow) and a NaN row.
-    for dt in [DType::F32, DType::F16, DType::BF16] {
-        let scale = match dt {
-            DType::F16 => 6.0e4,
-            _ => 1.0e30,
-        };
-        let mut c = make_case(&mut rng, 4, 1000, dt, false, true, scale);
-        c.x[2 * 1000 + 17] = f64::NAN;
-        let (want, _) = reference(&c);
-        let (got, _) = run_host(&c).unwrap();
-        check(&format!("huge {dt:?}"), dt, &got, &want, 1000);
-        let (got, _) = run_device(&dev, &c).unwrap();
-        check(&format!("huge device {dt:?}"), dt, &got, &want, 1000);
-    }
-    // Strided views: narrowed columns, every other row, an offset start.
-    let base = rand_tensor(&mut rng, &[10, 40], DType::BF16, 2.0);
-    let w = rand_tensor(&mut rng, &[33], DType::BF16, 1.0);
-    let view = base.narrow(1, 3, 33).unwrap().i((1..9, ..)).unwrap();
-    let cfg = NormConfig::new(1e-5);
-    let got =
-        candle_rmsnorm::rms_norm_with(&view, Some(&w), &cfg.with_backend(Backend::Rocm)).unwrap();
-    let cpu = candle_rmsnorm::rms_norm_with(
-        &view.contiguous().unwrap(),
-        Some(&w),
-        &cfg.with_backend(Backend::Cpu),
-    )
-    .unwrap();
-    let c = Case {
-        x: to_f64(&view),
-        r: None,
-        w: Some(to_f64(&w)),
-        rows: 8,
-        hidden: 33,
-        dt: DType::BF16,
-        eps: 1e-5,
-        mode: WeightMode::Scale,
-        rounding: Rounding::AtEnd,
-    };
-    let (want, _) = reference(&c);
-    check("strided view", DType::BF16, &to_f64(&got), &want, 33);
-    check("cpu strided view", DType::BF16, &to_f64(&cpu), &want, 33);
+    run_cases(&DeviceApi(dev), matrix().iter()).map(|_| ())
 }
 
 #[test]
@@ -585,7 +339,7 @@ fn gpu_raw_launch_poisoned_and_deterministic() {
     let Some(dev) = gpu() else {
         return skipped("gpu_raw_launch_poisoned_and_deterministic");
     };
-    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let (mut rng, _) = common::rng();
     let (rows, hidden, stride) = (300usize, 1000usize, 1024usize);
     let x = rand_tensor(&mut rng, &[rows, stride], DType::BF16, 3.0);
     let w = rand_tensor(&mut rng, &[hidden], DType::F32, 1.0);
@@ -614,21 +368,43 @@ fn gpu_raw_launch_poisoned_and_deterministic() {
         outs.push(out.to_tensor().unwrap());
     }
     assert_eq!(bits(&outs[0]), bits(&outs[1]), "run to run");
-    let got = outs[0].narrow(1, 0, hidden).unwrap();
-    let c = Case {
-        x: to_f64(&x.narrow(1, 0, hidden).unwrap()),
-        r: None,
-        w: Some(to_f64(&w)),
-        rows,
+    let got = values(&outs[0].narrow(1, 0, hidden).unwrap()).unwrap();
+    let xv = values(&x.narrow(1, 0, hidden).unwrap()).unwrap();
+    let want = reference(
+        DType::BF16,
+        &xv,
+        None,
+        Some(&values(&w).unwrap()),
         hidden,
-        dt: DType::BF16,
-        eps: 1e-6,
-        mode: WeightMode::Scale,
-        rounding: Rounding::AtEnd,
-    };
-    let (want, _) = reference(&c);
-    check("raw", DType::BF16, &to_f64(&got), &want, hidden);
+        &Opts::new(1e-6),
+    );
+    check(
+        "raw",
+        DType::BF16,
+        Quantity::Normed,
+        hidden,
+        &got,
+        &want.normed,
+    );
     // The padding columns were not written.
-    let pad = to_f64(&outs[0].narrow(1, hidden, stride - hidden).unwrap());
+    let pad = values(&outs[0].narrow(1, hidden, stride - hidden).unwrap()).unwrap();
     assert!(pad.iter().all(|v| v.is_nan()), "padding written");
+}
+
+/// Every kernel name of the ABI is in every embedded code object's kernel table, and nothing
+/// else is (the table itself is checked against the ELF symbols and metadata above).
+#[test]
+fn abi_kernel_names_are_embedded() {
+    let names = rocm::kernel_names();
+    for co in rocm::code_objects() {
+        let embedded: Vec<&str> = co.kernels.iter().map(|k| k.name).collect();
+        for n in &names {
+            assert!(
+                embedded.contains(&n.as_str()),
+                "{}: kernel {n} not embedded",
+                co.arch
+            );
+        }
+        assert_eq!(embedded.len(), names.len(), "{}: {embedded:?}", co.arch);
+    }
 }

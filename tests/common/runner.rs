@@ -1,0 +1,177 @@
+//! Runs cases of the matrix on a backend and checks every result against the reference.
+//!
+//! A backend is a [`Target`]: where the inputs go and how the ops are called. [`Api`] is the
+//! public Candle API with a pinned [`Backend`] on a `Device`; a test file adds a target by
+//! implementing the trait (see `tests/rocm.rs` for the device-resident ROCm API).
+
+use super::cases::{matrix, Case};
+use super::compare::{check, Quantity, Stats};
+use super::reference::reference;
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_rmsnorm::{fused_add_rms_norm_with, rms_norm_with, Backend, RmsNorm};
+use std::collections::BTreeMap;
+
+/// Host tensor of `vals` rounded to `dt` (through f32 for f16/bf16: exact for values that
+/// `quantize` made representable).
+pub fn tensor(vals: &[f64], dims: &[usize], dt: DType) -> Result<Tensor> {
+    if dt == DType::F64 {
+        return Tensor::from_vec(vals.to_vec(), dims, &Device::Cpu);
+    }
+    let v: Vec<f32> = vals.iter().map(|&v| v as f32).collect();
+    Tensor::from_vec(v, dims, &Device::Cpu)?.to_dtype(dt)
+}
+
+/// The values of `t` (on any device) in f64, row-major.
+pub fn values(t: &Tensor) -> Result<Vec<f64>> {
+    t.to_device(&Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()
+}
+
+/// A backend the matrix runs on.
+pub trait Target {
+    /// Named in failure messages and the summary.
+    fn label(&self) -> String;
+    /// Whether the target can run `c` at all (e.g. no views on contiguous-only APIs).
+    fn supports(&self, _c: &Case) -> bool {
+        true
+    }
+    /// Moves a host input to where the op reads it; views are taken after.
+    fn place(&self, t: &Tensor) -> Result<Tensor>;
+    /// `rms_norm` (no residual) or the fused op: `(normed, Some(sum))`.
+    fn call(
+        &self,
+        c: &Case,
+        x: &Tensor,
+        r: Option<&Tensor>,
+        w: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)>;
+}
+
+/// The public API on `device` with `backend` pinned through `NormConfig::with_backend`; even
+/// case ids call the functions, odd ones the `RmsNorm` layer. `before_call` runs right before
+/// each op with the bytes it will write (CUDA poisons that much memory).
+pub struct Api<'a> {
+    pub device: Device,
+    pub backend: Backend,
+    pub before_call: Option<&'a dyn Fn(usize) -> Result<()>>,
+}
+
+impl Api<'_> {
+    pub fn new(device: &Device, backend: Backend) -> Self {
+        Self {
+            device: device.clone(),
+            backend,
+            before_call: None,
+        }
+    }
+}
+
+impl Target for Api<'_> {
+    fn label(&self) -> String {
+        format!("backend {} on {:?}", self.backend, self.device.location())
+    }
+
+    fn place(&self, t: &Tensor) -> Result<Tensor> {
+        t.to_device(&self.device)
+    }
+
+    fn call(
+        &self,
+        c: &Case,
+        x: &Tensor,
+        r: Option<&Tensor>,
+        w: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let cfg = c.config().with_backend(self.backend);
+        if let Some(hook) = self.before_call {
+            hook(x.elem_count() * c.dtype.size_in_bytes() * if r.is_some() { 2 } else { 1 })?;
+        }
+        let layer = (c.id % 2 == 1).then(|| RmsNorm::with_config(w.cloned(), cfg));
+        Ok(match (r, layer) {
+            (Some(r), Some(l)) => l.forward_residual(x, r).map(|(n, s)| (n, Some(s)))?,
+            (Some(r), None) => fused_add_rms_norm_with(x, r, w, &cfg).map(|(n, s)| (n, Some(s)))?,
+            (None, Some(l)) => (l.forward(x)?, None),
+            (None, None) => (rms_norm_with(x, w, &cfg)?, None),
+        })
+    }
+}
+
+/// Runs the matrix (the cases `filter` keeps) through the public API on `device` with `backend`
+/// pinned; returns how many cases ran.
+pub fn run_matrix(
+    device: &Device,
+    backend: Backend,
+    filter: impl Fn(&Case) -> bool,
+) -> Result<usize> {
+    run_cases(
+        &Api::new(device, backend),
+        matrix().iter().filter(|c| filter(c)),
+    )
+}
+
+/// Runs `cases` the target supports, both ops each; prints a summary of the worst error per
+/// dtype relative to its bound. Fails when no case ran.
+pub fn run_cases<'c>(t: &dyn Target, cases: impl IntoIterator<Item = &'c Case>) -> Result<usize> {
+    let started = std::time::Instant::now();
+    let mut worst: BTreeMap<String, f64> = BTreeMap::new();
+    let mut n = 0;
+    for c in cases.into_iter().filter(|c| t.supports(c)) {
+        for s in run_case(t, c)? {
+            let e = worst.entry(format!("{:?}", c.dtype)).or_default();
+            *e = e.max(s.worst);
+        }
+        n += 1;
+    }
+    println!(
+        "{}: {n} cases in {:.1?}; worst |error| / bound per dtype: {worst:.3?}",
+        t.label(),
+        started.elapsed()
+    );
+    assert!(n > 0, "{}: no case selected", t.label());
+    Ok(n)
+}
+
+/// One case: both ops against the reference; shapes, dtypes and contiguity of the outputs.
+pub fn run_case(t: &dyn Target, c: &Case) -> Result<Vec<Stats>> {
+    let (dt, what) = (c.dtype, format!("{} [{}]", c.describe(), t.label()));
+    let inputs = c.inputs();
+    let xb = tensor(&inputs.x, &c.dims, dt)?;
+    let rb = tensor(&inputs.r, &c.dims, dt)?;
+    let w = match (&inputs.w, c.wdtype) {
+        (Some(w), Some(wdt)) => Some(tensor(w, &[w.len()], wdt)?),
+        _ => None,
+    };
+    // The operands where the op reads them, and the values they show, on the host.
+    let ((x, r), (xv, rv)) = match c.view {
+        Some(v) => {
+            let (x, r) = ((v.x)(&t.place(&xb)?)?, (v.r)(&t.place(&rb)?)?);
+            assert_eq!(x.dims().last(), Some(&v.hidden), "{what}: view hidden");
+            ((x, r), (values(&(v.x)(&xb)?)?, values(&(v.r)(&rb)?)?))
+        }
+        None => ((t.place(&xb)?, t.place(&rb)?), (inputs.x, inputs.r)),
+    };
+    let wt = w.as_ref().map(|w| t.place(w)).transpose()?;
+    let hidden = c.hidden();
+    let wv = inputs.w.as_deref();
+    let mut stats = Vec::new();
+    let mut outcome = |name: &str, q: Quantity, got: &Tensor, want: &[f64]| -> Result<()> {
+        let what = format!("{name} of {what}");
+        assert_eq!((got.dims(), got.dtype()), (x.dims(), dt), "{what}");
+        assert!(got.is_contiguous(), "{what}: not contiguous");
+        stats.push(check(&what, dt, q, hidden, &values(got)?, want));
+        Ok(())
+    };
+
+    let want = reference(dt, &xv, None, wv, hidden, &c.opts());
+    let (y, _) = t.call(c, &x, None, wt.as_ref())?;
+    outcome("rms_norm", Quantity::Normed, &y, &want.normed)?;
+
+    let want = reference(dt, &xv, Some(&rv), wv, hidden, &c.opts());
+    let (yn, ys) = t.call(c, &x, Some(&r), wt.as_ref())?;
+    let ys = ys.expect("the fused op returns the sum");
+    outcome("fused normed", Quantity::Normed, &yn, &want.normed)?;
+    outcome("fused sum", Quantity::Sum, &ys, &want.sum)?;
+    Ok(stats)
+}
