@@ -6,7 +6,7 @@ use serde::Deserialize;
 use std::path::Path;
 
 /// The embedded default: a tiny model with seeded random weights that runs on a CPU in seconds.
-pub const TINY_JSON: &str = include_str!("tiny.json");
+pub const TINY_JSON: &str = include_str!("../tiny.json");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

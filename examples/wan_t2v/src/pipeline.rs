@@ -178,7 +178,6 @@ pub trait Observer {
 }
 
 /// An observer that says nothing (used by the tests).
-#[allow(dead_code)]
 #[derive(Debug, Default)]
 pub struct Silent;
 impl Observer for Silent {}
@@ -201,7 +200,6 @@ pub struct Report {
     pub settings: Settings,
     pub config_name: String,
     /// The decoded video [F, 3, H, W] in [-1, 1] (read by the tests).
-    #[allow(dead_code)]
     pub video: Tensor,
     pub output: PathBuf,
     pub pngs: Vec<PathBuf>,

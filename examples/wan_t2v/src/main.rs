@@ -1,32 +1,20 @@
 //! Wan 2.1 text-to-video in Candle, with every RMSNorm through `candle_rmsnorm`.
 //!
 //! ```text
-//! cargo run --release --example wan_t2v -- --prompt "a red fox running through snow"
+//! cargo run --release -p wan_t2v -- --prompt "a red fox running through snow"
 //! ```
 //!
 //! Without `--weights` it runs an embedded tiny configuration with seeded random weights (it
 //! shows the pipeline and the norm calls, not a trained model's pictures). With `--config` and
 //! `--weights` it loads converted Wan 2.1 checkpoints; see `weights.rs` for the tensor names.
 
-mod config;
-mod dit;
-mod norms;
-mod pipeline;
-mod rng;
-mod sampler;
-mod t5;
-mod tokenizer;
-mod vae;
-mod video;
-mod weights;
-
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use norms::NormImpl;
-use pipeline::{Observer, Options};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
+use wan_t2v::norms::NormImpl;
+use wan_t2v::pipeline::{self, Observer, Options};
 
 #[derive(Parser, Debug)]
 #[command(about = "Wan 2.1 text-to-video with candle-rmsnorm's RMSNorm ops")]
