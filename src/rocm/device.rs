@@ -3,7 +3,7 @@
 
 use super::code_objects::{self, CodeObject};
 use super::runtime::{err, hip};
-use super::stream::RocmStream;
+use super::stream::{RocmEvent, RocmStream};
 use super::sys::{Hip, HipFunction, HipModule, HipStream};
 use crate::gpu::abi::NormArgs;
 use crate::gpu::call::{Call, DeviceShape};
@@ -288,6 +288,26 @@ impl RocmDevice {
             h.check(&format!("hipModuleLaunchKernel({kernel})"), rc)?;
         }
         Ok(())
+    }
+}
+
+impl RocmStream {
+    /// A new (blocking) stream on `device`.
+    ///
+    /// # Errors
+    /// The HIP error of `hipStreamCreate`.
+    pub fn new(device: &RocmDevice) -> Result<Self> {
+        Self::on(device.ordinal())
+    }
+}
+
+impl RocmEvent {
+    /// A new event on `device`.
+    ///
+    /// # Errors
+    /// The HIP error of `hipEventCreate`.
+    pub fn new(device: &RocmDevice) -> Result<Self> {
+        Self::on(device.ordinal())
     }
 }
 

@@ -1,6 +1,5 @@
 //! Streams and timing events of one device, destroyed on drop.
 
-use super::device::RocmDevice;
 use super::runtime::hip;
 use super::sys::{HipEvent, HipStream};
 use candle_core::Result;
@@ -23,17 +22,15 @@ impl std::fmt::Debug for RocmStream {
 }
 
 impl RocmStream {
-    /// A new (blocking) stream on `device`.
-    ///
-    /// # Errors
-    /// The HIP error of `hipStreamCreate`.
-    pub fn new(device: &RocmDevice) -> Result<Self> {
-        let h = device.activate()?;
+    /// A new (blocking) stream on device `ordinal` (`RocmStream::new` takes the device).
+    pub(super) fn on(ordinal: usize) -> Result<Self> {
+        let h = hip()?;
+        h.set_device(ordinal)?;
         let mut raw: HipStream = std::ptr::null_mut();
         // SAFETY: valid out-pointer; the device is current.
         h.check("hipStreamCreate", unsafe { (h.hipStreamCreate)(&mut raw) })?;
         Ok(Self {
-            device: device.ordinal(),
+            device: ordinal,
             raw,
         })
     }
@@ -88,12 +85,10 @@ impl std::fmt::Debug for RocmEvent {
 }
 
 impl RocmEvent {
-    /// A new event on `device`.
-    ///
-    /// # Errors
-    /// The HIP error of `hipEventCreate`.
-    pub fn new(device: &RocmDevice) -> Result<Self> {
-        let h = device.activate()?;
+    /// A new event on device `ordinal` (`RocmEvent::new` takes the device).
+    pub(super) fn on(ordinal: usize) -> Result<Self> {
+        let h = hip()?;
+        h.set_device(ordinal)?;
         let mut raw: HipEvent = std::ptr::null_mut();
         // SAFETY: valid out-pointer.
         h.check("hipEventCreate", unsafe { (h.hipEventCreate)(&mut raw) })?;
