@@ -4,8 +4,9 @@
 //!
 //! Inputs (each one reruns this script when it changes):
 //! - the sources and headers under `hip/`;
-//! - `HIP_CLANG` (a clang to use), else clang-21, clang-20, clang-19 or clang on `PATH`, else
-//!   `$ROCM_PATH/llvm/bin/clang`; the chosen binary itself;
+//! - `CANDLE_RMSNORM_CLANG` (the clang for both GPU builds, PTX and HSACO), else `HIP_CLANG`,
+//!   else clang-21, clang-20, clang-19 or clang on `PATH`, else `$ROCM_PATH/llvm/bin/clang`;
+//!   the chosen binary itself;
 //! - `AMDGPU_TARGETS` (architectures, separated by `,`, `;` or blanks), else [`DEFAULT_ARCHS`]
 //!   plus gfx950 when clang >= 20;
 //! - `DOCS_RS` (set on docs.rs: compile nothing, embed an empty table).
@@ -31,9 +32,17 @@ const MIN_CLANG: u32 = 19;
 const HIP_DIR: &str = "hip";
 /// A fixed compilation-unit id: without it clang adds a random `__hip_cuid_*` symbol.
 const CUID: &str = "candle_rmsnorm";
-const ENV_VARS: &[&str] = &["HIP_CLANG", "ROCM_PATH", "AMDGPU_TARGETS", "DOCS_RS"];
+/// Variables naming the clang to use, in order of precedence.
+const CLANG_VARS: [&str; 2] = ["CANDLE_RMSNORM_CLANG", "HIP_CLANG"];
+const ENV_VARS: &[&str] = &[
+    "CANDLE_RMSNORM_CLANG",
+    "HIP_CLANG",
+    "ROCM_PATH",
+    "AMDGPU_TARGETS",
+    "DOCS_RS",
+];
 const INSTALL_HINT: &str = "install clang >= 19 and lld with the AMDGPU target (Debian/Ubuntu: \
-    `apt-get install clang-19 lld-19`), or point HIP_CLANG at one (ROCm's \
+    `apt-get install clang-19 lld-19`), or point CANDLE_RMSNORM_CLANG at one (ROCm's \
     $ROCM_PATH/llvm/bin/clang works too); no ROCm install is needed to build";
 
 fn fail(msg: impl std::fmt::Display) -> ! {
@@ -144,24 +153,27 @@ fn hip_files(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
 /// The clang to use, its major version and its version line.
 fn find_clang() -> (PathBuf, u32, String) {
     let mut tried = Vec::new();
-    let mut candidates: Vec<(PathBuf, bool)> = Vec::new();
-    if let Some(c) = std::env::var_os("HIP_CLANG") {
-        candidates.push((PathBuf::from(c), true));
+    let mut candidates: Vec<(PathBuf, Option<&str>)> = Vec::new();
+    let explicit = CLANG_VARS
+        .iter()
+        .find_map(|v| std::env::var_os(v).map(|c| (*v, c)));
+    if let Some((var, c)) = explicit {
+        candidates.push((PathBuf::from(c), Some(var)));
     } else {
         for name in ["clang-21", "clang-20", "clang-19", "clang"] {
             if let Some(p) = on_path(name) {
-                candidates.push((p, false));
+                candidates.push((p, None));
             } else {
                 tried.push(format!("{name} (not on PATH)"));
             }
         }
         if let Some(r) = std::env::var_os("ROCM_PATH") {
-            candidates.push((Path::new(&r).join("llvm/bin/clang"), false));
+            candidates.push((Path::new(&r).join("llvm/bin/clang"), None));
         } else {
             tried.push("$ROCM_PATH/llvm/bin/clang (ROCM_PATH unset)".into());
         }
     }
-    for (c, explicit) in candidates {
+    for (c, var) in candidates {
         match clang_version(&c) {
             Ok((major, line)) if major >= MIN_CLANG => return (c, major, line),
             Ok((major, _)) => {
@@ -169,9 +181,9 @@ fn find_clang() -> (PathBuf, u32, String) {
             }
             Err(e) => tried.push(format!("{} ({e})", c.display())),
         }
-        if explicit {
+        if let Some(var) = var {
             fail(format!(
-                "HIP_CLANG={} is not usable: {}; {INSTALL_HINT}",
+                "{var}={} is not usable: {}; {INSTALL_HINT}",
                 c.display(),
                 tried.join(", ")
             ));
@@ -276,6 +288,8 @@ fn compile(
             "--cuda-device-only",
             "--no-gpu-bundle-output",
             "-O3",
+            "-Wall",
+            "-Werror",
         ])
         .arg(format!("-cuid={CUID}"))
         .arg("-I")

@@ -3,8 +3,9 @@
 //! builtins), and writes `$OUT_DIR/rms_norm.ptx`, which `src/cuda/device.rs` embeds.
 //!
 //! Inputs (each a `rerun-if-*`):
-//! - `CANDLE_RMSNORM_CLANG`: the clang to use; else the first of clang-19, clang-20, clang-18,
-//!   clang-21, clang found on `PATH`. nvcc is not used: the header is builtin-only.
+//! - `CANDLE_RMSNORM_CLANG` (the clang for both GPU builds; `build/hsaco.rs` reads it too): the
+//!   clang to use; else the first of clang-19, clang-20, clang-18, clang-21, clang found on
+//!   `PATH`. nvcc is not used: the header is builtin-only.
 //! - `CUDA_COMPUTE_CAP` (Candle's own variable, e.g. `90`): the PTX target `sm_XX`; default 80.
 //!   PTX is compiled further by the driver, so sm_80 PTX also runs on Hopper and later.
 

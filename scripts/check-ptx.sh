@@ -5,10 +5,11 @@
 #  3. hip/ compiles for AMD gfx90a (wave64) and gfx1100 (wave32) with -nogpulib -nogpuinc,
 #     when the clang has the AMDGPU target.
 # With ptxas on PATH it also prints the sm_90 register/spill report.
-# Env: CLANG (default: clang-19, else clang).
+# Env: CANDLE_RMSNORM_CLANG (the clang for both GPU builds, as in build/ptx.rs and build/hsaco.rs),
+#      else CLANG, else clang-19, else clang on PATH.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CLANG=${CLANG:-$(command -v clang-19 || command -v clang)}
+CLANG=${CANDLE_RMSNORM_CLANG:-${CLANG:-$(command -v clang-19 || command -v clang)}}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 SRC=$ROOT/hip/rms_norm.hip

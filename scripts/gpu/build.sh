@@ -7,15 +7,27 @@
 # Then, from the checkout the device tool sends (with DIST inside it, git-ignored):
 #   run: bash .dist/gpu/device.sh        carry: [".dist"]
 #
-# Env: DIST (default: <repo>/.dist), CUDA_HOME, CUDA_COMPUTE_CAP (default 90),
-#      CARGO_TARGET_DIR (default /work/target-cuda).
+# Env (relative paths are taken from the directory this is started in):
+#   DIST                  staging folder (default: <repo>/.dist)
+#   CUDA_HOME             CUDA 13 toolchain (default: ${XDG_CACHE_HOME:-$HOME/.cache}/cuda13/nvidia/cu13,
+#                         where `bash scripts/setup-cuda13.sh` installs it)
+#   CUDA_COMPUTE_CAP      PTX target and Candle's kernels (default 90)
+#   CARGO_TARGET_DIR      (default: <repo>/target/cuda, apart from the CPU builds in <repo>/target)
+#   CANDLE_RMSNORM_CLANG  the clang that compiles hip/ to PTX (default: clang-19 on PATH, see build/ptx.rs)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-DIST=${DIST:-$ROOT/.dist}
-export CUDA_HOME=${CUDA_HOME:-/root/.cache/cuda13/nvidia/cu13}
+abs() { realpath -m -s -- "$1"; }
+DIST=$(abs "${DIST:-$ROOT/.dist}")
+CUDA_HOME=$(abs "${CUDA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/cuda13/nvidia/cu13}")
+CARGO_TARGET_DIR=$(abs "${CARGO_TARGET_DIR:-$ROOT/target/cuda}")
+export CUDA_HOME CARGO_TARGET_DIR
 export PATH=$CUDA_HOME/bin:$PATH
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-cuda}
+if [[ ! -x "$CUDA_HOME/bin/nvcc" ]]; then
+  echo "no nvcc under CUDA_HOME=$CUDA_HOME: set CUDA_HOME, or install the toolchain with" >&2
+  echo "  bash scripts/setup-cuda13.sh   (into \${XDG_CACHE_HOME:-\$HOME/.cache}/cuda13/nvidia/cu13)" >&2
+  exit 1
+fi
 cd "$ROOT"
 mkdir -p "$DIST/gpu"
 STAGE=$DIST/gpu

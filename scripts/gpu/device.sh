@@ -3,16 +3,17 @@
 # memcheck + racecheck on a subset, the benchmark, other kernel builds if staged (variants), and
 # PyTorch on the same shapes, ending with one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
 #   bash .dist/gpu/device.sh [tests] [sanitizer] [bench] [variants] [ncu] [torch]  (default: all)
-# Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick).
+# Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick),
+#      OUT (logs, default ./gpu-out), GPU_WORK_DIR (unpacked binaries, default /tmp/candle-rmsnorm-gpu).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 PHASES=${*:-tests sanitizer bench variants ncu torch}
-W=/tmp/candle-rmsnorm-gpu
-mkdir -p $W
-for f in cuda_tests gpu_bench; do gunzip -c "$HERE/$f.gz" > $W/$f && chmod +x $W/$f; done
-[ -f "$HERE/libcudart.so.13.gz" ] && gunzip -c "$HERE/libcudart.so.13.gz" > $W/libcudart.so.13
+W=${GPU_WORK_DIR:-/tmp/candle-rmsnorm-gpu}
+mkdir -p "$W"
+for f in cuda_tests gpu_bench; do gunzip -c "$HERE/$f.gz" > "$W/$f" && chmod +x "$W/$f"; done
+[ -f "$HERE/libcudart.so.13.gz" ] && gunzip -c "$HERE/libcudart.so.13.gz" > "$W/libcudart.so.13"
 # PyTorch's CUDA 13 wheels (libcublas, libcublasLt, libcurand); `nvidia` is a namespace package.
 NV=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null)
 export LD_LIBRARY_PATH=$W:$NV/cu13/lib:${LD_LIBRARY_PATH:-}
@@ -21,19 +22,19 @@ export RUST_BACKTRACE=1
   date -u
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,power.limit --format=csv
   python3 -c 'import torch; p=torch.cuda.get_device_properties(0); print(torch.__version__, p.name, p.multi_processor_count, "SMs")'
-  ldd $W/cuda_tests | grep -E 'not found|cu|nv' || true
+  ldd "$W/cuda_tests" | grep -E 'not found|cu|nv' || true
 } 2>&1 | tee "$OUT/device.txt"
 
 status=0
 if [[ " $PHASES " == *" tests "* ]]; then
   echo "== GPU tests"
-  ( time timeout 400 $W/cuda_tests --test-threads=2 ) > "$OUT/tests.log" 2>&1 || status=1
+  ( time timeout 400 "$W/cuda_tests" --test-threads=2 ) > "$OUT/tests.log" 2>&1 || status=1
   grep -E '^test |test result|panicked|skipped' "$OUT/tests.log" | tail -n 30
   tail -n 5 "$OUT/tests.log"
   # Spills in the machine code the driver would build from our PTX (STL/LDL = local memory).
-  gunzip -c "$HERE/rms_norm.ptx.gz" > $W/rms_norm.ptx 2>/dev/null
-  if command -v cuobjdump >/dev/null && ptxas -arch=sm_90 $W/rms_norm.ptx -o $W/k.cubin 2>/dev/null; then
-    echo "SASS local-memory instructions (STL, LDL): $(cuobjdump -sass $W/k.cubin | grep -cE '\bSTL') $(cuobjdump -sass $W/k.cubin | grep -cE '\bLDL')"
+  gunzip -c "$HERE/rms_norm.ptx.gz" > "$W/rms_norm.ptx" 2>/dev/null
+  if command -v cuobjdump >/dev/null && ptxas -arch=sm_90 "$W/rms_norm.ptx" -o "$W/k.cubin" 2>/dev/null; then
+    echo "SASS local-memory instructions (STL, LDL): $(cuobjdump -sass "$W/k.cubin" | grep -cE '\bSTL') $(cuobjdump -sass "$W/k.cubin" | grep -cE '\bLDL')"
   fi
 fi
 if [[ " $PHASES " == *" sanitizer "* ]]; then
@@ -41,7 +42,7 @@ if [[ " $PHASES " == *" sanitizer "* ]]; then
   {
     for tool in memcheck racecheck; do
       echo "--- $tool"
-      timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 $W/cuda_tests sanitizer_subset --test-threads=1 2>&1 | tail -n 25
+      timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 "$W/cuda_tests" sanitizer_subset --test-threads=1 2>&1 | tail -n 25
       echo "exit code: ${PIPESTATUS[0]}"
     done
   } > "$OUT/sanitizer.log" 2>&1
@@ -49,7 +50,7 @@ if [[ " $PHASES " == *" sanitizer "* ]]; then
 fi
 if [[ " $PHASES " == *" bench "* ]]; then
   echo "== benchmark"
-  $W/gpu_bench --json "$OUT/ours.jsonl" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || status=1
+  "$W/gpu_bench" --json "$OUT/ours.jsonl" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || status=1
   cat "$OUT/bench.log" | grep -v '^|' | tail -n 50
 fi
 if [[ " $PHASES " == *" variants "* ]]; then
@@ -61,14 +62,14 @@ if [[ " $PHASES " == *" variants "* ]]; then
   for gz in "$HERE"/gpu_bench_*.gz; do
     [ -e "$gz" ] || continue
     v=$(basename "$gz" .gz); v=${v#gpu_bench_}
-    gunzip -c "$gz" > $W/bench_$v && chmod +x $W/bench_$v
+    gunzip -c "$gz" > "$W/bench_$v" && chmod +x "$W/bench_$v"
     builds="$builds $v"
   done
-  ln -sf $W/gpu_bench $W/bench_this
+  ln -sf "$W/gpu_bench" "$W/bench_this"
   for round in $(seq 1 "${ROUNDS:-2}"); do
     for v in $builds; do
       echo "--- round $round: $v"
-      $W/bench_$v --quick 2>&1 | tee -a "$OUT/variants_$v.log" | grep -E '^\| (rms|fused)'
+      "$W/bench_$v" --quick 2>&1 | tee -a "$OUT/variants_$v.log" | grep -E '^\| (rms|fused)'
     done
   done
 fi
@@ -76,7 +77,7 @@ if [[ " $PHASES " == *" ncu "* ]]; then
   # Kernel-only durations at the small shape where host overhead shows (ours and candle_nn's).
   echo "== ncu 512x4096 bf16"
   timeout 150 ncu --csv --metrics gpu__time_duration.sum,dram__bytes.sum --kernel-name regex:rms \
-    --launch-count 300 $W/gpu_bench --quick --only 512x4096 > "$OUT/ncu.log" 2>&1
+    --launch-count 300 "$W/gpu_bench" --quick --only 512x4096 > "$OUT/ncu.log" 2>&1
   python3 - "$OUT/ncu.log" <<'PY'
 import csv, sys, statistics
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
