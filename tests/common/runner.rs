@@ -74,11 +74,6 @@ impl Target for Api<'_> {
     }
 
     fn place(&self, t: &Tensor) -> Result<Tensor> {
-        if t.elem_count() == 0 {
-            // Candle 0.11's CUDA backend cannot copy an empty host buffer to the device
-            // (cuMemAllocAsync of 0 bytes: CUDA_ERROR_INVALID_VALUE); make it there instead.
-            return Tensor::zeros(t.dims(), t.dtype(), &self.device);
-        }
         t.to_device(&self.device)
     }
 
