@@ -27,38 +27,50 @@ fn same_device(op: &str, arg: &str, t: &Tensor, xs: &Tensor) -> Result<()> {
     }
 }
 
+/// Logs once per process and reason why `Auto` chose a backend the caller may not expect.
+macro_rules! say_once {
+    ($($arg:tt)+) => {{
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| log::info!($($arg)+));
+    }};
+}
+
 /// Resolves the backend for tensors on `device`, failing loudly when it cannot run there.
 fn resolve_backend(op: &str, cfg: &NormConfig, device: &Device) -> Result<Backend> {
     let requested = cfg.backend()?;
     let resolved = match (requested, device) {
         (Backend::Auto, Device::Cpu) => {
-            #[cfg(feature = "rocm")]
-            {
-                // Say once why host tensors do not go to the GPU under Auto: staging them through
-                // device memory costs more than the CPU path saves (see README, ROCm).
-                static SAID: std::sync::Once = std::sync::Once::new();
-                SAID.call_once(|| {
-                    log::info!(
-                        "candle-rmsnorm: Backend::Auto runs host tensors on the CPU path; \
-                         Backend::Rocm (CANDLE_RMSNORM_BACKEND=rocm) stages them through the \
-                         ROCm kernels"
-                    )
-                });
+            if cfg!(feature = "rocm") {
+                // Staging host tensors through device memory costs more than the CPU path saves
+                // (see README, ROCm).
+                say_once!(
+                    "candle-rmsnorm: Backend::Auto runs host tensors on the CPU path; \
+                     Backend::Rocm (CANDLE_RMSNORM_BACKEND=rocm) stages them through the \
+                     ROCm kernels"
+                );
             }
             Backend::Cpu
         }
-        (Backend::Auto, Device::Cuda(_)) => Backend::Cuda,
-        (Backend::Auto, other) => {
-            return Err(op_error(
-                op,
-                "xs",
-                "on the CPU or a CUDA device",
-                where_is(other),
-            ))
+        (Backend::Auto, Device::Cuda(_)) if cfg!(feature = "cuda") => Backend::Cuda,
+        (Backend::Auto, Device::Cuda(_)) => {
+            say_once!(
+                "candle-rmsnorm: CUDA tensors run on Backend::Candle (Candle's own ops): this \
+                 build lacks feature `cuda`, which adds the CUDA kernels"
+            );
+            Backend::Candle
+        }
+        (Backend::Auto, _) => {
+            say_once!(
+                "candle-rmsnorm: tensors on {} run on Backend::Candle (Candle's own ops): \
+                 there is no native kernel for that device",
+                where_is(device)
+            );
+            Backend::Candle
         }
         (b, _) => b,
     };
     match (resolved, device) {
+        (Backend::Candle, _) => Ok(Backend::Candle),
         (Backend::Cpu, Device::Cpu) => Ok(Backend::Cpu),
         (Backend::Cuda, Device::Cuda(_)) if cfg!(feature = "cuda") => Ok(Backend::Cuda),
         (Backend::Rocm, Device::Cpu) if cfg!(feature = "rocm") => Ok(Backend::Rocm),
@@ -136,8 +148,8 @@ fn readable(t: &Tensor) -> Result<Tensor> {
 /// A rank-0 or non-float `xs`; a weight that is not rank 1 of length `hidden`, not float, or on
 /// another device; `eps` negative, infinite or NaN; a backend that cannot run here (see
 /// [`Backend`]).
-pub fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
-    rms_norm_impl(RMS_NORM, xs, Some(weight), &NormConfig::new(eps as f64))
+pub fn rms_norm(xs: &Tensor, weight: &Tensor, eps: impl Into<f64>) -> Result<Tensor> {
+    rms_norm_impl(RMS_NORM, xs, Some(weight), &NormConfig::new(eps))
 }
 
 /// [`rms_norm`] with all options: an optional weight (`None`: plain normalisation) and a
@@ -161,6 +173,9 @@ fn rms_norm_impl(
         return xs.zeros_like();
     }
     let nop = NormOp::new(cfg, backend, false);
+    if backend == Backend::Candle {
+        return crate::portable::rms_norm(&nop, xs, weight);
+    }
     let x = readable(xs)?;
     match weight {
         Some(w) => x.apply_op2(&w.contiguous()?, nop),
@@ -192,15 +207,9 @@ pub fn fused_add_rms_norm(
     xs: &Tensor,
     residual: &Tensor,
     weight: &Tensor,
-    eps: f32,
+    eps: impl Into<f64>,
 ) -> Result<(Tensor, Tensor)> {
-    fused_impl(
-        FUSED,
-        xs,
-        residual,
-        Some(weight),
-        &NormConfig::new(eps as f64),
-    )
+    fused_impl(FUSED, xs, residual, Some(weight), &NormConfig::new(eps))
 }
 
 /// [`fused_add_rms_norm`] with an optional weight and a [`NormConfig`].
@@ -246,6 +255,9 @@ fn fused_impl(
         return Ok((xs.zeros_like()?, xs.zeros_like()?));
     }
     let nop = NormOp::new(cfg, backend, true);
+    if backend == Backend::Candle {
+        return crate::portable::fused_add_rms_norm(&nop, xs, residual, weight);
+    }
     let x = readable(xs)?;
     let r = readable(residual)?;
     let both = match weight {

@@ -6,11 +6,16 @@ use std::sync::OnceLock;
 /// Name of the environment variable that picks the default [`Backend`] (read once per process).
 pub const BACKEND_ENV: &str = "CANDLE_RMSNORM_BACKEND";
 
+/// The values [`Backend::parse`] and `CANDLE_RMSNORM_BACKEND` take, for messages.
+const BACKEND_NAMES: &str = "auto, cpu, cuda, rocm, candle";
+
 /// Where the ops run.
 ///
 /// `Auto` (the default) runs each op on the device its tensors live on: CPU tensors on the SIMD
-/// CPU path, CUDA tensors on the CUDA kernels (feature `cuda`). `Cpu`, `Cuda` and `Rocm` insist
-/// on one backend and return an error when it cannot be used; nothing falls back silently.
+/// CPU path, CUDA tensors on the CUDA kernels (feature `cuda`), and tensors on any other device
+/// (Metal, or CUDA in a build without feature `cuda`) on `Candle`, saying so once through `log`.
+/// `Cpu`, `Cuda`, `Rocm` and `Candle` insist on one backend and return an error when it cannot
+/// be used; nothing falls back silently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Backend {
     /// Follow the tensors' device.
@@ -22,10 +27,15 @@ pub enum Backend {
     Cuda,
     /// The ROCm kernels (feature `rocm`); host tensors are staged through device memory.
     Rocm,
+    /// Portable: Candle's own tensor ops on any device Candle serves, with the same numerics
+    /// contract (f32 sums, the rescue of huge and tiny rows, the rounding and weight options).
+    /// Slower than a native kernel: several passes over memory instead of one or two.
+    Candle,
 }
 
 impl Backend {
-    /// Parses `auto`, `cpu`, `cuda` or `rocm` (ASCII case-insensitive, surrounding blanks ignored).
+    /// Parses `auto`, `cpu`, `cuda`, `rocm` or `candle` (ASCII case-insensitive, surrounding
+    /// blanks ignored; `hip` names `rocm`, `portable` names `candle`).
     ///
     /// # Errors
     /// Any other text, with the accepted values named.
@@ -35,8 +45,9 @@ impl Backend {
             "cpu" => Ok(Self::Cpu),
             "cuda" => Ok(Self::Cuda),
             "rocm" | "hip" => Ok(Self::Rocm),
+            "candle" | "portable" => Ok(Self::Candle),
             _ => candle_core::bail!(
-                "candle-rmsnorm: backend must be one of auto, cpu, cuda, rocm, got {text:?}"
+                "candle-rmsnorm: backend must be one of {BACKEND_NAMES}, got {text:?}"
             ),
         }
     }
@@ -44,14 +55,13 @@ impl Backend {
     /// The backend named by `CANDLE_RMSNORM_BACKEND`, read once per process; `Auto` when unset.
     ///
     /// # Errors
-    /// When the variable holds something other than `auto`, `cpu`, `cuda` or `rocm`. The error
+    /// When the variable holds something other than one of the names [`Backend::parse`] takes. The error
     /// is returned by every op that relies on the environment, so a typo is never ignored.
     pub fn from_env() -> candle_core::Result<Self> {
         static ENV: OnceLock<Result<Backend, String>> = OnceLock::new();
         let parsed = ENV.get_or_init(|| match std::env::var(BACKEND_ENV) {
-            Ok(v) => Backend::parse(&v).map_err(|_| {
-                format!("{BACKEND_ENV} must be one of auto, cpu, cuda, rocm, got {v:?}")
-            }),
+            Ok(v) => Backend::parse(&v)
+                .map_err(|_| format!("{BACKEND_ENV} must be one of {BACKEND_NAMES}, got {v:?}")),
             Err(std::env::VarError::NotPresent) => Ok(Backend::Auto),
             Err(std::env::VarError::NotUnicode(v)) => {
                 Err(format!("{BACKEND_ENV} is not valid unicode: {v:?}"))
@@ -68,6 +78,7 @@ impl fmt::Display for Backend {
             Self::Cpu => "cpu",
             Self::Cuda => "cuda",
             Self::Rocm => "rocm",
+            Self::Candle => "candle",
         })
     }
 }
@@ -114,9 +125,9 @@ pub struct NormConfig {
 impl NormConfig {
     /// `eps` with the default options: [`WeightMode::Scale`], [`Rounding::AtEnd`], and the backend
     /// from `CANDLE_RMSNORM_BACKEND` (`Auto` when unset).
-    pub fn new(eps: f64) -> Self {
+    pub fn new(eps: impl Into<f64>) -> Self {
         Self {
-            eps,
+            eps: eps.into(),
             weight_mode: WeightMode::Scale,
             rounding: Rounding::AtEnd,
             backend: None,
@@ -142,8 +153,8 @@ impl NormConfig {
     }
 
     /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
+    pub fn with_eps(mut self, eps: impl Into<f64>) -> Self {
+        self.eps = eps.into();
         self
     }
 

@@ -23,8 +23,9 @@
 //! `Tensor::contiguous`. Outputs are always contiguous.
 //!
 //! # Backends
-//! [`Backend`] picks CPU, CUDA or ROCm, per call through [`NormConfig::with_backend`] or per
-//! process through `CANDLE_RMSNORM_BACKEND=auto|cpu|cuda|rocm`.
+//! [`Backend`] picks CPU, CUDA, ROCm or the portable `Candle` backend (Candle's own tensor ops,
+//! on any device, e.g. Metal), per call through [`NormConfig::with_backend`] or per process
+//! through `CANDLE_RMSNORM_BACKEND=auto|cpu|cuda|rocm|candle`.
 
 // Modules from the bottom up; each uses only modules above it in this list.
 mod api;
@@ -41,6 +42,7 @@ mod host;
 mod layout;
 mod module;
 mod op;
+mod portable;
 #[cfg(feature = "rocm")]
 pub mod rocm;
 

@@ -22,7 +22,7 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     /// A layer scaling by `weight` (shape `[hidden]`), like `candle_nn::RmsNorm`.
-    pub fn new(weight: Tensor, eps: f64) -> Self {
+    pub fn new(weight: Tensor, eps: impl Into<f64>) -> Self {
         Self {
             weight: Some(weight),
             config: NormConfig::new(eps),
@@ -39,7 +39,7 @@ impl RmsNorm {
     ///
     /// # Errors
     /// When the builder has no such tensor or it has another shape.
-    pub fn load(size: usize, eps: f64, vb: candle_nn::VarBuilder) -> Result<Self> {
+    pub fn load(size: usize, eps: impl Into<f64>, vb: candle_nn::VarBuilder) -> Result<Self> {
         Self::load_with(size, NormConfig::new(eps), vb)
     }
 

@@ -147,12 +147,14 @@ fn backend_names_parse() {
         (" CPU ", Backend::Cpu),
         ("cuda", Backend::Cuda),
         ("rocm", Backend::Rocm),
+        ("Candle", Backend::Candle),
+        ("portable", Backend::Candle),
     ] {
         assert_eq!(Backend::parse(s).unwrap(), b);
     }
     let e = Backend::parse("tpu").unwrap_err().to_string();
     assert!(
-        e.contains("auto, cpu, cuda, rocm") && e.contains("tpu"),
+        e.contains("auto, cpu, cuda, rocm, candle") && e.contains("tpu"),
         "{e}"
     );
 }

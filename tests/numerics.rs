@@ -1,6 +1,8 @@
 //! Forward numerics on the CPU: the case matrix (`common::cases`) through the public API with
-//! `Backend::Cpu`, and what only the CPU path promises (views bit-identical to contiguous
-//! copies, agreement with candle_nn, run-to-run determinism).
+//! the backend `CANDLE_RMSNORM_BACKEND` names (`Backend::Cpu` when unset or `auto`; CI runs the
+//! suite again with `candle`), the whole matrix on the portable `Backend::Candle` in every run,
+//! and what the CPU backends promise (views bit-identical to contiguous copies, agreement with
+//! candle_nn, run-to-run determinism).
 
 mod common;
 
@@ -9,7 +11,17 @@ use candle_rmsnorm::{fused_add_rms_norm, rms_norm, Backend, Rounding, WeightMode
 use common::*;
 
 fn cpu(group: Group) -> Result<()> {
-    run_matrix(&Device::Cpu, Backend::Cpu, |c| c.group == group).map(|_| ())
+    let backend = match Backend::from_env()? {
+        Backend::Auto => Backend::Cpu,
+        b => b,
+    };
+    run_matrix(&Device::Cpu, backend, |c| c.group == group).map(|_| ())
+}
+
+/// The portable backend (Candle's own ops) on the whole matrix, whatever the environment says.
+#[test]
+fn matrix_on_portable_backend() -> Result<()> {
+    run_matrix(&Device::Cpu, Backend::Candle, |_| true).map(|_| ())
 }
 
 #[test]

@@ -1,0 +1,141 @@
+//! The portable backend, [`Backend::Candle`](crate::Backend::Candle): every op written with
+//! Candle's own tensor ops, so it runs wherever Candle runs (Metal, CUDA in a build without this
+//! crate's `cuda` feature, the CPU) and keeps the numerics contract of `docs/numerics.md`:
+//!
+//! - `s = xs (+ residual)` in f32 (f64 for f64 input); the fused op returns `s` rounded;
+//! - the sum of squares of `s` in that dtype; `scale = 1 / sqrt(ss / hidden + eps)`;
+//! - `n = s * scale`, rounded to the input dtype first with `Rounding::BeforeWeight`, times the
+//!   effective weight (`w`, `1 + w` or none), rounded once to the input dtype;
+//! - rows whose sum of squares overflows, or whose `mean + eps` is tiny, are rescued without
+//!   f64 (Metal has none): with `k = max(max |s|, sqrt(eps))` the row is normalised as
+//!   `(s / k) / sqrt(sum((s / k)^2) / hidden + (sqrt(eps) / k)^2)`, in which no term can
+//!   overflow or vanish. Rows holding an infinity are left to the plain formula (their infinite
+//!   lanes become NaN, the rest zero), and NaN stays in its row.
+//!
+//! Every row goes through the same tensor ops (no host synchronisation, nothing data-dependent
+//! on the host); the rescue costs a few extra passes over the input. Gradients come from
+//! Candle's autograd; each branch of the rescue is fed only values that are finite where the
+//! branch is not taken, so no NaN leaks into gradients of ordinary rows.
+
+use crate::config::{Rounding, WeightMode};
+use crate::op::NormOp;
+use candle_core::{DType, Result, Tensor, D};
+
+/// The dtype the sums are formed in: f64 for f64 input, else f32.
+fn compute_dtype(dt: DType) -> DType {
+    if dt == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+/// `v` as a tensor of `like`'s dtype on its device, broadcast to its shape. Made in the compute
+/// dtype directly, so no f64 tensor is ever created on a device without f64.
+fn full_like(like: &Tensor, v: f64) -> Result<Tensor> {
+    let t = match like.dtype() {
+        DType::F64 => Tensor::new(v, like.device())?,
+        _ => Tensor::new(v as f32, like.device())?,
+    };
+    t.broadcast_as(like.shape())
+}
+
+/// The weight as the kernels apply it, in the compute dtype `cdt`: `w` or `1 + w` (formed at
+/// f64 precision when the weight is f64, else in f32: the same value, rounded once).
+fn effective_weight(w: &Tensor, mode: WeightMode, cdt: DType) -> Result<Tensor> {
+    match mode {
+        WeightMode::Scale => w.to_dtype(cdt),
+        WeightMode::OffsetOne if w.dtype() == DType::F64 => (w + 1.0)?.to_dtype(cdt),
+        WeightMode::OffsetOne => w.to_dtype(cdt)? + 1.0,
+    }
+}
+
+/// The sum of squares of each row of `t`, shape `[.., 1]`, in `t`'s dtype. Written as a product
+/// with a column of ones: a matrix product accumulates in blocks, whose rounding error grows far
+/// slower with the row length than a sequential reduction's (which some Candle versions use
+/// for `sum` on the CPU: 1e-5 relative at 40,000 elements in f32).
+fn sum_sq(t: &Tensor) -> Result<Tensor> {
+    let mut dims = t.dims().to_vec();
+    let hidden = dims.pop().unwrap_or(1);
+    let rows = t.elem_count() / hidden.max(1);
+    let ones = Tensor::ones((hidden, 1), t.dtype(), t.device())?;
+    dims.push(1);
+    t.sqr()?
+        .reshape((rows, hidden))?
+        .matmul(&ones)?
+        .reshape(dims)
+}
+
+/// The per-row factor `f` and divisor `k` with `normalised = (s / k) * f`: `k = 1` and
+/// `f = 1 / sqrt(ss / hidden + eps)` for ordinary rows, the rescue for the others.
+fn row_factors(s: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    let cdt = s.dtype();
+    let hidden = s.dim(D::Minus1)?;
+    let inv_h = 1.0 / hidden as f64;
+    // eps as the kernels see it: rounded to the compute dtype.
+    let eps = if cdt == DType::F64 {
+        eps
+    } else {
+        eps as f32 as f64
+    };
+    let (max, tiny) = if cdt == DType::F64 {
+        (f64::MAX, 1e-290)
+    } else {
+        (f32::MAX as f64, 1e-30)
+    };
+    let ss = sum_sq(s)?;
+    let denom = ss.affine(inv_h, eps)?;
+    let m = s.abs()?.max_keepdim(D::Minus1)?;
+    // Rescue a row when its sum overflowed or `mean + eps` is tiny, unless it holds an
+    // infinity (or NaN: `m <= max` is false for both).
+    let overflow = ss.ge(&full_like(&ss, max)?)?.to_dtype(cdt)?;
+    let small = denom.lt(&full_like(&denom, tiny)?)?.to_dtype(cdt)?;
+    let finite = m.le(&full_like(&m, max)?)?.to_dtype(cdt)?;
+    let rescue = ((overflow + small)? * finite)?.gt(&full_like(&m, 0.0)?)?;
+
+    let one = full_like(&m, 1.0)?;
+    let sqrt_eps = eps.sqrt();
+    let k = rescue.where_cond(&m.maximum(&full_like(&m, sqrt_eps)?)?, &one)?;
+    let plain = rescue.where_cond(&one, &denom)?.sqrt()?.recip()?;
+    let u = s.broadcast_div(&k)?;
+    let q = (sum_sq(&u)?.affine(inv_h, 0.0)? + k.recip()?.affine(sqrt_eps, 0.0)?.sqr()?)?;
+    let f = rescue.where_cond(&q.sqrt()?.recip()?, &plain)?;
+    Ok((k, f))
+}
+
+/// The normalised rows of `s` (in the compute dtype) as the input dtype `dt`.
+fn normalise(op: &NormOp, s: &Tensor, dt: DType, weight: Option<&Tensor>) -> Result<Tensor> {
+    let cdt = s.dtype();
+    let (k, f) = row_factors(s, op.eps)?;
+    let mut n = s.broadcast_div(&k)?.broadcast_mul(&f)?;
+    if op.rounding == Rounding::BeforeWeight {
+        n = n.to_dtype(dt)?.to_dtype(cdt)?;
+    }
+    if let Some(w) = weight {
+        n = n.broadcast_mul(&effective_weight(w, op.weight_mode, cdt)?)?;
+    }
+    n.to_dtype(dt)?.contiguous()
+}
+
+/// `rms_norm` on the device of `x`, for any layout. The caller has checked shapes, dtypes,
+/// devices and eps.
+pub(crate) fn rms_norm(op: &NormOp, x: &Tensor, weight: Option<&Tensor>) -> Result<Tensor> {
+    let dt = x.dtype();
+    normalise(op, &x.to_dtype(compute_dtype(dt))?, dt, weight)
+}
+
+/// The fused op: `(normed, sum)`, both contiguous; checked by the caller as [`rms_norm`].
+pub(crate) fn fused_add_rms_norm(
+    op: &NormOp,
+    x: &Tensor,
+    residual: &Tensor,
+    weight: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    let dt = x.dtype();
+    let cdt = compute_dtype(dt);
+    let s = (x.to_dtype(cdt)? + residual.to_dtype(cdt)?)?;
+    Ok((
+        normalise(op, &s, dt, weight)?,
+        s.to_dtype(dt)?.contiguous()?,
+    ))
+}
