@@ -1,17 +1,21 @@
-//! Build script: compiles the kernels in `hip/` to PTX (feature `cuda`) and to one HSACO code
-//! object per AMD architecture (feature `rocm`), embedding the results through `OUT_DIR`.
-//! The default build (no features) compiles nothing and needs no GPU toolchain.
+//! Build script: embeds the GPU machine code of the kernels in `hip/`: cubins and PTX for
+//! NVIDIA (feature `cuda`, `build/cuda.rs`) and one HSACO code object per AMD architecture
+//! (feature `rocm`, `build/hsaco.rs`). By default both come from the files shipped in
+//! `kernels/`, so no GPU toolchain is needed; `CANDLE_RMSNORM_KERNELS=build|check|update` builds
+//! them from `hip/` instead (`build/kernels.rs`). The default build (no features) does nothing.
 
+#[path = "build/cuda.rs"]
+mod cuda;
 #[path = "build/hsaco.rs"]
 mod hsaco;
-#[path = "build/ptx.rs"]
-mod ptx;
+#[path = "build/kernels.rs"]
+mod kernels;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=build");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
-        ptx::build();
+        cuda::build();
     }
     if std::env::var_os("CARGO_FEATURE_ROCM").is_some() {
         hsaco::build();

@@ -1,50 +1,86 @@
-//! PTX for NVIDIA (feature `cuda`): compiles `hip/rms_norm.hip` with clang's CUDA front end and
-//! no CUDA SDK headers (`-nocudainc -nocudalib`; `hip/portable.h` maps everything onto `__nvvm_*`
-//! builtins), and writes `$OUT_DIR/rms_norm.ptx`, which `src/cuda/device.rs` embeds.
+//! NVIDIA machine code (feature `cuda`): a cubin for each of sm_80, sm_86, sm_89 and sm_90, and
+//! PTX for sm_80, which the driver compiles for GPUs without a cubin here (sm_87, Blackwell and
+//! later). Shipped in `kernels/cuda/` (see `build/kernels.rs`); built fresh from
+//! `hip/rms_norm.hip` by clang's CUDA front end with no CUDA SDK headers (`-nocudainc
+//! -nocudalib`: `hip/portable.h` maps everything onto `__nvvm_*` builtins) and by ptxas.
+//! Writes `$OUT_DIR/cuda_images.rs`, which `src/cuda/device.rs` includes.
 //!
-//! Inputs (each a `rerun-if-*`):
-//! - `CANDLE_RMSNORM_CLANG` (the clang for both GPU builds; `build/hsaco.rs` reads it too): the
-//!   clang to use; else the first of clang-19, clang-20, clang-18, clang-21, clang found on
-//!   `PATH`. nvcc is not used: the header is builtin-only.
-//! - `CUDA_COMPUTE_CAP` (Candle's own variable, e.g. `90`): the PTX target `sm_XX`; default 80.
-//!   PTX is compiled further by the driver, so sm_80 PTX also runs on Hopper and later.
+//! Inputs of a fresh build (each a `rerun-if-*`): the files under `hip/`;
+//! `CANDLE_RMSNORM_CLANG` (the clang for both GPU builds; `build/hsaco.rs` reads it too), else the
+//! first of clang-19, clang-20, clang-18, clang-21, clang on `PATH`; `CANDLE_RMSNORM_PTXAS`, else
+//! `ptxas` on `PATH`, else `$CUDA_HOME/bin/ptxas`. The shipped files were made with the tools
+//! named in `kernels/cuda/TOOLCHAIN` (ptxas from CUDA 13.0: drivers from 580 on load the cubins;
+//! `src/cuda/device.rs` falls back to the PTX where a driver refuses them).
 
+use crate::kernels::{self, Mode};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The translation unit; it includes every header under `hip/`.
 const SOURCE: &str = "hip/rms_norm.hip";
 const CLANGS: [&str; 5] = ["clang-19", "clang-20", "clang-18", "clang-21", "clang"];
+/// Compute capabilities with a cubin, and the PTX ISA each needs; the PTX fallback is built for
+/// the first.
+const ARCHS: [(u32, &str); 4] = [
+    (80, "+ptx70"),
+    (86, "+ptx71"),
+    (89, "+ptx78"),
+    (90, "+ptx78"),
+];
+const BACKEND: &str = "cuda";
 
-fn find_clang() -> PathBuf {
-    if let Some(c) = std::env::var_os("CANDLE_RMSNORM_CLANG") {
-        return PathBuf::from(c);
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("candle-rmsnorm build (feature cuda): {msg}");
+    std::process::exit(1);
+}
+
+fn cubin_name(cap: u32) -> String {
+    format!("sm_{cap}.cubin")
+}
+
+fn ptx_name() -> String {
+    format!("sm_{}.ptx", ARCHS[0].0)
+}
+
+fn find_tool(var: &str, names: &[&str], fallback: Option<PathBuf>) -> Result<PathBuf, String> {
+    println!("cargo:rerun-if-env-changed={var}");
+    if let Some(c) = std::env::var_os(var) {
+        return Ok(PathBuf::from(c));
     }
-    for c in CLANGS {
-        let ok = Command::new(c)
+    for n in names {
+        let ok = Command::new(n)
             .arg("--version")
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false);
         if ok {
-            return PathBuf::from(c);
+            return Ok(PathBuf::from(n));
         }
     }
-    panic!(
-        "candle-rmsnorm (feature cuda): no clang found (tried {CLANGS:?}); install clang >= 18 \
-         (e.g. `apt-get install clang-19`) or set CANDLE_RMSNORM_CLANG"
-    );
+    match fallback {
+        Some(p) if p.is_file() => Ok(p),
+        _ => Err(format!("none of {names:?} found on PATH; set {var}")),
+    }
 }
 
-/// The `sm_XX` target and PTX ISA feature for a compute capability such as 90.
-pub fn target(cap: u32) -> (String, &'static str) {
-    let ptx = if cap >= 90 { "+ptx78" } else { "+ptx70" };
-    (format!("sm_{cap}"), ptx)
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let o = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?} failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        ))
+    }
 }
 
-pub fn compile(clang: &Path, src: &Path, cap: u32, out: &Path) -> Result<(), String> {
-    let (arch, ptx) = target(cap);
-    let o = Command::new(clang)
+/// PTX of `src` for `sm_{cap}` with PTX ISA feature `isa`, by clang.
+fn ptx(clang: &Path, src: &Path, cap: u32, isa: &str, out: &Path) -> Result<(), String> {
+    run(Command::new(clang)
         .args([
             "-x",
             "cuda",
@@ -52,54 +88,120 @@ pub fn compile(clang: &Path, src: &Path, cap: u32, out: &Path) -> Result<(), Str
             "-nocudainc",
             "-nocudalib",
         ])
-        .arg(format!("--cuda-gpu-arch={arch}"))
-        .arg(format!("--cuda-feature={ptx}"))
-        .args([
-            "-std=c++17",
-            "-O3",
-            "-S",
-            "-Wall",
-            "-Werror",
-            "-Wno-unknown-cuda-version",
-        ])
+        .arg(format!("--cuda-gpu-arch=sm_{cap}"))
+        .arg(format!("--cuda-feature={isa}"))
+        .args(["-std=c++17", "-O3", "-S", "-Wall", "-Werror"])
+        .arg("-Wno-unknown-cuda-version")
         .arg("-o")
         .arg(out)
-        .arg(src)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", clang.display()))?;
-    if !o.status.success() {
-        return Err(format!(
-            "{} failed on {}:\n{}",
-            clang.display(),
-            src.display(),
-            String::from_utf8_lossy(&o.stderr)
-        ));
+        .arg(src))
+}
+
+/// Compiles every file of `kernels/cuda/` into `dir`; returns (name, path) pairs and the
+/// toolchain description.
+fn compile_all(dir: &Path) -> Result<(Vec<(String, PathBuf)>, String), String> {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let src = manifest.join(SOURCE);
+    let clang = find_tool("CANDLE_RMSNORM_CLANG", &CLANGS, None)?;
+    let cuda_ptxas = std::env::var_os("CUDA_HOME").map(|h| Path::new(&h).join("bin/ptxas"));
+    let ptxas = find_tool("CANDLE_RMSNORM_PTXAS", &["ptxas"], cuda_ptxas)?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let results: Vec<Result<Vec<(String, PathBuf)>, String>> = std::thread::scope(|s| {
+        let jobs: Vec<_> = ARCHS
+            .iter()
+            .map(|&(cap, isa)| {
+                let (clang, ptxas, src) = (&clang, &ptxas, &src);
+                s.spawn(move || {
+                    let p = dir.join(format!("sm_{cap}.ptx"));
+                    ptx(clang, src, cap, isa, &p)?;
+                    let c = dir.join(cubin_name(cap));
+                    run(Command::new(ptxas)
+                        .arg(format!("-arch=sm_{cap}"))
+                        .arg("-O3")
+                        .arg("-o")
+                        .arg(&c)
+                        .arg(&p))?;
+                    let mut v = vec![(cubin_name(cap), c)];
+                    if cap == ARCHS[0].0 {
+                        v.push((ptx_name(), p));
+                    }
+                    Ok(v)
+                })
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| {
+                j.join()
+                    .unwrap_or_else(|_| Err("a compile thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut files = Vec::new();
+    for r in results {
+        files.extend(r?);
     }
-    Ok(())
+    files.sort();
+    let toolchain = format!(
+        "clang: {}\nptxas: {}\n{}\n",
+        kernels::tool_version(&clang)?,
+        kernels::tool_version(&ptxas)?,
+        kernels::source_line()?
+    );
+    Ok((files, toolchain))
+}
+
+/// The shipped files, in the order `compile_all` returns them.
+fn shipped() -> Result<Vec<(String, PathBuf)>, String> {
+    let mut names: Vec<String> = ARCHS.iter().map(|&(c, _)| cubin_name(c)).collect();
+    names.push(ptx_name());
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| kernels::shipped(BACKEND, &n).map(|p| (n, p)))
+        .collect()
 }
 
 pub fn build() {
-    println!("cargo:rerun-if-changed=hip");
-    for entry in std::fs::read_dir("hip")
-        .expect("hip/ is part of the package")
-        .flatten()
-    {
-        println!("cargo:rerun-if-changed={}", entry.path().display());
-    }
-    println!("cargo:rerun-if-env-changed=CANDLE_RMSNORM_CLANG");
-    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
-    let cap: u32 = match std::env::var("CUDA_COMPUTE_CAP") {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("CUDA_COMPUTE_CAP must be a number such as 90, got {v:?}")),
-        Err(_) => 80,
-    };
+    let mode = kernels::mode().unwrap_or_else(|e| fail(e));
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let clang = find_clang();
-    let out = out_dir.join("rms_norm.ptx");
-    if let Err(e) = compile(&clang, &manifest.join(SOURCE), cap, &out) {
-        panic!("candle-rmsnorm (feature cuda): {e}");
+    let files = if mode == Mode::Shipped {
+        kernels::warn_if_sources_changed(BACKEND);
+        shipped().unwrap_or_else(|e| fail(e))
+    } else {
+        kernels::watch_sources().unwrap_or_else(|e| fail(e));
+        let (files, toolchain) = compile_all(&out_dir.join("cuda")).unwrap_or_else(|e| fail(e));
+        kernels::finish(mode, BACKEND, &toolchain, &files).unwrap_or_else(|e| fail(e));
+        files
+    };
+    let mut t = String::from("// Generated by build/cuda.rs.\n");
+    t.push_str("/// (compute capability, cubin), ascending.\n");
+    t.push_str("pub static CUBINS: &[(u32, &[u8])] = &[\n");
+    for &(cap, _) in &ARCHS {
+        let (_, p) = files
+            .iter()
+            .find(|(n, _)| *n == cubin_name(cap))
+            .unwrap_or_else(|| fail(format!("no {}", cubin_name(cap))));
+        let _ = writeln!(
+            t,
+            "    ({cap}, include_bytes!({:?})),",
+            p.display().to_string()
+        );
     }
+    t.push_str("];\n");
+    let (_, p) = files
+        .iter()
+        .find(|(n, _)| *n == ptx_name())
+        .unwrap_or_else(|| fail(format!("no {}", ptx_name())));
+    let _ = writeln!(
+        t,
+        "/// PTX for sm_{}, compiled by the driver for GPUs without a cubin above.",
+        ARCHS[0].0
+    );
+    let _ = writeln!(
+        t,
+        "pub static PTX: &str = include_str!({:?});",
+        p.display().to_string()
+    );
+    let path = out_dir.join("cuda_images.rs");
+    std::fs::write(&path, t).unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
 }

@@ -1,21 +1,22 @@
-//! HSACO for AMD GPUs (feature `rocm`): every `hip/*.hip` source compiled by clang, once per
-//! architecture, into one plain ELF code object; each object's metadata is checked (no scratch,
-//! no spills) and the objects are embedded through `$OUT_DIR/hsaco_table.rs`.
+//! HSACO for AMD GPUs (feature `rocm`): one plain ELF code object per architecture, shipped in
+//! `kernels/hsaco/` (see `build/kernels.rs`) or built fresh: every `hip/*.hip` source compiled
+//! by clang, each object's metadata checked (no scratch, no spills). The objects and their
+//! kernels' resources are embedded through `$OUT_DIR/hsaco_table.rs`.
 //!
-//! Inputs (each one reruns this script when it changes):
+//! Inputs of a fresh build (each one reruns this script when it changes):
 //! - the sources and headers under `hip/`;
 //! - `CANDLE_RMSNORM_CLANG` (the clang for both GPU builds, PTX and HSACO), else `HIP_CLANG`,
 //!   else clang-21, clang-20, clang-19 or clang on `PATH`, else `$ROCM_PATH/llvm/bin/clang`;
 //!   the chosen binary itself;
 //! - `AMDGPU_TARGETS` (architectures, separated by `,`, `;` or blanks), else [`DEFAULT_ARCHS`]
 //!   plus gfx950 when clang >= 20;
-//! - `DOCS_RS` (set on docs.rs: compile nothing, embed an empty table).
 //!
 //! No ROCm install is needed: only clang and lld with the AMDGPU target (Debian: clang-19 lld-19).
 
 #[path = "amdgpu_elf.rs"]
 mod amdgpu_elf;
 
+use crate::kernels::{self, Mode};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,8 +40,9 @@ const ENV_VARS: &[&str] = &[
     "HIP_CLANG",
     "ROCM_PATH",
     "AMDGPU_TARGETS",
-    "DOCS_RS",
 ];
+/// The directory under `kernels/`.
+const BACKEND: &str = "hsaco";
 const INSTALL_HINT: &str = "install clang >= 19 and lld with the AMDGPU target (Debian/Ubuntu: \
     `apt-get install clang-19 lld-19`), or point CANDLE_RMSNORM_CLANG at one (ROCm's \
     $ROCM_PATH/llvm/bin/clang works too); no ROCm install is needed to build";
@@ -58,24 +60,33 @@ struct Built {
 }
 
 pub fn build() {
+    let mode = kernels::mode().unwrap_or_else(|e| fail(e));
     for v in ENV_VARS {
         println!("cargo:rerun-if-env-changed={v}");
     }
     let out_dir =
         PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_else(|| fail("OUT_DIR unset")));
+    if mode == Mode::Shipped {
+        if std::env::var_os("AMDGPU_TARGETS").is_some() {
+            println!(
+                "cargo:warning=candle-rmsnorm: AMDGPU_TARGETS only applies to a fresh build \
+                 ({}=build); the shipped code objects are embedded",
+                kernels::ENV
+            );
+        }
+        kernels::warn_if_sources_changed(BACKEND);
+        let built = shipped().unwrap_or_else(|e| fail(e));
+        let tools = kernels::shipped_toolchain(BACKEND);
+        let clang = tools.lines().find_map(|l| l.strip_prefix("clang: "));
+        write_table(&out_dir, clang.unwrap_or("unknown"), &built);
+        return;
+    }
     let manifest = PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| fail("CARGO_MANIFEST_DIR unset")),
     );
     let hip_dir = manifest.join(HIP_DIR);
-    println!("cargo:rerun-if-changed={}", hip_dir.display());
-    if std::env::var_os("DOCS_RS").is_some() {
-        write_table(&out_dir, "docs.rs build: HSACO not compiled", &[]);
-        return;
-    }
-    let (sources, headers) = hip_files(&hip_dir);
-    for f in sources.iter().chain(&headers) {
-        println!("cargo:rerun-if-changed={}", f.display());
-    }
+    kernels::watch_sources().unwrap_or_else(|e| fail(e));
+    let (sources, _) = hip_files(&hip_dir);
     if sources.is_empty() {
         fail(format!(
             "no kernel sources (*.hip) in {}",
@@ -120,7 +131,52 @@ pub fn build() {
             bad.join("\n  ")
         ));
     }
+    let files: Vec<(String, PathBuf)> = built
+        .iter()
+        .map(|b| (format!("{}.hsaco", b.arch), b.path.clone()))
+        .collect();
+    let toolchain = format!(
+        "clang: {version}\n{}\n",
+        kernels::source_line().unwrap_or_else(|e| fail(e))
+    );
+    kernels::finish(mode, BACKEND, &toolchain, &files).unwrap_or_else(|e| fail(e));
     write_table(&out_dir, &version, &built);
+}
+
+/// The shipped code objects (`kernels/hsaco/<arch>.hsaco`), sorted by architecture, with
+/// their metadata read back.
+fn shipped() -> Result<Vec<Built>, String> {
+    let dir = kernels::shipped_dir(BACKEND);
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let rd = std::fs::read_dir(&dir).map_err(|e| {
+        format!(
+            "{}: {e}; build the code objects from hip/ with {}=build ({INSTALL_HINT})",
+            dir.display(),
+            kernels::ENV
+        )
+    })?;
+    let mut built = Vec::new();
+    for e in rd {
+        let path = e.map_err(|e| e.to_string())?.path();
+        let Some(arch) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".hsaco"))
+        else {
+            continue;
+        };
+        let path = kernels::shipped(BACKEND, &format!("{arch}.hsaco"))?;
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let meta =
+            amdgpu_elf::code_object_meta(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        built.push(Built {
+            arch: arch.to_string(),
+            path,
+            meta,
+        });
+    }
+    built.sort_by(|a, b| a.arch.cmp(&b.arch));
+    Ok(built)
 }
 
 /// `*.hip` sources and every other file under `hip/` (headers), each list sorted.

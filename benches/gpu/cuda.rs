@@ -129,3 +129,48 @@ impl Gpu for Cuda {
         Ok((candle_nn::ops::rms_norm(&c.xs[set], &c.w, EPS)?, None))
     }
 }
+
+/// `--first-calls`: the wall clock of the first call of every kernel variant in this process
+/// (op, input dtype, weight dtype, a short and a long row: the two kernel families), each from a
+/// synchronised device to a synchronised device; the very first includes loading the module
+/// (a cubin, or the PTX the driver compiles when `CANDLE_RMSNORM_CUDA_IMAGE=ptx`). Run it in a
+/// fresh process, before anything else touches the kernels. Returns (label, ms) pairs.
+pub fn first_calls() -> Result<Vec<(String, f64)>> {
+    let dev = Device::new_cuda(0)?;
+    let rows = 4096;
+    let mut out = Vec::new();
+    for dt in [DType::BF16, DType::F16, DType::F32, DType::F64] {
+        let wdts: &[DType] = if matches!(dt, DType::BF16 | DType::F16) {
+            &[dt, DType::F32]
+        } else {
+            &[dt]
+        };
+        for &wdt in wdts {
+            for hidden in [128, 5120] {
+                let x = Tensor::randn(0f32, 1f32, (rows, hidden), &dev)?.to_dtype(dt)?;
+                let w = Tensor::randn(0f32, 1f32, hidden, &dev)?.to_dtype(wdt)?;
+                dev.synchronize()?;
+                for op in [Op::RmsNorm, Op::FusedAddRmsNorm] {
+                    let t = std::time::Instant::now();
+                    match op {
+                        Op::RmsNorm => drop(candle_rmsnorm::rms_norm(&x, &w, EPS)?),
+                        Op::FusedAddRmsNorm => {
+                            drop(candle_rmsnorm::fused_add_rms_norm(&x, &x, &w, EPS)?)
+                        }
+                    }
+                    dev.synchronize()?;
+                    let ms = t.elapsed().as_secs_f64() * 1e3;
+                    let label = format!(
+                        "{} x {} w {} {rows}x{hidden}",
+                        op.name(),
+                        dt.as_str(),
+                        wdt.as_str()
+                    );
+                    eprintln!("first call {label}: {ms:.3} ms");
+                    out.push((label, ms));
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -13,16 +13,19 @@ const WARM: usize = 5;
 /// finds its inputs in L2 (or MI300's Infinity Cache) from an earlier one.
 const ROTATE_BYTES: usize = 256 << 20;
 
-pub const USAGE: &str = "usage: gpu [--json FILE] [--quick] [--only RxH]
-  --json FILE  also write one JSON object per (backend, op, dtype, shape) to FILE
-  --quick      bf16 only, a third of the launches
-  --only RxH   one shape, e.g. 512x4096";
+pub const USAGE: &str = "usage: gpu [--json FILE] [--quick] [--only RxH] [--first-calls]
+  --json FILE    also write one JSON object per (backend, op, dtype, shape) to FILE
+  --quick        bf16 only, a third of the launches
+  --only RxH     one shape, e.g. 512x4096
+  --first-calls  (CUDA) only time the first call of every kernel variant, module load included";
 
 #[derive(Debug, Default)]
 pub struct Args {
     pub json: Option<String>,
     pub quick: bool,
     pub only: Option<(usize, usize)>,
+    /// Time the first call of every kernel variant instead (CUDA; see `cuda::first_calls`).
+    pub first_calls: bool,
 }
 
 impl Args {
@@ -33,6 +36,7 @@ impl Args {
             match arg.as_str() {
                 "--json" => a.json = Some(it.next().ok_or("--json needs a file name")?),
                 "--quick" => a.quick = true,
+                "--first-calls" => a.first_calls = true,
                 "--only" => {
                     let v = it.next().ok_or("--only needs RxH, e.g. 512x4096")?;
                     let parsed = v

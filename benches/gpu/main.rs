@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo bench --features cuda --bench gpu -- [--json FILE] [--quick] [--only RxH]
+//! cargo bench --features cuda --bench gpu -- --first-calls [--json FILE]
 //! cargo bench --features rocm --bench gpu -- [--json FILE] [--quick] [--only RxH]
 //! ```
 //! For each (op, dtype, shape), with inputs rotating over buffer sets of >= 256 MiB together:
@@ -25,6 +26,35 @@ mod rocm;
 #[path = "../common/shapes.rs"]
 mod shapes;
 
+/// `--first-calls` (CUDA): prints the first call of each kernel variant and a summary line.
+#[cfg(feature = "cuda")]
+fn first_calls(args: &harness::Args) -> candle_core::Result<()> {
+    if let Err(why) = cuda::Cuda::new()? {
+        println!("SKIPPED first calls: {why}");
+        return Ok(());
+    }
+    let image = std::env::var("CANDLE_RMSNORM_CUDA_IMAGE").unwrap_or_else(|_| "cubin".into());
+    let calls = cuda::first_calls()?;
+    let total: f64 = calls.iter().map(|(_, ms)| ms).sum();
+    let max = calls.iter().map(|(_, ms)| *ms).fold(0.0, f64::max);
+    println!(
+        "first calls ({image}): {} variants, first {:.2} ms (module load included), max {max:.2} \
+         ms, total {total:.2} ms",
+        calls.len(),
+        calls[0].1
+    );
+    if let Some(path) = &args.json {
+        let lines: Vec<String> = calls
+            .iter()
+            .map(|(l, ms)| {
+                serde_json::json!({"first_call": l, "image": image, "ms": ms}).to_string()
+            })
+            .collect();
+        std::fs::write(path, lines.join("\n") + "\n")?;
+    }
+    Ok(())
+}
+
 fn main() -> candle_core::Result<()> {
     let args = match harness::Args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
@@ -39,6 +69,10 @@ fn main() -> candle_core::Result<()> {
     let mut skipped: Vec<String> = Vec::new();
     #[allow(unused_mut)]
     let mut ran = false;
+    #[cfg(feature = "cuda")]
+    if args.first_calls {
+        return first_calls(&args);
+    }
     #[cfg(feature = "cuda")]
     match cuda::Cuda::new()? {
         Ok(g) => {

@@ -13,7 +13,9 @@
 #                         where `bash scripts/setup-cuda13.sh` installs it)
 #   CUDA_COMPUTE_CAP      PTX target and Candle's kernels (default 90)
 #   CARGO_TARGET_DIR      (default: <repo>/target/cuda, apart from the CPU builds in <repo>/target)
-#   CANDLE_RMSNORM_CLANG  the clang that compiles hip/ to PTX (default: clang-19 on PATH, see build/ptx.rs)
+#   WAN                   1: also build and stage the Wan example (wan_t2v.gz)
+# The kernels are the shipped ones (kernels/cuda); CANDLE_RMSNORM_KERNELS=build compiles hip/ instead
+# (docs/kernels.md).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 abs() { realpath -m -s -- "$1"; }
@@ -61,11 +63,21 @@ if ldd "$BENCH_BIN" | grep -q 'libcudart.so.13'; then
 fi
 ldd "$BENCH_BIN" | grep -E 'cu|nv' || true
 
-# The PTX the crate embeds, and ptxas's resource report for sm_90 (registers, spills, stack).
-PTX=$(ls -t "$CARGO_TARGET_DIR"/release/build/candle-rmsnorm-*/out/rms_norm.ptx | head -n1)
+# The shipped PTX (kernels/cuda; the cubins come from the same source), and ptxas's resource
+# report for sm_90 (registers, spills, stack).
+PTX=$ROOT/kernels/cuda/sm_80.ptx
 gzip -9 -c "$PTX" > "$STAGE/rms_norm.ptx.gz"
 ptxas -arch=sm_90 -v "$PTX" -o /dev/null 2> "$STAGE/ptxas.txt"
 grep -E 'spill|registers' "$STAGE/ptxas.txt" | paste - - | awk '{print}' | sort | uniq -c | sort -rn | head -n 20
 
-cp scripts/gpu/device.sh scripts/gpu/torch_bench.py "$STAGE/"
+# WAN=1: also the Wan example (`-p wan_t2v --features cuda`), for device.sh's `wan` phase.
+if [[ "${WAN:-0}" == 1 ]]; then
+  echo "== building the Wan example"
+  cargo build --release -p wan_t2v --features cuda
+  strip -o "$STAGE/wan_t2v" "$CARGO_TARGET_DIR/release/wan_t2v"
+  gzip -f -9 "$STAGE/wan_t2v"
+  ls -l "$STAGE/wan_t2v.gz"
+fi
+
+cp scripts/gpu/device.sh scripts/gpu/torch_bench.py scripts/gpu/wan_1.3b_smoke.json "$STAGE/"
 du -sh "$STAGE"

@@ -2,14 +2,16 @@
 # Runs on the CUDA machine (staged by scripts/gpu/build.sh): the GPU tests, compute-sanitizer
 # memcheck + racecheck on a subset, the benchmark, other kernel builds if staged (variants), and
 # PyTorch on the same shapes, ending with one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
-#   bash .dist/gpu/device.sh [tests] [sanitizer] [bench] [variants] [ncu] [torch]  (default: all)
+#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [sanitizer] [bench] [variants]
+#   [ncu] [torch]  (default: all)
 # Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick),
+#      TEST_FILTER (names of the GPU tests to run, default all), WAN_RUNS (impl:image pairs),
 #      OUT (logs, default ./gpu-out), GPU_WORK_DIR (unpacked binaries, default /tmp/candle-rmsnorm-gpu).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-PHASES=${*:-tests sanitizer bench variants ncu torch}
+PHASES=${*:-tests firstcalls images wan sanitizer bench variants ncu torch}
 W=${GPU_WORK_DIR:-/tmp/candle-rmsnorm-gpu}
 mkdir -p "$W"
 for f in cuda_tests gpu_bench; do gunzip -c "$HERE/$f.gz" > "$W/$f" && chmod +x "$W/$f"; done
@@ -28,13 +30,64 @@ export RUST_BACKTRACE=1
 status=0
 if [[ " $PHASES " == *" tests "* ]]; then
   echo "== GPU tests"
-  ( time timeout 400 "$W/cuda_tests" --test-threads=2 ) > "$OUT/tests.log" 2>&1 || status=1
+  ( time timeout 400 "$W/cuda_tests" ${TEST_FILTER:-} --test-threads=2 ) > "$OUT/tests.log" 2>&1 || status=1
   grep -E '^test |test result|panicked|skipped' "$OUT/tests.log" | tail -n 30
   tail -n 5 "$OUT/tests.log"
   # Spills in the machine code the driver would build from our PTX (STL/LDL = local memory).
   gunzip -c "$HERE/rms_norm.ptx.gz" > "$W/rms_norm.ptx" 2>/dev/null
   if command -v cuobjdump >/dev/null && ptxas -arch=sm_90 "$W/rms_norm.ptx" -o "$W/k.cubin" 2>/dev/null; then
     echo "SASS local-memory instructions (STL, LDL): $(cuobjdump -sass "$W/k.cubin" | grep -cE '\bSTL') $(cuobjdump -sass "$W/k.cubin" | grep -cE '\bLDL')"
+  fi
+fi
+if [[ " $PHASES " == *" firstcalls "* ]]; then
+  # First call of every kernel variant in a fresh process: the shipped cubins, then the PTX the
+  # driver compiles (what every build did before cubins were shipped), with the driver's JIT
+  # cache off so that it really compiles.
+  echo "== first calls: cubin, then PTX (JIT, cache disabled)"
+  "$W/gpu_bench" --first-calls --json "$OUT/first_calls_cubin.jsonl" > "$OUT/first_calls.log" 2>&1 || status=1
+  CANDLE_RMSNORM_CUDA_IMAGE=ptx CUDA_CACHE_DISABLE=1 "$W/gpu_bench" --first-calls \
+    --json "$OUT/first_calls_ptx.jsonl" >> "$OUT/first_calls.log" 2>&1 || status=1
+  grep -E '^first calls|SKIPPED' "$OUT/first_calls.log"
+fi
+if [[ " $PHASES " == *" images "* ]]; then
+  # Kernel time of the shipped cubins against the driver's own compile of the PTX and, when
+  # sm_90.ptx.gz is staged, a cubin made here by this machine's ptxas (compilers differ), bf16,
+  # at IMAGE_SHAPES, in alternating rounds.
+  images="cubin ptx"
+  if [ -f "$HERE/sm_90.ptx.gz" ] && command -v ptxas >/dev/null; then
+    gunzip -c "$HERE/sm_90.ptx.gz" > "$W/sm_90.ptx"
+    ptxas -arch=sm_90 -O3 -o "$W/sm_90_local.cubin" "$W/sm_90.ptx" && images="$images $W/sm_90_local.cubin"
+    echo "local ptxas: $(ptxas --version | tail -n1)"
+  fi
+  echo "== images: $images (bf16, --quick)"
+  for shape in ${IMAGE_SHAPES:-32760x1536 8192x5120}; do
+    for round in 1 2; do
+      for image in $images; do
+        CANDLE_RMSNORM_CUDA_IMAGE=$image "$W/gpu_bench" --quick --only "$shape" 2>&1 \
+          | tee -a "$OUT/images.log" | grep -E '^\| (rms|fused)' | sed "s|^|$(basename "$image") |"
+      done
+    done
+  done
+fi
+if [[ " $PHASES " == *" wan "* ]]; then
+  # The Wan example (staged as wan_t2v.gz by build.sh with WAN=1): the 1.3B DiT with a 1-layer
+  # umT5 and seeded random weights, 17 frames of 480x832, 3 steps, bf16; with this crate's norms
+  # (shipped cubins), with candle_nn's, and with ours from PTX (the driver compiles it: what
+  # every build did before cubins were shipped). The driver's JIT cache is off in every run,
+  # so each pays the same compile of Candle's own PTX kernels. Each prints its timing table.
+  if [ -f "$HERE/wan_t2v.gz" ]; then
+    gunzip -c "$HERE/wan_t2v.gz" > "$W/wan_t2v" && chmod +x "$W/wan_t2v"
+    for run in ${WAN_RUNS:-ours:cubin candle:cubin ours:ptx}; do
+      impl=${run%%:*}; image=${run#*:}
+      echo "== wan_t2v --cuda --dtype bf16 --norm-impl $impl (our kernels: $image)"
+      ( time CUDA_CACHE_DISABLE=1 CANDLE_RMSNORM_CUDA_IMAGE=$image timeout 280 "$W/wan_t2v" \
+          --prompt "a red fox running through snow" --cuda --dtype bf16 --norm-impl $impl \
+          --config "$HERE/wan_1.3b_smoke.json" --output "$OUT/wan_${impl}_$image.gif" ) \
+        > "$OUT/wan_${impl}_$image.log" 2>&1 || status=1
+      grep -vE '^\s*$' "$OUT/wan_${impl}_$image.log" | tail -n 16
+    done
+  else
+    echo "== wan: skipped (no wan_t2v.gz staged; build with WAN=1 scripts/gpu/build.sh)"
   fi
 fi
 if [[ " $PHASES " == *" sanitizer "* ]]; then

@@ -1,20 +1,74 @@
 //! Per-device state of the CUDA launcher, looked up once per device (multiprocessor count,
-//! warp size, loaded kernels and their occupancy), and the one `unsafe` launch.
+//! warp size, the loaded module, kernels and their occupancy), and the one `unsafe` launch.
 
-use crate::gpu::abi::NormArgs;
+use crate::gpu::abi::{self, NormArgs};
 use crate::gpu::call::{DeviceShape, Launch};
 use candle_core::cuda::cudarc::driver::{
-    sys, CudaFunction, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+    sys, CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
 };
+use candle_core::cuda::cudarc::nvrtc::Ptx;
 use candle_core::cuda::{DeviceId, WrapErr};
 use candle_core::{CudaDevice, Result};
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-/// Every kernel, as PTX for the `CUDA_COMPUTE_CAP` the crate was built for (default sm_80).
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/rms_norm.ptx"));
-/// The module name under which Candle caches the loaded PTX, per device.
-const MODULE: &str = "candle_rmsnorm_v2";
+/// The machine code `build/cuda.rs` embeds: `CUBINS` (compute capability, cubin) and `PTX`.
+mod images {
+    include!(concat!(env!("OUT_DIR"), "/cuda_images.rs"));
+}
+
+/// `CANDLE_RMSNORM_CUDA_IMAGE`: `ptx` loads the PTX even where a cubin fits (to compare, or when
+/// a driver cannot load the cubins); a file path loads that image (a cubin, fatbin or PTX built
+/// from this crate's `hip/` by a maintainer, to compare compilers). Unset or `cubin`: the
+/// shipped cubin where one fits.
+const IMAGE_ENV: &str = "CANDLE_RMSNORM_CUDA_IMAGE";
+
+/// The cubin a device of compute capability `cap` runs (see [`abi::cubin_for`]), if any.
+fn cubin_for(cap: u32) -> Option<(u32, &'static [u8])> {
+    let built = abi::cubin_for(images::CUBINS.iter().map(|(c, _)| *c), cap)?;
+    images::CUBINS.iter().find(|(c, _)| *c == built).copied()
+}
+
+/// Loads this crate's module on `ctx`: the cubin for its compute capability, else (or when
+/// [`IMAGE_ENV`] says `ptx`) the PTX. A cubin the driver refuses is reported through `log` and
+/// the PTX used instead: the same kernels, compiled at load time.
+fn load_module(ctx: &Arc<CudaContext>) -> Result<Arc<CudaModule>> {
+    let attr = |a| ctx.attribute(a).w();
+    let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+    let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+    let cap = (major * 10 + minor) as u32;
+    let choice = std::env::var(IMAGE_ENV).unwrap_or_default();
+    let choice = choice.trim();
+    if !matches!(choice, "" | "cubin" | "ptx") {
+        let bytes = std::fs::read(choice).map_err(|e| {
+            crate::error::op_error(
+                "candle_rmsnorm",
+                IMAGE_ENV,
+                "cubin, ptx or a readable file",
+                e,
+            )
+        })?;
+        // A cubin (ELF) or fatbin goes in as bytes; text is PTX, which the driver wants
+        // NUL-terminated (`from_src` does that).
+        let image = if bytes.starts_with(b"\x7fELF") || bytes.starts_with(&[0x50, 0xed, 0x55, 0xba])
+        {
+            Ptx::from_binary(bytes)
+        } else {
+            Ptx::from_src(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        return ctx.load_module(image).w();
+    }
+    if let Some((built, cubin)) = cubin_for(cap).filter(|_| choice != "ptx") {
+        match ctx.load_module(Ptx::from_binary(cubin.to_vec())) {
+            Ok(m) => return Ok(m),
+            Err(e) => log::warn!(
+                "candle-rmsnorm: the driver refused the sm_{built} cubin on this sm_{cap} \
+                 device ({e}); compiling the PTX instead"
+            ),
+        }
+    }
+    ctx.load_module(Ptx::from_src(images::PTX)).w()
+}
 
 // SAFETY: `NormArgs` is `#[repr(C)]`, `Copy`, made only of integers and an f64, and has the
 // layout of `struct NormArgs` in hip/norm_args.h (both sides assert its size); every kernel
@@ -24,6 +78,7 @@ unsafe impl DeviceRepr for NormArgs {}
 #[derive(Default)]
 struct Cache {
     shape: HashMap<DeviceId, DeviceShape>,
+    modules: HashMap<DeviceId, Arc<CudaModule>>,
     funcs: HashMap<(DeviceId, String), CudaFunction>,
     /// Blocks of (kernel, block size) resident per multiprocessor.
     fit: HashMap<(DeviceId, String, u32), u32>,
@@ -68,9 +123,15 @@ pub(super) fn function(dev: &CudaDevice, name: &str, block: u32) -> Result<(Cuda
             return Ok((f.clone(), n));
         }
     }
-    let f = dev
-        .get_or_load_custom_func(name, MODULE, PTX)?
-        .into_cuda_function();
+    let cached = cache().modules.get(&dev.id()).cloned();
+    let module = match cached {
+        Some(m) => m,
+        None => {
+            let m = load_module(dev.cuda_stream().context())?;
+            cache().modules.entry(dev.id()).or_insert(m).clone()
+        }
+    };
+    let f = module.load_function(name).w()?;
     let n = f
         .occupancy_max_active_blocks_per_multiprocessor(block, 0, None)
         .w()?;

@@ -115,3 +115,32 @@ mod tests {
         assert_eq!(kernel_name(false, DType::U8, DType::U8, false), None);
     }
 }
+
+/// Which of the cubins built for compute capabilities `built` (e.g. `[80, 86, 89, 90]`) a
+/// device of compute capability `device` runs: the one of the same major version with the
+/// highest minor version not above the device's (a cubin runs on later minor versions of its
+/// major version, never across major versions). `None`: no cubin fits; the PTX is used.
+#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))]
+pub(crate) fn cubin_for(built: impl IntoIterator<Item = u32>, device: u32) -> Option<u32> {
+    built
+        .into_iter()
+        .filter(|c| c / 10 == device / 10 && *c <= device)
+        .max()
+}
+
+#[cfg(test)]
+mod cubin_tests {
+    #[test]
+    fn cubin_for_each_device() {
+        let built = [80, 86, 89, 90];
+        let pick = |d| super::cubin_for(built, d);
+        assert_eq!(pick(80), Some(80));
+        assert_eq!(pick(86), Some(86));
+        assert_eq!(pick(87), Some(86)); // Jetson Orin
+        assert_eq!(pick(89), Some(89));
+        assert_eq!(pick(90), Some(90));
+        assert_eq!(pick(75), None); // Turing: the PTX (built for sm_80) will not load either
+        assert_eq!(pick(100), None); // Blackwell: the PTX
+        assert_eq!(pick(120), None);
+    }
+}
