@@ -27,7 +27,9 @@
 //! on any device, e.g. Metal), per call through [`NormConfig::with_backend`] or per process
 //! through `CANDLE_RMSNORM_BACKEND=auto|cpu|cuda|rocm|candle`.
 
-// Modules from the bottom up; each uses only modules above it in this list.
+// Layers, bottom up (rustfmt sorts the declarations below, so the order is written here): config;
+// error; op; layout; host; gpu; the backends cpu, cuda, rocm, portable; backward; custom_op; api;
+// module. Each module uses only modules of lower layers (docs/design.md).
 mod api;
 mod backward;
 mod config;
