@@ -5,7 +5,7 @@
 #  3. hip/ compiles for AMD gfx90a (wave64) and gfx1100 (wave32) with -nogpulib -nogpuinc,
 #     when the clang has the AMDGPU target.
 # With ptxas on PATH it also prints the sm_90 register/spill report.
-# Env: CANDLE_RMSNORM_CLANG (the clang for both GPU builds, as in build/ptx.rs and build/hsaco.rs),
+# Env: CANDLE_RMSNORM_CLANG (the clang for both GPU builds, as in build/cuda.rs and build/hsaco.rs),
 #      else CLANG, else clang-19, else clang on PATH.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
