@@ -35,7 +35,7 @@ pub(crate) struct NormArgs {
     pub chunks_per_lane: u32,
 }
 
-/// Bytes of [`NormArgs`], the one kernel argument (also checked in the code-object metadata).
+/// Bytes of `NormArgs`, the one kernel argument (also checked in the code-object metadata).
 pub const NORM_ARGS_BYTES: usize = 112;
 const _: () = assert!(std::mem::size_of::<NormArgs>() == NORM_ARGS_BYTES);
 
