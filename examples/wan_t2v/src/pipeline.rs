@@ -161,9 +161,12 @@ pub fn resolve(opts: &Options, cfg: &WanConfig, notes: &mut Vec<String>) -> Resu
         guidance_scale,
         shift,
         fps,
+        // As the reference (`text2video.py`): an empty negative prompt means the
+        // configuration's default (`sample_neg_prompt` for Wan 2.1, in its JSON here).
         negative_prompt: opts
             .negative_prompt
             .clone()
+            .filter(|p| !p.is_empty())
             .unwrap_or_else(|| d.negative_prompt.clone()),
         latent: [cfg.vae.z_dim, (f2 - 1) / tf + 1, h2 / vs, w2 / vs],
     })
@@ -288,10 +291,11 @@ pub fn run(opts: &Options, dev: &Device, obs: &mut dyn Observer) -> Result<Repor
     let [c, t, h, w] = s.latent;
     let mut x = sampler::noise(&[1, c, t, h, w], opts.seed, dev)?;
     let sig = sampler::sigmas(s.steps, s.shift);
+    let timesteps = sampler::timesteps(&sig);
     obs.steps_start(s.steps);
     for i in 0..s.steps {
         let ts = Instant::now();
-        let timestep = sig[i] * 1000.0;
+        let timestep = timesteps[i];
         let v = if use_uncond {
             let xb = Tensor::cat(&[&x, &x], 0)?;
             let out = dit.forward(&xb, &[timestep, timestep], &context)?;

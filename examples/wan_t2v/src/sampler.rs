@@ -1,6 +1,7 @@
 //! Flow-matching sampling as in `wan/text2video.py` with `fm_solvers_unipc.py`'s schedule:
 //! sigmas `linspace(0.999, 0, N + 1)[:-1]`, shifted `shift * s / (1 + (shift - 1) * s)`, a final
-//! sigma of 0, timestep = sigma * 1000; classifier-free guidance
+//! sigma of 0, the DiT's timestep = sigma * 1000 truncated to an integer (the reference's
+//! scheduler stores its timesteps as int64); classifier-free guidance
 //! `v = uncond + g * (cond - uncond)`; Euler steps `x += (sigma_next - sigma) * v`.
 
 use crate::rng::Rng;
@@ -18,6 +19,14 @@ pub fn sigmas(steps: usize, shift: f64) -> Vec<f64> {
         .collect();
     s.push(0.0);
     s
+}
+
+/// The timesteps the DiT receives for the N + 1 `sigmas` of a schedule: `trunc(sigma * 1000)`
+/// for the first N, as the reference's `FlowUniPCMultistepScheduler.set_timesteps` makes them
+/// (`(sigmas * 1000).to(int64)`; 999, 989, 978, ... for 20 steps at shift 5).
+pub fn timesteps(sigmas: &[f64]) -> Vec<f64> {
+    let n = sigmas.len().saturating_sub(1);
+    sigmas[..n].iter().map(|s| (s * 1000.0).trunc()).collect()
 }
 
 /// Seeded standard-normal noise of the given shape (the same on every device).

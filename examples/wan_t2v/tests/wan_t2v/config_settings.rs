@@ -39,3 +39,39 @@ fn embedded_config_and_snapping() -> Result<()> {
     );
     Ok(())
 }
+
+/// Wan 2.1's default negative prompt (`sample_neg_prompt` of the reference's shared config)
+/// replaces a missing or empty `--negative-prompt`, as `text2video.py` does; the tiny
+/// configuration has none; a given one is kept.
+#[test]
+fn negative_prompt_defaults_like_the_reference() -> Result<()> {
+    let big = config::WanConfig::from_file(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/wan2.1_t2v_1.3b.json"
+    )))?;
+    let mut o = Options::new("x", tmp("unused.gif"));
+    let mut notes = Vec::new();
+    for given in [None, Some(String::new())] {
+        o.negative_prompt = given;
+        let s = pipeline::resolve(&o, &big, &mut notes)?;
+        assert!(
+            s.negative_prompt
+                .starts_with("色调艳丽，过曝，静态，细节模糊不清，字幕")
+                && s.negative_prompt.ends_with("三条腿，背景人很多，倒着走"),
+            "{}",
+            s.negative_prompt
+        );
+    }
+    o.negative_prompt = Some("blurry".into());
+    assert_eq!(
+        pipeline::resolve(&o, &big, &mut notes)?.negative_prompt,
+        "blurry"
+    );
+    o.negative_prompt = None;
+    let tiny = config::WanConfig::tiny()?;
+    assert_eq!(
+        pipeline::resolve(&o, &tiny, &mut notes)?.negative_prompt,
+        ""
+    );
+    Ok(())
+}

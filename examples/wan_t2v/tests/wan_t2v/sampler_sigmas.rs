@@ -44,3 +44,18 @@ fn euler_and_guidance() -> Result<()> {
     assert_eq!(g, vec![5.0, -4.0]);
     Ok(())
 }
+
+/// The DiT's timesteps are the reference scheduler's int64 values: 20 steps at shift 5 give
+/// 999, 989, 978 (sigma * 1000 = 999.800, 989.377, 978.048), never the fractional sigma * 1000.
+#[test]
+fn timesteps_are_truncated_like_the_reference() {
+    let sig = sampler::sigmas(20, 5.0);
+    let ts = sampler::timesteps(&sig);
+    assert_eq!(ts.len(), 20);
+    assert_eq!(&ts[..3], &[999.0, 989.0, 978.0]);
+    for (t, s) in ts.iter().zip(&sig) {
+        assert_eq!(t.fract(), 0.0, "{t}");
+        assert!(*t <= s * 1000.0 && s * 1000.0 - t < 1.0, "{t} vs sigma {s}");
+    }
+    assert!(sampler::timesteps(&[0.0]).is_empty());
+}
