@@ -8,7 +8,7 @@
 
 use candle_core::{Result, Tensor};
 use candle_rmsnorm::{fused_add_rms_norm_with, rms_norm_with, NormConfig, Rounding};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// Which RMSNorm implementation the pipeline calls.
@@ -20,21 +20,21 @@ pub enum NormImpl {
     Candle,
 }
 
-static NORM_NANOS: AtomicU64 = AtomicU64::new(0);
-static NORM_CALLS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// (nanoseconds, calls) inside norm ops on this thread.
+    static NORM: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
 
-/// Time spent inside norm calls and their number since the last [`reset_norm_time`].
-/// Process-wide: concurrent pipelines in one process add into the same counters.
+/// Time spent inside norm calls and their number on this thread since the last
+/// [`reset_norm_time`]. Per thread: a pipeline runs its norm calls on the thread that runs it,
+/// so pipelines running concurrently (the tests) do not count each other's calls.
 pub fn norm_time() -> (Duration, u64) {
-    (
-        Duration::from_nanos(NORM_NANOS.load(Ordering::Relaxed)),
-        NORM_CALLS.load(Ordering::Relaxed),
-    )
+    let (nanos, calls) = NORM.with(Cell::get);
+    (Duration::from_nanos(nanos), calls)
 }
 
 pub fn reset_norm_time() {
-    NORM_NANOS.store(0, Ordering::Relaxed);
-    NORM_CALLS.store(0, Ordering::Relaxed);
+    NORM.with(|n| n.set((0, 0)));
 }
 
 /// Runs `f` and adds its duration to the norm counters. On a GPU the device is synchronised
@@ -49,8 +49,11 @@ fn timed<T>(x: &Tensor, f: impl FnOnce() -> Result<T>) -> Result<T> {
     if sync {
         x.device().synchronize()?;
     }
-    NORM_NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    NORM_CALLS.fetch_add(1, Ordering::Relaxed);
+    let nanos = start.elapsed().as_nanos() as u64;
+    NORM.with(|n| {
+        let (t, c) = n.get();
+        n.set((t + nanos, c + 1));
+    });
     Ok(out)
 }
 
