@@ -86,7 +86,12 @@ pub fn build() {
     );
     let hip_dir = manifest.join(HIP_DIR);
     kernels::watch_sources().unwrap_or_else(|e| fail(e));
-    let (sources, _) = hip_files(&hip_dir);
+    // The translation units: the `*.hip` files directly under `hip/` (the rest are headers).
+    let sources: Vec<PathBuf> = kernels::hip_files()
+        .unwrap_or_else(|e| fail(e))
+        .into_iter()
+        .filter(|p| p.parent() == Some(&hip_dir) && p.extension().is_some_and(|x| x == "hip"))
+        .collect();
     if sources.is_empty() {
         fail(format!(
             "no kernel sources (*.hip) in {}",
@@ -177,33 +182,6 @@ fn shipped() -> Result<Vec<Built>, String> {
     }
     built.sort_by(|a, b| a.arch.cmp(&b.arch));
     Ok(built)
-}
-
-/// `*.hip` sources and every other file under `hip/` (headers), each list sorted.
-fn hip_files(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let mut sources = Vec::new();
-    let mut others = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let rd = std::fs::read_dir(&d)
-            .unwrap_or_else(|e| fail(format!("cannot read {}: {e}", d.display())));
-        for e in rd {
-            let p = e
-                .unwrap_or_else(|e| fail(format!("cannot read {}: {e}", d.display())))
-                .path();
-            if p.is_dir() {
-                println!("cargo:rerun-if-changed={}", p.display());
-                stack.push(p);
-            } else if d == dir && p.extension().is_some_and(|x| x == "hip") {
-                sources.push(p);
-            } else {
-                others.push(p);
-            }
-        }
-    }
-    sources.sort();
-    others.sort();
-    (sources, others)
 }
 
 /// The clang to use, its major version and its version line.

@@ -154,7 +154,7 @@ pub fn tool_version(tool: &Path) -> Result<String, String> {
 }
 
 /// The files under `hip/` (sources and headers), sorted.
-fn hip_files() -> Result<Vec<PathBuf>, String> {
+pub fn hip_files() -> Result<Vec<PathBuf>, String> {
     let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let mut files = Vec::new();
     let mut stack = vec![Path::new(&manifest).join("hip")];

@@ -7,8 +7,8 @@
 //! as the identity (straight-through), as autograd of the reference code does for a dtype cast.
 
 use crate::config::WeightMode;
-use crate::op::NormOp;
-use candle_core::{DType, Result, Tensor, D};
+use crate::op::{compute_dtype, NormOp};
+use candle_core::{Result, Tensor, D};
 
 type Grads = (Tensor, Option<Tensor>, Option<Tensor>);
 
@@ -19,11 +19,7 @@ pub(crate) fn grads(
     weight: Option<&Tensor>,
     grad: &Tensor,
 ) -> Result<Grads> {
-    let cdt = if xs.dtype() == DType::F64 {
-        DType::F64
-    } else {
-        DType::F32
-    };
+    let cdt = compute_dtype(xs.dtype());
     let (g_norm, g_sum) = if op.fused {
         (grad.get(0)?, Some(grad.get(1)?.to_dtype(cdt)?))
     } else {

@@ -2,7 +2,20 @@
 //! shape. Weights and residuals are operands, never fields.
 
 use crate::config::{Backend, NormConfig, Rounding, WeightMode};
-use candle_core::{Layout, Shape};
+use candle_core::{DType, Layout, Shape};
+
+/// The dtype sums are formed in (docs/numerics.md): f64 for f64 input, else f32.
+pub(crate) fn compute_dtype(x: DType) -> DType {
+    if x == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+/// A row whose f32 `mean(x^2) + eps` falls below this is rescued (docs/numerics.md): the CPU
+/// path and the portable backend test it; the GPU kernels keep their own copy in `hip/row.h`.
+pub(crate) const RESCUE_MEAN_BELOW: f32 = 1e-30;
 
 /// One norm call's parameters. The fused op writes `[normed; sum]` into one buffer of shape
 /// `[2, ..]` (a Candle custom op returns one tensor; see `custom_op`).

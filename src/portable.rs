@@ -18,17 +18,8 @@
 //! branch is not taken, so no NaN leaks into gradients of ordinary rows.
 
 use crate::config::{Rounding, WeightMode};
-use crate::op::NormOp;
+use crate::op::{compute_dtype, NormOp, RESCUE_MEAN_BELOW};
 use candle_core::{DType, Result, Tensor, D};
-
-/// The dtype the sums are formed in: f64 for f64 input, else f32.
-fn compute_dtype(dt: DType) -> DType {
-    if dt == DType::F64 {
-        DType::F64
-    } else {
-        DType::F32
-    }
-}
 
 /// `v` as a tensor of `like`'s dtype on its device, broadcast to its shape. Made in the compute
 /// dtype directly, so no f64 tensor is ever created on a device without f64.
@@ -81,7 +72,7 @@ fn row_factors(s: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
     let (max, tiny) = if cdt == DType::F64 {
         (f64::MAX, 1e-290)
     } else {
-        (f32::MAX as f64, 1e-30)
+        (f32::MAX as f64, f64::from(RESCUE_MEAN_BELOW))
     };
     let ss = sum_sq(s)?;
     let denom = ss.affine(inv_h, eps)?;

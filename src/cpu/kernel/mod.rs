@@ -5,6 +5,7 @@ use super::simd::{hsum16, Elem, Isa, Portable};
 #[cfg(target_arch = "x86_64")]
 use super::simd::{Avx2, Avx512};
 use crate::config::Rounding;
+use crate::op::RESCUE_MEAN_BELOW;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
@@ -176,7 +177,7 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
         }
         let ss = hsum16(lanes);
         let denom = ss * inv_h + eps;
-        if ss.is_infinite() || denom < 1e-30 {
+        if ss.is_infinite() || denom < RESCUE_MEAN_BELOW {
             rescue_row(x, r, w, o, eps, FUSED, RB);
             continue;
         }
