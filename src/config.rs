@@ -55,8 +55,9 @@ impl Backend {
     /// The backend named by `CANDLE_RMSNORM_BACKEND`, read once per process; `Auto` when unset.
     ///
     /// # Errors
-    /// When the variable holds something other than one of the names [`Backend::parse`] takes. The error
-    /// is returned by every op that relies on the environment, so a typo is never ignored.
+    /// When the variable holds something other than one of the names [`Backend::parse`] takes.
+    /// The error is returned by every op that relies on the environment, so a typo is never
+    /// ignored.
     pub fn from_env() -> candle_core::Result<Self> {
         static ENV: OnceLock<Result<Backend, String>> = OnceLock::new();
         let parsed = ENV.get_or_init(|| match std::env::var(BACKEND_ENV) {

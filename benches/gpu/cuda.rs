@@ -41,6 +41,17 @@ impl Cuda {
     }
 }
 
+/// The public op `op` on `x` (and residual `r` for the fused op) with weight `w`.
+fn call(op: Op, x: &Tensor, r: &Tensor, w: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    match op {
+        Op::RmsNorm => Ok((candle_rmsnorm::rms_norm(x, w, EPS)?, None)),
+        Op::FusedAddRmsNorm => {
+            let (y, s) = candle_rmsnorm::fused_add_rms_norm(x, r, w, EPS)?;
+            Ok((y, Some(s)))
+        }
+    }
+}
+
 impl Gpu for Cuda {
     type Event = CudaEvent;
     type Case = Case;
@@ -106,23 +117,11 @@ impl Gpu for Cuda {
     }
 
     fn kernel(&self, c: &mut Case, op: Op, set: usize) -> Result<Self::Out> {
-        match op {
-            Op::RmsNorm => Ok((candle_rmsnorm::rms_norm(&c.xs[set], &c.w, EPS)?, None)),
-            Op::FusedAddRmsNorm => {
-                let (y, s) = candle_rmsnorm::fused_add_rms_norm(&c.xs[set], &c.rs[set], &c.w, EPS)?;
-                Ok((y, Some(s)))
-            }
-        }
+        call(op, &c.xs[set], &c.rs[set], &c.w)
     }
 
     fn api_call(&self, c: &Case, op: Op, set: usize) -> Result<()> {
-        match op {
-            Op::RmsNorm => drop(candle_rmsnorm::rms_norm(&c.xs[set], &c.w, EPS)?),
-            Op::FusedAddRmsNorm => drop(candle_rmsnorm::fused_add_rms_norm(
-                &c.xs[set], &c.rs[set], &c.w, EPS,
-            )?),
-        }
-        Ok(())
+        call(op, &c.xs[set], &c.rs[set], &c.w).map(drop)
     }
 
     fn candle_nn(&self, c: &Case, set: usize) -> Result<Self::Out> {
@@ -135,8 +134,8 @@ impl Gpu for Cuda {
 /// synchronised device to a synchronised device; the very first includes loading the module
 /// (a cubin, or the PTX the driver compiles when `CANDLE_RMSNORM_CUDA_IMAGE=ptx`). Run it in a
 /// fresh process, before anything else touches the kernels. Returns (label, ms) pairs.
-pub fn first_calls() -> Result<Vec<(String, f64)>> {
-    let dev = Device::new_cuda(0)?;
+pub fn first_calls(g: &Cuda) -> Result<Vec<(String, f64)>> {
+    let dev = &g.dev;
     let rows = 4096;
     let mut out = Vec::new();
     for dt in [DType::BF16, DType::F16, DType::F32, DType::F64] {
@@ -147,17 +146,12 @@ pub fn first_calls() -> Result<Vec<(String, f64)>> {
         };
         for &wdt in wdts {
             for hidden in [128, 5120] {
-                let x = Tensor::randn(0f32, 1f32, (rows, hidden), &dev)?.to_dtype(dt)?;
-                let w = Tensor::randn(0f32, 1f32, hidden, &dev)?.to_dtype(wdt)?;
+                let x = Tensor::randn(0f32, 1f32, (rows, hidden), dev)?.to_dtype(dt)?;
+                let w = Tensor::randn(0f32, 1f32, hidden, dev)?.to_dtype(wdt)?;
                 dev.synchronize()?;
                 for op in [Op::RmsNorm, Op::FusedAddRmsNorm] {
                     let t = std::time::Instant::now();
-                    match op {
-                        Op::RmsNorm => drop(candle_rmsnorm::rms_norm(&x, &w, EPS)?),
-                        Op::FusedAddRmsNorm => {
-                            drop(candle_rmsnorm::fused_add_rms_norm(&x, &x, &w, EPS)?)
-                        }
-                    }
+                    drop(call(op, &x, &x, &w)?);
                     dev.synchronize()?;
                     let ms = t.elapsed().as_secs_f64() * 1e3;
                     let label = format!(

@@ -29,12 +29,15 @@ mod shapes;
 /// `--first-calls` (CUDA): prints the first call of each kernel variant and a summary line.
 #[cfg(feature = "cuda")]
 fn first_calls(args: &harness::Args) -> candle_core::Result<()> {
-    if let Err(why) = cuda::Cuda::new()? {
-        println!("SKIPPED first calls: {why}");
-        return Ok(());
-    }
+    let g = match cuda::Cuda::new()? {
+        Ok(g) => g,
+        Err(why) => {
+            println!("SKIPPED first calls: {why}");
+            return Ok(());
+        }
+    };
     let image = std::env::var("CANDLE_RMSNORM_CUDA_IMAGE").unwrap_or_else(|_| "cubin".into());
-    let calls = cuda::first_calls()?;
+    let calls = cuda::first_calls(&g)?;
     let total: f64 = calls.iter().map(|(_, ms)| ms).sum();
     let max = calls.iter().map(|(_, ms)| *ms).fold(0.0, f64::max);
     println!(

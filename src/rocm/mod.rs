@@ -33,9 +33,9 @@
 //! # Host tensors
 //! The Candle ops run host tensors through these kernels only when the backend is
 //! [`Backend::Rocm`](crate::Backend::Rocm) (`CANDLE_RMSNORM_BACKEND=rocm` or
-//! [`NormConfig::with_backend`](crate::NormConfig::with_backend)): each call uploads the rows it reads (and the weight), runs the
-//! kernel, waits, and downloads the result, so it moves about twice the tensor's bytes over PCIe
-//! on top of the kernel's own traffic. `Backend::Auto` keeps host tensors on the CPU path.
+//! [`NormConfig::with_backend`](crate::NormConfig::with_backend)): each call uploads the rows
+//! it reads (and the weight), runs the kernel, waits, and downloads the result, so it moves
+//! about twice the tensor's bytes over PCIe on top of the kernel's own traffic. `Backend::Auto` keeps host tensors on the CPU path.
 //! When ROCm cannot be used (no library, no device, no code object for the device), an
 //! explicit `Rocm` request returns the error and logs it once through `log`.
 //!
