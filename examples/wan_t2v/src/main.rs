@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use wan_t2v::norms::NormImpl;
 use wan_t2v::pipeline::{self, Observer, Options};
+use wan_t2v::sampler::SamplerKind;
 
 #[derive(Parser, Debug)]
 #[command(about = "Wan 2.1 text-to-video with candle-rmsnorm's RMSNorm ops")]
@@ -43,6 +44,9 @@ struct Args {
     /// Sigma schedule shift [default: 5.0].
     #[arg(long)]
     shift: Option<f64>,
+    /// Sampler: the reference's UniPC (order 2, bh2) or first-order Euler.
+    #[arg(long, value_enum, default_value_t = SamplerKind::Unipc)]
+    sampler: SamplerKind,
     /// Seed of the initial noise.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -176,6 +180,7 @@ fn real_main(args: Args) -> candle_core::Result<()> {
     opts.steps = args.steps;
     opts.guidance_scale = args.guidance_scale;
     opts.shift = args.shift;
+    opts.sampler = args.sampler;
     opts.seed = args.seed;
     opts.frames_dir = args.frames_dir;
     opts.fps = args.fps;

@@ -23,6 +23,7 @@ pub struct Options {
     pub steps: Option<usize>,
     pub guidance_scale: Option<f64>,
     pub shift: Option<f64>,
+    pub sampler: sampler::SamplerKind,
     pub seed: u64,
     pub output: PathBuf,
     pub frames_dir: Option<PathBuf>,
@@ -47,6 +48,7 @@ impl Options {
             steps: None,
             guidance_scale: None,
             shift: None,
+            sampler: sampler::SamplerKind::Unipc,
             seed: 42,
             output,
             frames_dir: None,
@@ -69,6 +71,7 @@ pub struct Settings {
     pub steps: usize,
     pub guidance_scale: f64,
     pub shift: f64,
+    pub sampler: sampler::SamplerKind,
     pub fps: u32,
     pub negative_prompt: String,
     /// Latent shape [C, T, h, w].
@@ -160,6 +163,7 @@ pub fn resolve(opts: &Options, cfg: &WanConfig, notes: &mut Vec<String>) -> Resu
         steps,
         guidance_scale,
         shift,
+        sampler: opts.sampler,
         fps,
         // As the reference (`text2video.py`): an empty negative prompt means the
         // configuration's default (`sample_neg_prompt` for Wan 2.1, in its JSON here).
@@ -290,8 +294,9 @@ pub fn run(opts: &Options, dev: &Device, obs: &mut dyn Observer) -> Result<Repor
     let t0 = Instant::now();
     let [c, t, h, w] = s.latent;
     let mut x = sampler::noise(&[1, c, t, h, w], opts.seed, dev)?;
-    let sig = sampler::sigmas(s.steps, s.shift);
-    let timesteps = sampler::timesteps(&sig);
+    let schedule = sampler::schedule(s.steps, s.shift);
+    let (sig, timesteps) = (&schedule.sigmas, &schedule.timesteps);
+    let mut solver = sampler::Sampler::new(s.sampler, sig)?;
     obs.steps_start(s.steps);
     for i in 0..s.steps {
         let ts = Instant::now();
@@ -307,7 +312,7 @@ pub fn run(opts: &Options, dev: &Device, obs: &mut dyn Observer) -> Result<Repor
         } else {
             dit.forward(&x, &[timestep], &context)?
         };
-        x = sampler::euler_step(&x, &v, sig[i], sig[i + 1])?;
+        x = solver.step(&v, &x)?;
         sync(dev)?;
         obs.step_done(i, s.steps, sig[i], ts.elapsed());
     }

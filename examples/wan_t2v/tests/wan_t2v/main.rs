@@ -7,6 +7,7 @@ mod common;
 mod config_settings;
 mod dit_embeddings;
 mod sampler_sigmas;
+mod sampler_unipc;
 mod smoke;
 mod text_encoder;
 mod vae_conv_norm;
