@@ -6,7 +6,9 @@
 
 namespace rn {
 
-// A row too long for registers: read once for the sum of squares, again for the output.
+// A row too long for registers: read once for the sum of squares, again for the output. The
+// fused sum is stored in the second pass, after the lane's last read of the residual element it
+// replaces, so the op may run in place (sum = residual, out = x).
 // On gfx9 the row pointers live in vector registers and the team shape is re-read per row
 // (portable.h, NORM_GFX9): scalar-register relief; elsewhere both are no-ops.
 template <typename T, typename W, int VEC, bool FUSED, typename Team>
@@ -45,13 +47,11 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
   for (long long c = team.rank; c < nvec; c += team.size) {
     A v[VEC];
     input(c, v);
-    if constexpr (FUSED) store_chunk<T, VEC>(p.s + c * VEC, v);
 #pragma unroll
     for (int i = 0; i < VEC; ++i) ss += v[i] * v[i];
   }
   for (long long e = tail0 + team.rank; e < end; e += team.size) {
     const A v = input1(e);
-    if constexpr (FUSED) Tr<T>::put(p.s + e, v);
     ss += v * v;
   }
   ss = team.sum(ss, parity);
@@ -63,6 +63,7 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
     for (long long c = team.rank; c < nvec; c += team.size) {
       A v[VEC], w[VEC], y[VEC];
       input(c, v);
+      if constexpr (FUSED) store_chunk<T, VEC>(p.s + c * VEC, v);
       load_weight<W, VEC, A>(p.w ? p.w + c * VEC : nullptr, off1, w);
 #pragma unroll
       for (int i = 0; i < VEC; ++i) {
@@ -75,7 +76,9 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
     for (long long e = tail0 + team.rank; e < end; e += team.size) {
       A w[1];
       load_weight<W, 1, A>(p.w ? p.w + e : nullptr, off1, w);
-      A n = f(input1(e));
+      const A v = input1(e);
+      if constexpr (FUSED) Tr<T>::put(p.s + e, v);
+      A n = f(v);
       if (rb) n = Tr<T>::round(n);
       Tr<T>::put(p.o + e, n * w[0]);
     }

@@ -12,6 +12,10 @@ namespace rn {
 // The weight is loaded once for all of them. Without a residual the next row's loads are issued
 // before this row's reduction (PREFETCH), so a block keeps two rows in flight; the fused op
 // already has twice the bytes of a row in flight and keeps its registers for that.
+// In place: every element of x and the residual is read into registers before the lane writes
+// that element of out or sum, so out may be x and sum may be the residual (the row pointers'
+// __restrict__ sits on struct members, which clang does not use for alias analysis, so no
+// load is moved past a store or redone after it).
 template <typename T, typename W, int VEC, bool FUSED, int K, typename Team>
 NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step, int share,
                         const Team& team) {
