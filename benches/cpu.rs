@@ -73,6 +73,10 @@ fn benches(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new("ours", tier), |b| {
                 b.iter(|| candle_rmsnorm::rms_norm(&x, &w, 1e-6).unwrap())
             });
+            let xi = x.copy().unwrap();
+            g.bench_function(BenchmarkId::new("ours_inplace", tier), |b| {
+                b.iter(|| candle_rmsnorm::rms_norm_inplace(&xi, &w, 1e-6).unwrap())
+            });
             g.bench_function("candle_nn", |b| {
                 b.iter(|| candle_nn::ops::rms_norm(&x, &w, 1e-6).unwrap())
             });
@@ -87,6 +91,10 @@ fn benches(c: &mut Criterion) {
                 .measurement_time(Duration::from_secs(2));
             g.bench_function(BenchmarkId::new("ours", tier), |b| {
                 b.iter(|| candle_rmsnorm::fused_add_rms_norm(&x, &r, &w, 1e-6).unwrap())
+            });
+            let pair = candle_rmsnorm::residual_pair(&r).unwrap();
+            g.bench_function(BenchmarkId::new("ours_inplace", tier), |b| {
+                b.iter(|| candle_rmsnorm::fused_add_rms_norm_inplace(&pair, &x, &w, 1e-6).unwrap())
             });
             g.bench_function("candle_nn_add_then_norm", |b| {
                 b.iter(|| {

@@ -27,6 +27,35 @@ fn same_device(op: &str, arg: &str, t: &Tensor, xs: &Tensor) -> Result<()> {
     }
 }
 
+/// Checks that operand `arg` has shape `dims` (`what` names that shape in the error), the dtype
+/// of `xs` and its device.
+pub(crate) fn check_like(
+    op: &str,
+    arg: &str,
+    t: &Tensor,
+    xs: &Tensor,
+    dims: &[usize],
+    what: &str,
+) -> Result<()> {
+    if t.dims() != dims {
+        return Err(op_error(
+            op,
+            arg,
+            format!("of shape {dims:?} ({what})"),
+            format!("shape {:?}", t.dims()),
+        ));
+    }
+    if t.dtype() != xs.dtype() {
+        return Err(op_error(
+            op,
+            arg,
+            format!("of the dtype of xs ({:?})", xs.dtype()),
+            format!("{:?}", t.dtype()),
+        ));
+    }
+    same_device(op, arg, t, xs)
+}
+
 /// Logs once per process and reason why `Auto` chose a backend the caller may not expect.
 macro_rules! say_once {
     ($($arg:tt)+) => {{
@@ -36,7 +65,7 @@ macro_rules! say_once {
 }
 
 /// Resolves the backend for tensors on `device`, failing loudly when it cannot run there.
-fn resolve_backend(op: &str, cfg: &NormConfig, device: &Device) -> Result<Backend> {
+pub(crate) fn resolve_backend(op: &str, cfg: &NormConfig, device: &Device) -> Result<Backend> {
     let requested = cfg.backend()?;
     let resolved = match (requested, device) {
         (Backend::Auto, Device::Cpu) => {
@@ -92,7 +121,12 @@ fn resolve_backend(op: &str, cfg: &NormConfig, device: &Device) -> Result<Backen
 }
 
 /// Validates everything but the residual; returns the hidden size.
-fn check_common(op: &str, xs: &Tensor, weight: Option<&Tensor>, cfg: &NormConfig) -> Result<usize> {
+pub(crate) fn check_common(
+    op: &str,
+    xs: &Tensor,
+    weight: Option<&Tensor>,
+    cfg: &NormConfig,
+) -> Result<usize> {
     if xs.rank() == 0 {
         return Err(op_error(
             op,
@@ -120,7 +154,7 @@ fn check_common(op: &str, xs: &Tensor, weight: Option<&Tensor>, cfg: &NormConfig
 }
 
 /// A layout the kernels read directly, or a contiguous copy (see the crate docs).
-fn readable(t: &Tensor) -> Result<Tensor> {
+pub(crate) fn readable(t: &Tensor) -> Result<Tensor> {
     if RowLayout::of(t.layout()).is_some() {
         Ok(t.clone())
     } else {
@@ -233,23 +267,7 @@ fn fused_impl(
     cfg: &NormConfig,
 ) -> Result<(Tensor, Tensor)> {
     check_common(op, xs, weight, cfg)?;
-    if residual.dims() != xs.dims() {
-        return Err(op_error(
-            op,
-            "residual",
-            format!("of the shape of xs {:?}", xs.dims()),
-            format!("shape {:?}", residual.dims()),
-        ));
-    }
-    if residual.dtype() != xs.dtype() {
-        return Err(op_error(
-            op,
-            "residual",
-            format!("of the dtype of xs ({:?})", xs.dtype()),
-            format!("{:?}", residual.dtype()),
-        ));
-    }
-    same_device(op, "residual", residual, xs)?;
+    check_like(op, "residual", residual, xs, xs.dims(), "the shape of xs")?;
     let backend = resolve_backend(op, cfg, xs.device())?;
     if xs.elem_count() == 0 {
         return Ok((xs.zeros_like()?, xs.zeros_like()?));

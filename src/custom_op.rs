@@ -10,11 +10,21 @@
 //! A Candle custom op returns one tensor, so the fused op writes both results into one buffer
 //! with a new leading dimension of 2; the public function hands out the two halves as
 //! contiguous views (no copy), and the backward pass receives both gradients in that layout.
+//!
+//! The in-place ops, [`InPlace`], write into their first operand (no gradient):
+//!
+//! | operands                 | trait         | writes                                        |
+//! |--------------------------|---------------|-----------------------------------------------|
+//! | `xs (, weight)`          | `InplaceOp1/2`| `xs` = normed                                 |
+//! | `pair, xs (, weight)`    | `InplaceOp2/3`| `pair[1]` = `xs + pair[1]`, `pair[0]` = normed |
 
 use crate::config::Backend;
 use crate::error::backend_unavailable;
 use crate::op::{NormOp, Operand};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, InplaceOp1, InplaceOp2, InplaceOp3, Layout,
+    Result, Shape, Tensor,
+};
 
 fn cpu_fwd(op: &NormOp, ops: &[Operand<'_, CpuStorage>]) -> Result<(CpuStorage, Shape)> {
     match op.backend {
@@ -107,4 +117,86 @@ impl CustomOp3 for NormOp {
         let [g1, g2, g3] = bwd(self, &[a1, a2, a3], grad)?;
         Ok((g1, g2, g3))
     }
+}
+
+/// An op that writes its result into its first operand (see the module table).
+pub(crate) struct InPlace(pub NormOp);
+
+/// The addend `xs` and the weight among the sources of an in-place op.
+fn inplace_roles<'a, S>(op: &NormOp, srcs: &[Operand<'a, S>]) -> Ins<'a, S> {
+    let (a, b) = (srcs.first().copied(), srcs.get(1).copied());
+    if op.fused {
+        (a, b)
+    } else {
+        (None, a)
+    }
+}
+
+type Ins<'a, S> = (Option<Operand<'a, S>>, Option<Operand<'a, S>>);
+
+fn cpu_inplace(
+    op: &NormOp,
+    target: (&mut CpuStorage, &Layout),
+    srcs: &[Operand<'_, CpuStorage>],
+) -> Result<()> {
+    let (xs, w) = inplace_roles(op, srcs);
+    match op.backend {
+        Backend::Auto | Backend::Cpu => crate::cpu::forward_inplace(op, target, xs, w),
+        #[cfg(feature = "rocm")]
+        Backend::Rocm => crate::rocm::host_forward_inplace(op, target, xs, w),
+        other => Err(backend_unavailable(op.name(), other)),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_inplace(
+    op: &NormOp,
+    target: (&mut candle_core::CudaStorage, &Layout),
+    srcs: &[Operand<'_, candle_core::CudaStorage>],
+) -> Result<()> {
+    let (xs, w) = inplace_roles(op, srcs);
+    match op.backend {
+        Backend::Auto | Backend::Cuda => crate::cuda::forward_inplace(op, target, xs, w),
+        other => Err(backend_unavailable(op.name(), other)),
+    }
+}
+
+/// The forward methods of an `InplaceOpN` over the target `d`, `dl` and sources `$s`, `$l`.
+macro_rules! inplace_forwards {
+    ($($s:ident $l:ident),*) => {
+        fn name(&self) -> &'static str {
+            self.0.name()
+        }
+
+        fn cpu_fwd(
+            &self,
+            d: &mut CpuStorage,
+            dl: &Layout,
+            $($s: &CpuStorage, $l: &Layout),*
+        ) -> Result<()> {
+            cpu_inplace(&self.0, (d, dl), &[$(($s, $l)),*])
+        }
+
+        #[cfg(feature = "cuda")]
+        fn cuda_fwd(
+            &self,
+            d: &mut candle_core::CudaStorage,
+            dl: &Layout,
+            $($s: &candle_core::CudaStorage, $l: &Layout),*
+        ) -> Result<()> {
+            cuda_inplace(&self.0, (d, dl), &[$(($s, $l)),*])
+        }
+    };
+}
+
+impl InplaceOp1 for InPlace {
+    inplace_forwards!();
+}
+
+impl InplaceOp2 for InPlace {
+    inplace_forwards!(s2 l2);
+}
+
+impl InplaceOp3 for InPlace {
+    inplace_forwards!(s2 l2, s3 l3);
 }

@@ -3,6 +3,8 @@
 //! - [`rms_norm`] / [`rms_norm_with`]: `xs * rsqrt(mean(xs^2) + eps) * weight` over the last dim.
 //! - [`fused_add_rms_norm`] / [`fused_add_rms_norm_with`]: `sum = xs + residual`, then the norm
 //!   of `sum`, in one pass; returns `(normed, sum)`.
+//! - [`rms_norm_inplace`], [`fused_add_rms_norm_inplace`] (on a [`residual_pair`]): the same
+//!   results written into memory the caller holds, with no allocation.
 //! - [`RmsNorm`]: the layer, a `candle_nn::Module`, with [`RmsNorm::forward_residual`].
 //!
 //! Layers, each using only those below it: kernels (`hip/`, compiled by `build.rs`; the SIMD CPU
@@ -29,7 +31,7 @@
 
 // Layers, bottom up (rustfmt sorts the declarations below, so the order is written here): config;
 // error; op; layout; host; gpu; the backends cpu, cuda, rocm, portable; backward; custom_op; api;
-// module. Each module uses only modules of lower layers (docs/design.md).
+// inplace; module. Each module uses only modules of lower layers (docs/design.md).
 mod api;
 mod backward;
 mod config;
@@ -41,6 +43,7 @@ mod error;
 #[cfg(any(feature = "cuda", feature = "rocm", test))]
 mod gpu;
 mod host;
+mod inplace;
 mod layout;
 mod module;
 mod op;
@@ -51,4 +54,8 @@ pub mod rocm;
 pub use api::{fused_add_rms_norm, fused_add_rms_norm_with, rms_norm, rms_norm_with};
 pub use config::{Backend, NormConfig, Rounding, WeightMode, BACKEND_ENV};
 pub use cpu::cpu_tier_name;
+pub use inplace::{
+    fused_add_rms_norm_inplace, fused_add_rms_norm_inplace_with, residual_pair, rms_norm_inplace,
+    rms_norm_inplace_with,
+};
 pub use module::RmsNorm;

@@ -266,3 +266,18 @@ fn over_two_to_the_31_elements() -> Result<()> {
     }
     Ok(())
 }
+
+/// The in-place ops on the GPU: the case matrix against the reference, and bitwise equal to the
+/// out-of-place ops (x and out the same rows; the pair's residual half read and overwritten).
+#[test]
+fn inplace_matrix_and_bitwise() -> Result<()> {
+    let dev = gpu_or_skip!();
+    let has_elements = |c: &&Case| c.dims.iter().product::<usize>() > 0;
+    let cases: Vec<Case> = matrix().into_iter().filter(|c| has_elements(&c)).collect();
+    let inplace = InPlace {
+        device: dev.clone(),
+        backend: Backend::Cuda,
+    };
+    run_cases(&inplace, &cases)?;
+    run_bitwise(&Api::new(&dev, Backend::Cuda), &inplace, &cases).map(|_| ())
+}

@@ -324,6 +324,22 @@ fn gpu_matrix_host_staged() -> Result<()> {
     run_matrix(&Device::Cpu, Backend::Rocm, |_| true).map(|_| ())
 }
 
+/// The in-place ops on host tensors with `Backend::Rocm`: the matrix against the reference and
+/// bitwise equal to the out-of-place ops.
+#[test]
+fn gpu_inplace_host_staged() -> Result<()> {
+    if gpu().is_none() {
+        skipped("gpu_inplace_host_staged");
+        return Ok(());
+    }
+    let inplace = InPlace {
+        device: Device::Cpu,
+        backend: Backend::Rocm,
+    };
+    run_cases(&inplace, &matrix())?;
+    run_bitwise(&Api::new(&Device::Cpu, Backend::Rocm), &inplace, &matrix()).map(|_| ())
+}
+
 /// The matrix through `rocm::{rms_norm, fused_add_rms_norm}` on `RocmTensor`s.
 #[test]
 fn gpu_matrix_device_api() -> Result<()> {

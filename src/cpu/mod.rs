@@ -1,5 +1,6 @@
 //! The CPU backend: converts Candle storages to row jobs and runs the SIMD kernel.
 
+mod inplace;
 mod kernel;
 mod simd;
 
@@ -184,6 +185,45 @@ pub(crate) fn forward(op: &NormOp, inputs: Inputs<'_, CpuStorage>) -> Result<(Cp
         other => return Err(float_error(op.name(), "xs", other)),
     };
     Ok((storage, shape))
+}
+
+/// The CPU forward of the in-place ops: `rms_norm` into `target` itself when `xs` is `None`,
+/// else the fused op into the pair `target` = `[normed; residual]` (see `inplace`).
+pub(crate) fn forward_inplace(
+    op: &NormOp,
+    target: (&mut CpuStorage, &Layout),
+    xs: Option<(&CpuStorage, &Layout)>,
+    w: Option<(&CpuStorage, &Layout)>,
+) -> Result<()> {
+    let (storage, l) = target;
+    let dtype = storage.dtype();
+    macro_rules! go {
+        ($variant:ident, $conv:expr, $kernel:expr) => {{
+            let CpuStorage::$variant(d) = storage else {
+                unreachable!()
+            };
+            let xs = match xs {
+                None => None,
+                Some((CpuStorage::$variant(x), xl)) => Some((x.as_slice(), xl)),
+                Some((other, _)) => {
+                    return Err(op_error(
+                        op.name(),
+                        "xs",
+                        format!("of the dtype of pair ({dtype:?})"),
+                        format!("{:?}", other.dtype()),
+                    ))
+                }
+            };
+            inplace::run(op, d.as_mut_slice(), l, xs, w, $conv, $kernel)
+        }};
+    }
+    match dtype {
+        DType::F32 => go!(F32, |v| v as f32, kernel::run_f32::<f32>),
+        DType::F16 => go!(F16, |v| v as f32, kernel::run_f32::<f16>),
+        DType::BF16 => go!(BF16, |v| v as f32, kernel::run_f32::<bf16>),
+        DType::F64 => go!(F64, |v| v, kernel::run_f64),
+        other => Err(float_error(op.name(), "xs", other)),
+    }
 }
 
 /// The name of the instruction-set tier the CPU path uses on this machine.

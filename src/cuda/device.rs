@@ -146,7 +146,8 @@ pub(super) fn function(dev: &CudaDevice, name: &str, block: u32) -> Result<(Cuda
 /// # Safety
 /// Every address in `launch.args` must lie in device memory that stays valid until the kernel
 /// has run (hold the buffers' stream guards until after this call), sized for the rows,
-/// strides and hidden size the args state, with output rows overlapping no input row; `func`
+/// strides and hidden size the args state, with each output row overlapping no input row or
+/// being exactly the input row it is computed from (in place: see `hip/norm_regs.h`); `func`
 /// must be one of this crate's kernels and `launch` one of the launches planned for it.
 pub(super) unsafe fn launch(
     st: &CudaStream,

@@ -38,6 +38,31 @@ pub(super) fn base_ptr<'a>(
     })
 }
 
+/// [`base_ptr`] of a storage the call writes (an in-place op's target), with the guard that
+/// records the write on `st`.
+pub(super) fn base_ptr_mut<'a>(
+    op: &str,
+    arg: &str,
+    s: &'a mut CudaStorage,
+    st: &'a CudaStream,
+) -> Result<(u64, usize, SyncOnDrop<'a>)> {
+    let dtype = candle_core::backend::BackendStorage::dtype(&*s);
+    macro_rules! ptr {
+        ($v:expr) => {{
+            let len = $v.len();
+            let (p, g) = $v.device_ptr_mut(st);
+            (p, len, g)
+        }};
+    }
+    Ok(match &mut s.slice {
+        CudaStorageSlice::F32(v) => ptr!(v),
+        CudaStorageSlice::F16(v) => ptr!(v),
+        CudaStorageSlice::BF16(v) => ptr!(v),
+        CudaStorageSlice::F64(v) => ptr!(v),
+        _ => return Err(float_error(op, arg, dtype)),
+    })
+}
+
 /// An uninitialised output buffer (every element is written by the kernel).
 pub(super) enum Out {
     F32(CudaSlice<f32>),

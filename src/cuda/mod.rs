@@ -12,10 +12,11 @@ use crate::error::op_error;
 use crate::gpu::abi;
 use crate::gpu::call::{Call, Operands};
 use crate::layout::RowLayout;
-use crate::op::{Inputs, NormOp};
+use crate::op::{Inputs, NormOp, Operand};
 use candle_core::backend::BackendStorage;
-use candle_core::{CudaStorage, Layout, Result, Shape};
-use memory::{base_ptr, Out};
+use candle_core::cuda::cudarc::driver::CudaStream;
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
+use memory::{base_ptr, base_ptr_mut, Out};
 
 /// The CUDA forward of every op variant (operands as in `custom_op`).
 pub(crate) fn forward(
@@ -33,31 +34,12 @@ pub(crate) fn forward(
     let xdt = x.0.dtype();
     let eb = xdt.size_in_bytes() as u64;
     if let Some((rs, _)) = r {
-        if rs.dtype() != xdt {
-            return Err(op_error(
-                name,
-                "residual",
-                format!("of the dtype of xs ({xdt:?})"),
-                format!("{:?}", rs.dtype()),
-            ));
-        }
+        same_dtype(name, "residual", rs, xdt)?;
     }
     let (xp, xlen, _xg) = base_ptr(name, "xs", x.0, &st)?;
     let xl = RowLayout::checked(name, "xs", x.1, xlen)?;
     let (rows, hidden) = (xl.rows, xl.hidden);
     let n = rows * hidden;
-
-    // The weight, converted to the dtype the kernel takes when it differs.
-    let w_dtype = abi::kernel_weight_dtype(xdt, w.map_or(xdt, |(ws, _)| ws.dtype()));
-    let w_conv = match w {
-        Some((ws, wl)) if ws.dtype() != w_dtype => Some((ws.to_dtype(wl, w_dtype)?, wl)),
-        _ => None,
-    };
-    let weight = match (&w_conv, w) {
-        (Some((c, wl)), _) => Some((c, Layout::contiguous(wl.shape()))),
-        (None, Some((ws, wl))) => Some((ws, wl.clone())),
-        (None, None) => None,
-    };
 
     let mut out = Out::alloc(name, &dev, xdt, if op.fused { 2 * n } else { n })?;
     let (op_ptr, _og) = out.ptr(&st);
@@ -72,14 +54,7 @@ pub(crate) fn forward(
         Some((rs, l)) => {
             let (p, len, g) = base_ptr(name, "residual", rs, &st)?;
             let rl = RowLayout::checked(name, "residual", l, len)?;
-            if (rl.rows, rl.hidden) != (rows, hidden) {
-                return Err(op_error(
-                    name,
-                    "residual",
-                    format!("of the shape of xs {:?}", x.1.dims()),
-                    format!("shape {:?}", l.dims()),
-                ));
-            }
+            same_rows(name, "residual", rl, rows, hidden)?;
             o.residual = p + rl.offset as u64 * eb;
             o.res_stride = rl.row_stride as u64;
             o.sum_out = op_ptr + n as u64 * eb;
@@ -88,16 +63,126 @@ pub(crate) fn forward(
         }
         None => None,
     };
+    queue(op, &dev, &st, xdt, (rows, hidden), o, w)?;
+    drop((_xg, _rg, _og));
+    Ok((out.into_storage(&dev), op.out_shape(x.1.shape())))
+}
+
+/// The CUDA forward of the in-place ops: `rms_norm` of `target`'s rows into themselves when
+/// `xs` is `None`, else the fused op into the pair `target` = `[normed; residual]`.
+pub(crate) fn forward_inplace(
+    op: &NormOp,
+    target: (&mut CudaStorage, &Layout),
+    xs: Option<Operand<'_, CudaStorage>>,
+    w: Option<Operand<'_, CudaStorage>>,
+) -> Result<()> {
+    let (ts, tl) = target;
+    let name = op.name();
+    let dev = ts.device().clone();
+    let st = dev.cuda_stream();
+    let dt = ts.dtype();
+    let eb = dt.size_in_bytes() as u64;
+    let arg = if xs.is_some() { "pair" } else { "xs" };
+    let (tp, tlen, _tg) = base_ptr_mut(name, arg, ts, &st)?;
+    let tr = RowLayout::checked(name, arg, tl, tlen)?;
+    let (base, rs) = (tp + tr.offset as u64 * eb, tr.row_stride as u64);
+    let Some((xs_s, xs_l)) = xs else {
+        // Each lane reads its elements of a row before it writes them (hip/norm_regs.h,
+        // hip/norm_loop.h), so out may be x.
+        let o = Operands {
+            out: base,
+            out_stride: rs,
+            x: base,
+            x_stride: rs,
+            ..Default::default()
+        };
+        queue(op, &dev, &st, dt, (tr.rows, tr.hidden), o, w)?;
+        drop(_tg);
+        return Ok(());
+    };
+    same_dtype(name, "xs", xs_s, dt)?;
+    let (xp, xlen, _xg) = base_ptr(name, "xs", xs_s, &st)?;
+    let xl = RowLayout::checked(name, "xs", xs_l, xlen)?;
+    let n = tr.rows / 2;
+    same_rows(name, "xs", xl, n, tr.hidden)?;
+    // The residual half is read and overwritten by its sum; the kernels store a sum element
+    // only after their last read of that residual element.
+    let residual = base + n as u64 * rs * eb;
+    let o = Operands {
+        out: base,
+        out_stride: rs,
+        sum_out: residual,
+        sum_stride: rs,
+        x: xp + xl.offset as u64 * eb,
+        x_stride: xl.row_stride as u64,
+        residual,
+        res_stride: rs,
+        weight: 0,
+    };
+    queue(op, &dev, &st, dt, (n, tr.hidden), o, w)?;
+    drop((_tg, _xg));
+    Ok(())
+}
+
+fn same_dtype(name: &str, arg: &str, s: &CudaStorage, want: DType) -> Result<()> {
+    if s.dtype() == want {
+        Ok(())
+    } else {
+        Err(op_error(
+            name,
+            arg,
+            format!("of the dtype of xs ({want:?})"),
+            format!("{:?}", s.dtype()),
+        ))
+    }
+}
+
+fn same_rows(name: &str, arg: &str, l: RowLayout, rows: usize, hidden: usize) -> Result<()> {
+    if (l.rows, l.hidden) == (rows, hidden) {
+        Ok(())
+    } else {
+        Err(op_error(
+            name,
+            arg,
+            format!("{rows} rows of {hidden}"),
+            format!("{} rows of {}", l.rows, l.hidden),
+        ))
+    }
+}
+
+/// Adds the weight (converted to the dtype the kernel takes when it differs) to the operands
+/// `o` of a `rows x hidden` call and queues its launches on `st`. The caller holds the guards
+/// of every address already in `o` until this returns.
+fn queue(
+    op: &NormOp,
+    dev: &CudaDevice,
+    st: &CudaStream,
+    xdt: DType,
+    (rows, hidden): (usize, usize),
+    mut o: Operands,
+    w: Option<Operand<'_, CudaStorage>>,
+) -> Result<()> {
+    let name = op.name();
+    let w_dtype = abi::kernel_weight_dtype(xdt, w.map_or(xdt, |(ws, _)| ws.dtype()));
+    let w_conv = match w {
+        Some((ws, wl)) if ws.dtype() != w_dtype => Some((ws.to_dtype(wl, w_dtype)?, wl)),
+        _ => None,
+    };
+    let weight = match (&w_conv, w) {
+        (Some((c, wl)), _) => Some((c, Layout::contiguous(wl.shape()))),
+        (None, Some((ws, wl))) => Some((ws, wl.clone())),
+        (None, None) => None,
+    };
     let _wg = match &weight {
         Some((ws, wl)) => {
-            let (p, len, g) = base_ptr(name, "weight", ws, &st)?;
+            let (p, len, g) = base_ptr(name, "weight", ws, st)?;
             let range = RowLayout::weight_range(name, wl, hidden, len)?;
             o.weight = p + (range.start * w_dtype.size_in_bytes()) as u64;
             Some(g)
         }
         None => None,
     };
-    if op.fused != r.is_some() {
+    if op.fused != (o.residual != 0) {
         candle_core::bail!("{name}: internal error: the fused op takes a residual");
     }
     let call = Call {
@@ -109,10 +194,10 @@ pub(crate) fn forward(
         operands: o,
     };
     let plan_err = |e| op_error(name, "device", "a supported CUDA device", e);
-    let shape = device::shape(&dev, &st)?;
+    let shape = device::shape(dev, st)?;
     // First the kernel and block size, then the grid from how many such blocks fit at once.
     let (kernel, first) = call.plan(shape, 0).map_err(plan_err)?;
-    let (func, fit) = device::function(&dev, &kernel, first.block)?;
+    let (func, fit) = device::function(dev, &kernel, first.block)?;
     // Measured on the H100 (docs/benchmarks.md): one wave of equal row shares suits the plain
     // op (its blocks prefetch the next row); the fused op, which holds two inputs per row
     // instead, did better with many waves of shorter blocks.
@@ -120,13 +205,14 @@ pub(crate) fn forward(
         .plan(shape, if op.fused { 0 } else { fit })
         .map_err(plan_err)?;
     for l in call.launches(&plan) {
-        // SAFETY: every address lies in a live buffer whose guard (`_xg`, `_rg`, `_wg`, `_og`)
-        // is held until after the launch is queued; each buffer's length was checked against
-        // its row geometry above (`RowLayout::checked`, `weight_range`), and the output was
-        // allocated for exactly `rows * hidden` elements (twice for the fused op), so it
-        // overlaps no input. `plan` has the block size `func`'s occupancy was asked for.
-        unsafe { device::launch(&st, &func, plan.block, &l)? };
+        // SAFETY: every address lies in a live buffer whose guard is held until after the
+        // launch is queued (the weight's here, the others by the caller); each buffer's length
+        // was checked against its row geometry (`RowLayout::checked`, `weight_range`). Outputs
+        // are fresh buffers of exactly `rows * hidden` elements (twice for the fused op) or, in
+        // place, the very rows the kernel reads, each element read by the lane that writes it
+        // before the write. `plan` has the block size `func`'s occupancy was asked for.
+        unsafe { device::launch(st, &func, plan.block, &l)? };
     }
-    drop((_xg, _rg, _wg, _og));
-    Ok((out.into_storage(&dev), op.out_shape(x.1.shape())))
+    drop(_wg);
+    Ok(())
 }

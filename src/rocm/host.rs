@@ -43,6 +43,57 @@ pub(crate) fn forward(op: &NormOp, inputs: Inputs<'_, CpuStorage>) -> Result<(Cp
     }
 }
 
+/// The in-place ops on host storages: the out-of-place op staged as [`forward`] (reading the
+/// target, or the pair's residual half), its result copied into the target's rows (the pair's
+/// rows are `[normed; residual]`, the order of the fused op's output).
+pub(crate) fn forward_inplace(
+    op: &NormOp,
+    target: (&mut CpuStorage, &Layout),
+    xs: Option<(&CpuStorage, &Layout)>,
+    w: Option<(&CpuStorage, &Layout)>,
+) -> Result<()> {
+    let (ts, tl) = target;
+    let (out, _) = match xs {
+        None => forward(
+            op,
+            Inputs {
+                x: (&*ts, tl),
+                residual: None,
+                weight: w,
+            },
+        )?,
+        Some(x) => {
+            let half = tl.narrow(0, 1, 1)?;
+            let inputs = Inputs {
+                x,
+                residual: Some((&*ts, &half)),
+                weight: w,
+            };
+            forward(op, inputs)?
+        }
+    };
+    let arg = if xs.is_some() { "pair" } else { "xs" };
+    macro_rules! put {
+        ($($v:ident),+) => {
+            match (ts, &out) {
+                $((CpuStorage::$v(d), CpuStorage::$v(o)) => copy_rows(op, arg, d, tl, o),)+
+                (t, _) => Err(float_error(op.name(), arg, t.dtype())),
+            }
+        };
+    }
+    put!(F32, F16, BF16, F64)
+}
+
+/// Copies the contiguous rows `src` into the rows of `dst` that layout `l` covers.
+fn copy_rows<T: Copy>(op: &NormOp, arg: &str, dst: &mut [T], l: &Layout, src: &[T]) -> Result<()> {
+    let rl = RowLayout::checked(op.name(), arg, l, dst.len())?;
+    for (r, row) in src.chunks_exact(rl.hidden).take(rl.rows).enumerate() {
+        let at = rl.offset + r * rl.row_stride;
+        dst[at..at + rl.hidden].copy_from_slice(row);
+    }
+    Ok(())
+}
+
 /// Uploads the span of rows a layout covers; returns the device copy and its row layout.
 fn upload_rows<T: WithDType>(
     op: &NormOp,

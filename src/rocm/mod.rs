@@ -65,6 +65,7 @@ pub use code_objects::{
 pub use device::RocmDevice;
 pub use host::default_device;
 pub(crate) use host::forward as host_forward;
+pub(crate) use host::forward_inplace as host_forward_inplace;
 pub use memory::RocmTensor;
 pub use ops::{fused_add_rms_norm, rms_norm};
 pub use raw::{fused_add_rms_norm_raw, rms_norm_raw, RawNorm};

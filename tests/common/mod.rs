@@ -18,7 +18,7 @@ pub use cases::{matrix, Case, Group, DTYPES};
 pub use compare::{check, test_seed, tolerance, Quantity};
 pub use random::randn;
 pub use reference::{quantize, reference, round_to, ulp, unit, Opts};
-pub use runner::{run_cases, run_matrix, tensor, values, Api, Target};
+pub use runner::{run_bitwise, run_cases, run_matrix, tensor, values, Api, InPlace, Target};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;

@@ -8,7 +8,10 @@ use super::cases::{matrix, Case};
 use super::compare::{check, Quantity, Stats};
 use super::reference::reference;
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_rmsnorm::{fused_add_rms_norm_with, rms_norm_with, Backend, RmsNorm};
+use candle_rmsnorm::{
+    fused_add_rms_norm_inplace_with, fused_add_rms_norm_with, residual_pair, rms_norm_inplace_with,
+    rms_norm_with, Backend, RmsNorm,
+};
 use std::collections::BTreeMap;
 
 /// Host tensor of `vals` rounded to `dt` (through f32 for f16/bf16: exact for values that
@@ -96,6 +99,109 @@ impl Target for Api<'_> {
             (None, None) => (rms_norm_with(x, w, &cfg)?, None),
         })
     }
+}
+
+/// The in-place ops on `device` with `backend` pinned: `rms_norm_inplace_with` on a copy of `x`
+/// that keeps its layout (a contiguous copy for layouts that cannot be written in place), the
+/// fused op on a pair made from `r` by `residual_pair`. Outputs are handed back contiguous.
+pub struct InPlace {
+    pub device: Device,
+    pub backend: Backend,
+}
+
+impl Target for InPlace {
+    fn label(&self) -> String {
+        format!(
+            "in place, backend {} on {:?}",
+            self.backend,
+            self.device.location()
+        )
+    }
+
+    /// Candle writes only contiguous tensors in place (the portable backend).
+    fn supports(&self, c: &Case) -> bool {
+        self.backend != Backend::Candle || c.view.is_none()
+    }
+
+    fn place(&self, t: &Tensor) -> Result<Tensor> {
+        t.to_device(&self.device)
+    }
+
+    fn call(
+        &self,
+        c: &Case,
+        x: &Tensor,
+        r: Option<&Tensor>,
+        w: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let cfg = c.config().with_backend(self.backend);
+        let Some(r) = r else {
+            let t = x.copy()?; // same layout, own storage
+            let t = match rms_norm_inplace_with(&t, w, &cfg) {
+                Ok(()) => t,
+                Err(e) if e.to_string().contains("contiguous last dimension") => {
+                    let t = x.contiguous()?.copy()?;
+                    rms_norm_inplace_with(&t, w, &cfg)?;
+                    t
+                }
+                Err(e) => return Err(e),
+            };
+            return Ok((t.contiguous()?, None));
+        };
+        let pair = residual_pair(r)?;
+        fused_add_rms_norm_inplace_with(&pair, x, w, &cfg)?;
+        Ok((pair.get(0)?, Some(pair.get(1)?)))
+    }
+}
+
+/// Runs `cases` through both targets and requires bitwise equal outputs (NaN equal to NaN);
+/// returns how many cases ran.
+pub fn run_bitwise<'c>(
+    a: &dyn Target,
+    b: &dyn Target,
+    cases: impl IntoIterator<Item = &'c Case>,
+) -> Result<usize> {
+    let mut n = 0;
+    for c in cases.into_iter().filter(|c| a.supports(c) && b.supports(c)) {
+        let inputs = c.inputs();
+        let w = match (&inputs.w, c.wdtype) {
+            (Some(w), Some(wdt)) => Some(tensor(w, &[w.len()], wdt)?),
+            _ => None,
+        };
+        for fused in [false, true] {
+            let mut outs = Vec::new();
+            for t in [a, b] {
+                let base = |v: &[f64]| -> Result<Tensor> { t.place(&tensor(v, &c.dims, c.dtype)?) };
+                let (x, r) = (base(&inputs.x)?, base(&inputs.r)?);
+                let (x, r) = match c.view {
+                    Some(v) => ((v.x)(&x)?, (v.r)(&r)?),
+                    None => (x, r),
+                };
+                let wt = w.as_ref().map(|w| t.place(w)).transpose()?;
+                let (y, s) = t.call(c, &x, fused.then_some(&r), wt.as_ref())?;
+                let mut v = values(&y)?;
+                if let Some(s) = s {
+                    v.extend(values(&s)?);
+                }
+                outs.push(v);
+            }
+            let same = outs[0].len() == outs[1].len()
+                && outs[0]
+                    .iter()
+                    .zip(&outs[1])
+                    .all(|(p, q)| p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()));
+            assert!(
+                same,
+                "{} (fused: {fused}): {} and {} differ",
+                c.describe(),
+                a.label(),
+                b.label()
+            );
+        }
+        n += 1;
+    }
+    assert!(n > 0, "no case selected");
+    Ok(n)
 }
 
 /// Runs the matrix (the cases `filter` keeps) through the public API on `device` with `backend`

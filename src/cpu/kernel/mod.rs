@@ -256,7 +256,7 @@ fn dispatch<T: Elem, const FUSED: bool, const RB: bool>(
 }
 
 /// Rows per rayon task: at least ~64 KiB of input per task, and enough tasks to balance.
-fn rows_per_task(rows: usize, hidden: usize, elem_bytes: usize) -> usize {
+pub(super) fn rows_per_task(rows: usize, hidden: usize, elem_bytes: usize) -> usize {
     let by_bytes = (64 * 1024 / (hidden * elem_bytes).max(1)).max(1);
     let threads = rayon::current_num_threads().max(1);
     let by_balance = rows.div_ceil(threads * 8).max(1);
@@ -264,7 +264,7 @@ fn rows_per_task(rows: usize, hidden: usize, elem_bytes: usize) -> usize {
 }
 
 /// Work below this many elements runs on the calling thread.
-const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+pub(super) const PARALLEL_MIN_ELEMS: usize = 1 << 15;
 
 /// Runs `job` over every row with the given tier. `out` holds `rows * hidden` elements; `sum`
 /// the same when the job is fused, and is empty otherwise.

@@ -1,0 +1,168 @@
+//! The in-place ops on the CPU: the case matrix against the f64 reference and bitwise against
+//! the out-of-place ops (CPU path and the portable backend), writes confined to the target's
+//! rows, and the errors of what cannot be written in place.
+
+mod common;
+
+use candle_core::{DType, Device, IndexOp, Result, Tensor, Var};
+use candle_rmsnorm::{
+    fused_add_rms_norm, fused_add_rms_norm_inplace, residual_pair, rms_norm, rms_norm_inplace,
+    Backend,
+};
+use common::*;
+
+fn cpu(backend: Backend) -> InPlace {
+    InPlace {
+        device: Device::Cpu,
+        backend,
+    }
+}
+
+#[test]
+fn matrix_against_reference() -> Result<()> {
+    run_cases(&cpu(Backend::Cpu), &matrix())?;
+    run_cases(&cpu(Backend::Candle), &matrix()).map(|_| ())
+}
+
+#[test]
+fn bitwise_equal_to_out_of_place() -> Result<()> {
+    for backend in [Backend::Cpu, Backend::Candle] {
+        let api = Api::new(&Device::Cpu, backend);
+        run_bitwise(&api, &cpu(backend), &matrix())?;
+    }
+    Ok(())
+}
+
+/// The bits of a bf16 tensor, row-major.
+fn bits(t: &Tensor) -> Result<Vec<u16>> {
+    let v = t.flatten_all()?.to_vec1::<half::bf16>()?;
+    Ok(v.iter().map(|v| v.to_bits()).collect())
+}
+
+/// A row-strided view is written in its rows only: every element outside it keeps its bits,
+/// and the view holds what the out-of-place op returns.
+#[test]
+fn writes_stay_inside_the_view() -> Result<()> {
+    let dev = Device::Cpu;
+    let dims = (6, 10, 40);
+    let base = Tensor::randn(0f32, 1., dims, &dev)?.to_dtype(DType::BF16)?;
+    let w = Tensor::randn(1f32, 0.1, 33, &dev)?;
+    let view = |t: &Tensor| -> Result<Tensor> { t.i(1..5)?.narrow(2, 3, 33) };
+    let want = rms_norm(&view(&base)?, &w, 1e-6)?;
+    let b = base.copy()?;
+    rms_norm_inplace(&view(&b)?, &w, 1e-6)?;
+    assert_eq!(bits(&view(&b)?)?, bits(&want)?);
+    let idx = Tensor::arange(0u32, 6 * 10 * 40, &dev)?.reshape(dims)?;
+    let inside: std::collections::BTreeSet<u32> = view(&idx)?
+        .flatten_all()?
+        .to_vec1::<u32>()?
+        .into_iter()
+        .collect();
+    assert_eq!(inside.len(), 4 * 10 * 33);
+    let (before, after) = (bits(&base)?, bits(&b)?);
+    let changed_outside = (0..before.len())
+        .filter(|&i| !inside.contains(&(i as u32)) && before[i] != after[i])
+        .count();
+    assert_eq!(changed_outside, 0, "elements outside the view changed");
+    Ok(())
+}
+
+/// The fused op on a pair whose rows are strided (a column range of a wider buffer), several
+/// layers in a row, as a transformer's residual stream: each step equals the out-of-place op,
+/// and the columns around the pair keep their values.
+#[test]
+fn residual_stream_over_layers() -> Result<()> {
+    let dev = Device::Cpu;
+    let (rows, hidden) = (37, 96);
+    let wide = Tensor::randn(0f32, 1., (2, rows, hidden + 8), &dev)?;
+    let edges = |t: &Tensor| -> Result<Vec<f32>> {
+        let l = t.narrow(2, 0, 4)?.flatten_all()?.to_vec1::<f32>()?;
+        let r = t
+            .narrow(2, hidden + 4, 4)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok([l, r].concat())
+    };
+    let edges_before = edges(&wide)?;
+    let pair = wide.narrow(2, 4, hidden)?;
+    let mut residual = pair.get(1)?.contiguous()?;
+    for layer in 0..4 {
+        let xs = Tensor::randn(0f32, 1., (rows, hidden), &dev)?;
+        let w = Tensor::randn(1f32, 0.2, hidden, &dev)?;
+        let (normed, sum) = fused_add_rms_norm(&xs, &residual, &w, 1e-5)?;
+        fused_add_rms_norm_inplace(&pair, &xs, &w, 1e-5)?;
+        let v = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        assert_eq!(v(&pair.get(0)?)?, v(&normed)?, "layer {layer} normed");
+        assert_eq!(v(&pair.get(1)?)?, v(&sum)?, "layer {layer} sum");
+        residual = sum;
+    }
+    assert_eq!(edges(&wide)?, edges_before);
+    Ok(())
+}
+
+#[test]
+fn empty_tensors_are_fine() -> Result<()> {
+    let dev = Device::Cpu;
+    let xs = Tensor::zeros((0, 16), DType::F32, &dev)?;
+    let w = Tensor::ones(16, DType::F32, &dev)?;
+    rms_norm_inplace(&xs, &w, 1e-6)?;
+    fused_add_rms_norm_inplace(&residual_pair(&xs)?, &xs, &w, 1e-6)
+}
+
+fn err_text(r: Result<()>) -> String {
+    match r {
+        Ok(()) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn what_cannot_be_written_in_place() -> Result<()> {
+    let dev = Device::Cpu;
+    let xs = Tensor::randn(0f32, 1., (4, 16), &dev)?;
+    let w = Tensor::ones(16, DType::F32, &dev)?;
+    let op = "candle_rmsnorm::rms_norm_inplace";
+    let fop = "candle_rmsnorm::fused_add_rms_norm_inplace";
+
+    let var = Var::from_tensor(&xs)?;
+    let e = err_text(rms_norm_inplace(var.as_tensor(), &w, 1e-6));
+    assert!(
+        e.contains(op) && e.contains("xs") && e.contains("autograd"),
+        "{e}"
+    );
+
+    let t = Tensor::randn(0f32, 1., (16, 4), &dev)?.t()?;
+    let e = err_text(rms_norm_inplace(&t, &w, 1e-6));
+    assert!(
+        e.contains("contiguous last dimension") && e.contains("strides"),
+        "{e}"
+    );
+
+    let both = Tensor::randn(0f32, 1., (2, 16), &dev)?;
+    let e = err_text(rms_norm_inplace(&both.get(0)?, &both.get(1)?, 1e-6));
+    assert!(e.contains("weight") && e.contains("share storage"), "{e}");
+
+    let e = err_text(fused_add_rms_norm_inplace(&xs, &xs, &w, 1e-6));
+    assert!(
+        e.contains(fop) && e.contains("pair") && e.contains("[2, 4, 16]"),
+        "{e}"
+    );
+
+    let pair = residual_pair(&xs)?.to_dtype(DType::F16)?;
+    let e = err_text(fused_add_rms_norm_inplace(&pair, &xs, &w, 1e-6));
+    assert!(
+        e.contains("pair") && e.contains("F32") && e.contains("F16"),
+        "{e}"
+    );
+
+    let pair = residual_pair(&xs)?;
+    let e = err_text(fused_add_rms_norm_inplace(&pair, &pair.get(0)?, &w, 1e-6));
+    assert!(
+        e.contains("xs") && e.contains("share storage with pair"),
+        "{e}"
+    );
+
+    let e = err_text(rms_norm_inplace(&xs, &w, -1.0));
+    assert!(e.contains("eps"), "{e}");
+    Ok(())
+}
