@@ -1,6 +1,7 @@
 //! The Wan 2.1 text-to-video pipeline of the `wan_t2v` example, as a library so that the
 //! binary (`src/main.rs`) and the integration tests (`tests/`) share one copy of the code.
 
+pub mod checkpoint;
 pub mod config;
 pub mod dit;
 pub mod norms;

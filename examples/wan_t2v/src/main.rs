@@ -6,7 +6,7 @@
 //!
 //! Without `--weights` it runs an embedded tiny configuration with seeded random weights (it
 //! shows the pipeline and the norm calls, not a trained model's pictures). With `--config` and
-//! `--weights` it loads converted Wan 2.1 checkpoints; see `weights.rs` for the tensor names.
+//! `--weights` it loads Wan 2.1 checkpoints, original or diffusers layout (`checkpoint.rs`).
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -62,7 +62,7 @@ struct Args {
     /// JSON file overriding keys of the embedded tiny configuration.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Safetensors file(s) with Wan 2.1 parameter names (repeatable).
+    /// Safetensors file(s), Wan 2.1 original or diffusers names (repeatable; see checkpoint.rs).
     #[arg(long)]
     weights: Vec<PathBuf>,
     /// A tokenizer.json for the text encoder [default: built-in byte tokenizer].

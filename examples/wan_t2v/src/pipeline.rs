@@ -269,9 +269,25 @@ pub fn run(opts: &Options, dev: &Device, obs: &mut dyn Observer) -> Result<Repor
 
     // Loading.
     let t0 = Instant::now();
-    let vb = weights::var_builder(&opts.weights, cfg.weights_seed, opts.dtype, dev)?;
+    let (vb, ck) = weights::var_builder(
+        &opts.weights,
+        cfg.weights_seed,
+        cfg.vae.num_res_blocks,
+        opts.dtype,
+        dev,
+    )?;
     let (t5, dit, vae) = load_models(&cfg, &vb, opts.norm_impl)
         .map_err(|e| weights::loading_context(e, &opts.weights))?;
+    if let Some(ck) = &ck {
+        ck.check_all_used()?;
+        use crate::checkpoint::Model;
+        obs.message(&format!(
+            "weights: DiT {:?}, text encoder {:?}, VAE {:?} layout",
+            ck.layout(Model::Dit),
+            ck.layout(Model::TextEncoder),
+            ck.layout(Model::Vae)
+        ));
+    }
     let loading = t0.elapsed();
 
     // Text encoding.

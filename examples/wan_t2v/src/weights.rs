@@ -1,18 +1,20 @@
-//! Where the parameters come from: local safetensors files (`--weights`, names as in the Wan 2.1
-//! checkpoints) or seeded random values for the embedded tiny default.
+//! Where the parameters come from: local safetensors files (`--weights`, several read as one set)
+//! or seeded random values for the embedded tiny default.
 //!
-//! Names inside the files: the DiT's at the root exactly as in the Wan 2.1 DiT checkpoint
+//! The models ask for the Wan 2.1 checkpoint names: the DiT's at the root
 //! (`patch_embedding.weight`, `blocks.0.self_attn.norm_q.weight`, `head.head.weight`, ...), the
 //! umT5 encoder's under `text_encoder.` (the keys of `models_t5_umt5-xxl-enc-bf16.pth`:
 //! `text_encoder.blocks.0.attn.q.weight`, ...), the VAE's under `vae.` (the keys of
-//! `Wan2.1_VAE.pth`: `vae.conv2.weight`, `vae.decoder.middle.0.residual.0.gamma`, ...; the
-//! encoder's keys are ignored). Several `--weights` files are read as one set.
+//! `Wan2.1_VAE.pth`: `vae.conv2.weight`, `vae.decoder.middle.0.residual.0.gamma`, ...). Files
+//! in the diffusers layout are read too: `checkpoint` translates per model.
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::rng::Rng;
 use candle_core::{DType, Device, Error, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Seeded random parameters chosen from each tensor's name and shape, so activations stay of
 /// order one: norm gains near 1, biases and modulations small, matrices with std
@@ -76,19 +78,19 @@ impl SimpleBackend for RandomWeights {
     }
 }
 
-/// The root VarBuilder: safetensors files when given, else seeded random weights.
+/// The root VarBuilder: safetensors files when given (either layout, see `checkpoint`), with
+/// the checkpoint to check for unused tensors after loading; else seeded random weights.
+/// `num_res_blocks` is the VAE configuration's (it places the decoder's diffusers names).
 pub fn var_builder(
     files: &[PathBuf],
     seed: u64,
+    num_res_blocks: usize,
     dtype: DType,
     dev: &Device,
-) -> Result<VarBuilder<'static>> {
+) -> Result<(VarBuilder<'static>, Option<Arc<Checkpoint>>)> {
     if files.is_empty() {
-        return Ok(VarBuilder::from_backend(
-            Box::new(RandomWeights::new(seed)),
-            dtype,
-            dev.clone(),
-        ));
+        let vb = VarBuilder::from_backend(Box::new(RandomWeights::new(seed)), dtype, dev.clone());
+        return Ok((vb, None));
     }
     for f in files {
         if !f.is_file() {
@@ -98,10 +100,13 @@ pub fn var_builder(
             )));
         }
     }
-    // SAFETY: the files are memory-mapped read-only; like every safetensors loader we rely on
-    // them not being modified while the pipeline runs.
-    unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, dev) }
-        .map_err(|e| Error::Msg(format!("--weights: cannot read {:?}: {e}", files)))
+    let ck = Arc::new(Checkpoint::open(files, num_res_blocks)?);
+    let vb = VarBuilder::from_backend(
+        Box::new(checkpoint::Backend(ck.clone())),
+        dtype,
+        dev.clone(),
+    );
+    Ok((vb, Some(ck)))
 }
 
 /// Adds which flag the tensors came from to a loading error (missing tensor, wrong shape).
