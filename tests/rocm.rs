@@ -254,13 +254,15 @@ fn auto_matches_cpu_bitwise() {
 
 /// The device-resident API as a matrix target: contiguous device tensors (no views), the
 /// weight converted on the host to what the kernels take (the input dtype, or f32 for other
-/// weights of f16/bf16 input; f64 for f64 input), as the host-staged path converts it.
-struct DeviceApi(RocmDevice);
+/// weights of f16/bf16 input; f64 for f64 input), as the host-staged path converts it. The
+/// flag picks the in-place ops (`x` becomes normed, the residual the sum).
+struct DeviceApi(RocmDevice, bool);
 
 impl Target for DeviceApi {
     fn label(&self) -> String {
         format!(
-            "rocm device API on {} ({})",
+            "rocm device API{} on {} ({})",
+            if self.1 { ", in place" } else { "" },
             self.0.name(),
             self.0.gcn_arch_name()
         )
@@ -287,10 +289,23 @@ impl Target for DeviceApi {
             (dt, Some(w)) if w == dt => dt,
             _ => DType::F32,
         };
-        let xd = RocmTensor::from_tensor(dev, x)?;
+        let mut xd = RocmTensor::from_tensor(dev, x)?;
         let wd = w
             .map(|w| RocmTensor::from_tensor(dev, &w.to_dtype(wdt)?))
             .transpose()?;
+        if self.1 {
+            return Ok(match r {
+                Some(r) => {
+                    let mut rd = RocmTensor::from_tensor(dev, r)?;
+                    rocm::fused_add_rms_norm_inplace(&mut xd, &mut rd, wd.as_ref(), &cfg, stream)?;
+                    (xd.to_tensor()?, Some(rd.to_tensor()?))
+                }
+                None => {
+                    rocm::rms_norm_inplace(&mut xd, wd.as_ref(), &cfg, stream)?;
+                    (xd.to_tensor()?, None)
+                }
+            });
+        }
         Ok(match r {
             Some(r) => {
                 let rd = RocmTensor::from_tensor(dev, r)?;
@@ -347,7 +362,19 @@ fn gpu_matrix_device_api() -> Result<()> {
         skipped("gpu_matrix_device_api");
         return Ok(());
     };
-    run_cases(&DeviceApi(dev), matrix().iter()).map(|_| ())
+    run_cases(&DeviceApi(dev, false), matrix().iter()).map(|_| ())
+}
+
+/// The in-place ops on `RocmTensor`s: the matrix, and bitwise equal to the out-of-place ones.
+#[test]
+fn gpu_inplace_device_api() -> Result<()> {
+    let Some(dev) = gpu() else {
+        skipped("gpu_inplace_device_api");
+        return Ok(());
+    };
+    let inplace = DeviceApi(dev.clone(), true);
+    run_cases(&inplace, matrix().iter())?;
+    run_bitwise(&DeviceApi(dev, false), &inplace, &matrix()).map(|_| ())
 }
 
 #[test]

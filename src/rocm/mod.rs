@@ -13,7 +13,8 @@
 //! [`RocmTensor`] is a contiguous device buffer with a dtype and a shape;
 //! [`RocmTensor::from_tensor`] uploads a [`candle_core::Tensor`], [`RocmTensor::to_tensor`]
 //! downloads one. [`rms_norm`] and [`fused_add_rms_norm`] run on device tensors with no host
-//! staging, on a stream you pass. [`rms_norm_raw`] / [`fused_add_rms_norm_raw`] take raw
+//! staging, on a stream you pass; [`rms_norm_inplace`] and [`fused_add_rms_norm_inplace`] write
+//! into `x` (and the residual) instead of allocating. [`rms_norm_raw`] / [`fused_add_rms_norm_raw`] take raw
 //! device pointers and a `hipStream_t` for code that manages its own memory.
 //!
 //! ```no_run
@@ -67,7 +68,7 @@ pub use host::default_device;
 pub(crate) use host::forward as host_forward;
 pub(crate) use host::forward_inplace as host_forward_inplace;
 pub use memory::RocmTensor;
-pub use ops::{fused_add_rms_norm, rms_norm};
+pub use ops::{fused_add_rms_norm, fused_add_rms_norm_inplace, rms_norm, rms_norm_inplace};
 pub use raw::{fused_add_rms_norm_raw, rms_norm_raw, RawNorm};
 pub use runtime::{device_count, runtime_info};
 pub use stream::{RocmEvent, RocmStream};

@@ -88,12 +88,14 @@ fn like(x: &RocmTensor) -> Result<RocmTensor> {
     RocmTensor::alloc(x.device(), x.dtype(), x.shape().clone())
 }
 
-/// Queues `call`, built by `device_call` and given fresh outputs, on `stream` of `device`.
+/// Queues `call`, built by `device_call` and given its outputs, on `stream` of `device`.
 fn run(device: &RocmDevice, stream: &RocmStream, call: &Call) -> Result<()> {
     // SAFETY: every address in `call` is a live allocation of `device` (`device_call` checked
-    // each operand's device, shape and dtype, and the outputs are fresh tensors of x's shape, so
-    // they overlap nothing); the stream belongs to the device and outlives the call; device
-    // tensors are freed only after hipFree's implicit device synchronisation.
+    // each operand's device, shape and dtype); each output is a fresh tensor of x's shape or,
+    // in place, x itself (out) or the residual itself (sum), which the kernels read element by
+    // element before writing (hip/norm_regs.h, hip/norm_loop.h); the stream belongs to the
+    // device and outlives the call; device tensors are freed only after hipFree's implicit
+    // device synchronisation.
     unsafe { device.launch(stream.raw(), call) }
 }
 
@@ -145,4 +147,41 @@ pub fn fused_add_rms_norm(
     call.operands.sum_stride = call.hidden;
     run(x.device(), stream, &call)?;
     Ok((out, sum))
+}
+
+/// [`rms_norm`] written into `x` itself, queued on `stream`: no allocation.
+///
+/// # Errors
+/// As [`rms_norm`].
+pub fn rms_norm_inplace(
+    x: &mut RocmTensor,
+    weight: Option<&RocmTensor>,
+    cfg: &NormConfig,
+    stream: &RocmStream,
+) -> Result<()> {
+    let op = "candle_rmsnorm::rocm::rms_norm_inplace";
+    let mut call = device_call(op, x, None, weight, cfg, stream)?;
+    call.operands.out = x.addr();
+    run(x.device(), stream, &call)
+}
+
+/// [`fused_add_rms_norm`] in place (flashinfer's convention): `residual` becomes
+/// `x + residual` and `x` the normed output, bit for bit the out-of-place results, with no
+/// allocation.
+///
+/// # Errors
+/// As [`fused_add_rms_norm`].
+pub fn fused_add_rms_norm_inplace(
+    x: &mut RocmTensor,
+    residual: &mut RocmTensor,
+    weight: Option<&RocmTensor>,
+    cfg: &NormConfig,
+    stream: &RocmStream,
+) -> Result<()> {
+    let op = "candle_rmsnorm::rocm::fused_add_rms_norm_inplace";
+    let mut call = device_call(op, x, Some(residual), weight, cfg, stream)?;
+    call.operands.out = x.addr();
+    call.operands.sum_out = residual.addr();
+    call.operands.sum_stride = call.hidden;
+    run(x.device(), stream, &call)
 }
