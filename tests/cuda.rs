@@ -96,10 +96,8 @@ fn matrix_views() -> Result<()> {
 /// compute-sanitizer: the hidden sizes of each code path with the two weight kinds, blocks that
 /// take several rows (one after another, and several teams at a time), views in bf16 and f32,
 /// and the extreme values (the rescue path).
-#[test]
-fn sanitizer_subset() -> Result<()> {
-    let dev = gpu_or_skip!();
-    let n = run_on(&dev, &matrix(), |c| match c.group {
+fn sanitizer_cases(c: &Case) -> bool {
+    match c.group {
         Group::Sizes => {
             [1, 7, 128, 130, 1536, 5120, 20000].contains(&c.hidden())
                 && (c.wdtype == Some(c.dtype) || c.wdtype == Some(DType::F32))
@@ -108,8 +106,29 @@ fn sanitizer_subset() -> Result<()> {
         Group::Views => matches!(c.dtype, DType::BF16 | DType::F32),
         Group::Extremes => true,
         _ => false,
-    })?;
+    }
+}
+
+#[test]
+fn sanitizer_subset() -> Result<()> {
+    let dev = gpu_or_skip!();
+    let n = run_on(&dev, &matrix(), sanitizer_cases)?;
     println!("sanitizer subset: {n} cases");
+    Ok(())
+}
+
+/// The same subset through the in-place ops (out = x; the pair's residual half read and
+/// overwritten), for compute-sanitizer's racecheck in particular.
+#[test]
+fn sanitizer_subset_inplace() -> Result<()> {
+    let dev = gpu_or_skip!();
+    let inplace = InPlace {
+        device: dev.clone(),
+        backend: Backend::Cuda,
+    };
+    let cases: Vec<Case> = matrix().into_iter().filter(sanitizer_cases).collect();
+    let n = run_cases(&inplace, &cases)?;
+    println!("sanitizer subset, in place: {n} cases");
     Ok(())
 }
 

@@ -17,6 +17,8 @@ pub struct Cuda {
 pub struct Case {
     xs: Vec<Tensor>,
     rs: Vec<Tensor>,
+    /// Per set, a `[normed; residual]` pair for the in-place fused op.
+    pairs: Vec<Tensor>,
     w: Tensor,
     /// Per set, a source of two tensors' bytes (the fused op's copy), and one destination.
     srcs: Vec<CudaSlice<u8>>,
@@ -79,7 +81,11 @@ impl Gpu for Cuda {
     fn prepare(&self, dt: DType, rows: usize, hidden: usize, sets: usize) -> Result<Case> {
         let randn = || Tensor::randn(0f32, 1f32, (rows, hidden), &self.dev)?.to_dtype(dt);
         let xs = (0..sets).map(|_| randn()).collect::<Result<_>>()?;
-        let rs = (0..sets).map(|_| randn()).collect::<Result<_>>()?;
+        let rs: Vec<Tensor> = (0..sets).map(|_| randn()).collect::<Result<_>>()?;
+        let pairs = rs
+            .iter()
+            .map(candle_rmsnorm::residual_pair)
+            .collect::<Result<_>>()?;
         let w = Tensor::randn(0f32, 1f32, hidden, &self.dev)?.to_dtype(dt)?;
         let two = 2 * rows * hidden * dt.size_in_bytes();
         let srcs = (0..sets)
@@ -89,6 +95,7 @@ impl Gpu for Cuda {
         Ok(Case {
             xs,
             rs,
+            pairs,
             w,
             srcs,
             dst,
@@ -122,6 +129,37 @@ impl Gpu for Cuda {
 
     fn api_call(&self, c: &Case, op: Op, set: usize) -> Result<()> {
         call(op, &c.xs[set], &c.rs[set], &c.w).map(drop)
+    }
+
+    fn api_inplace(&self, c: &mut Case, op: Op, set: usize) -> Result<()> {
+        match op {
+            Op::RmsNorm => candle_rmsnorm::rms_norm_inplace(&c.xs[set], &c.w, EPS),
+            Op::FusedAddRmsNorm => {
+                candle_rmsnorm::fused_add_rms_norm_inplace(&c.pairs[set], &c.xs[set], &c.w, EPS)
+            }
+        }
+    }
+
+    fn keep_pool(&self) -> Result<()> {
+        use candle_core::cuda::cudarc::driver::sys;
+        let dev = self.stream.context().cu_device();
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        let mut threshold = u64::MAX;
+        // SAFETY: plain driver calls on a valid device handle with pointers to live locals: the
+        // device's default pool (the one `cuMemAllocAsync`, hence Candle, allocates from), then
+        // its release threshold, a u64 attribute.
+        unsafe {
+            sys::cuDeviceGetDefaultMemPool(&mut pool, dev)
+                .result()
+                .map_err(Error::wrap)?;
+            sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                &mut threshold as *mut u64 as *mut std::ffi::c_void,
+            )
+            .result()
+            .map_err(Error::wrap)
+        }
     }
 
     fn candle_nn(&self, c: &Case, set: usize) -> Result<Self::Out> {

@@ -13,11 +13,14 @@ const WARM: usize = 5;
 /// finds its inputs in L2 (or MI300's Infinity Cache) from an earlier one.
 const ROTATE_BYTES: usize = 256 << 20;
 
-pub const USAGE: &str = "usage: gpu [--json FILE] [--quick] [--only RxH] [--first-calls]
+pub const USAGE: &str =
+    "usage: gpu [--json FILE] [--quick] [--only RxH] [--first-calls] [--keep-pool]
   --json FILE    also write one JSON object per (backend, op, dtype, shape) to FILE
   --quick        bf16 only, a third of the launches
   --only RxH     one shape, e.g. 512x4096
-  --first-calls  (CUDA) only time the first call of every kernel variant, module load included";
+  --first-calls  (CUDA) only time the first call of every kernel variant, module load included
+  --keep-pool    (CUDA) set the device's memory pool release threshold to the maximum first, so
+                 synchronising does not hand freed memory back to the driver";
 
 #[derive(Debug, Default)]
 pub struct Args {
@@ -26,6 +29,8 @@ pub struct Args {
     pub only: Option<(usize, usize)>,
     /// Time the first call of every kernel variant instead (CUDA; see `cuda::first_calls`).
     pub first_calls: bool,
+    /// Keep freed memory in the allocator's pool (CUDA; see `Gpu::keep_pool`).
+    pub keep_pool: bool,
 }
 
 impl Args {
@@ -37,6 +42,7 @@ impl Args {
                 "--json" => a.json = Some(it.next().ok_or("--json needs a file name")?),
                 "--quick" => a.quick = true,
                 "--first-calls" => a.first_calls = true,
+                "--keep-pool" => a.keep_pool = true,
                 "--only" => {
                     let v = it.next().ok_or("--only needs RxH, e.g. 512x4096")?;
                     let parsed = v
@@ -122,6 +128,17 @@ pub trait Gpu {
     /// The op on set `set` through the crate's public API, its outputs allocated by the call
     /// and dropped before it returns, as an application's loop would.
     fn api_call(&self, case: &Self::Case, op: Op, set: usize) -> Result<()>;
+    /// The op on set `set` through the crate's in-place API (no allocation): `rms_norm` writes
+    /// x, the fused op the set's residual stream; the values drift, the timing does not.
+    fn api_inplace(&self, case: &mut Self::Case, op: Op, set: usize) -> Result<()>;
+    /// Makes the allocator keep freed memory instead of handing it back to the driver at each
+    /// synchronisation (`--keep-pool`); backends without such a pool say so.
+    fn keep_pool(&self) -> Result<()> {
+        candle_core::bail!(
+            "--keep-pool: {} has no stream-ordered pool to configure",
+            self.backend()
+        )
+    }
     /// `candle_nn::ops::rms_norm` on set `set` (only called when `CANDLE_NN`).
     fn candle_nn(&self, case: &Self::Case, set: usize) -> Result<Self::Out>;
     /// Anything else the backend reports, as Markdown, after the main table.
@@ -146,6 +163,8 @@ pub struct Row {
     pub kernel_us: f64,
     /// Wall clock of `iters` back-to-back public-API calls (synchronised) / `iters`.
     pub api_us: f64,
+    /// The same for the in-place API.
+    pub api_inplace_us: f64,
     pub candle_nn_us: Option<f64>,
     /// Median time of a device-to-device copy of the same bytes (weight excluded).
     pub copy_us: f64,
@@ -205,6 +224,10 @@ fn wall_per_call<G: Gpu>(
 /// Runs every (dtype, shape) on `g` and prints its table; returns the rows.
 pub fn run<G: Gpu>(g: &G, args: &Args) -> Result<Vec<Row>> {
     eprintln!("{}", g.describe());
+    if args.keep_pool {
+        g.keep_pool()?;
+        eprintln!("memory pool: release threshold set to the maximum (--keep-pool)");
+    }
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     for &dt in args.dtypes() {
@@ -220,9 +243,10 @@ pub fn run<G: Gpu>(g: &G, args: &Args) -> Result<Vec<Row>> {
                 400
             };
             let iters = if args.quick { iters / 3 } else { iters };
-            // x, residual and a 2-tensor copy source per set; copy destination, outputs of
-            // the kernel and of the API call (2 tensors each), and some slack.
-            let need = set_bytes * (4 * sets + 8);
+            // x, residual, a 2-tensor copy source and (CUDA) a 2-tensor residual pair per set;
+            // copy destination, outputs of the kernel and of the API call (2 tensors each), and
+            // some slack.
+            let need = set_bytes * (6 * sets + 8);
             if let Some(free) = g.free_bytes()? {
                 if need > free {
                     let msg = format!(
@@ -252,10 +276,16 @@ pub fn run<G: Gpu>(g: &G, args: &Args) -> Result<Vec<Row>> {
             let plain_api = wall_per_call(g, iters, |i| g.api_call(&c, Op::RmsNorm, i % sets))?;
             let fused_api =
                 wall_per_call(g, iters, |i| g.api_call(&c, Op::FusedAddRmsNorm, i % sets))?;
+            // Last: they change the inputs.
+            let plain_in =
+                wall_per_call(g, iters, |i| g.api_inplace(&mut c, Op::RmsNorm, i % sets))?;
+            let fused_in = wall_per_call(g, iters, |i| {
+                g.api_inplace(&mut c, Op::FusedAddRmsNorm, i % sets)
+            })?;
             drop(c);
-            for (op, kernel_us, api_us, candle_nn_us, copy_us) in [
-                (Op::RmsNorm, plain, plain_api, theirs, copy1),
-                (Op::FusedAddRmsNorm, fused, fused_api, None, copy2),
+            for (op, kernel_us, api_us, api_inplace_us, candle_nn_us, copy_us) in [
+                (Op::RmsNorm, plain, plain_api, plain_in, theirs, copy1),
+                (Op::FusedAddRmsNorm, fused, fused_api, fused_in, None, copy2),
             ] {
                 let r = Row {
                     backend: g.backend(),
@@ -267,11 +297,12 @@ pub fn run<G: Gpu>(g: &G, args: &Args) -> Result<Vec<Row>> {
                     iters,
                     kernel_us,
                     api_us,
+                    api_inplace_us,
                     candle_nn_us,
                     copy_us,
                 };
                 eprintln!(
-                    "{} {} {} {}x{}: kernel {:.1} us ({:.1}% of copy), api {:.1} us/call, copy {:.1} us",
+                    "{} {} {} {}x{}: kernel {:.1} us ({:.1}% of copy), api {:.1} us/call, in place {:.1} us/call, copy {:.1} us",
                     r.backend,
                     op.name(),
                     dt.as_str(),
@@ -280,6 +311,7 @@ pub fn run<G: Gpu>(g: &G, args: &Args) -> Result<Vec<Row>> {
                     kernel_us,
                     100.0 * copy_us / kernel_us,
                     api_us,
+                    api_inplace_us,
                     copy_us
                 );
                 out.push(r);
@@ -301,12 +333,12 @@ pub fn run<G: Gpu>(g: &G, args: &Args) -> Result<Vec<Row>> {
 }
 
 /// The Markdown table: per row, kernel time by events (median), GB/s and % of the copy of the
-/// same bytes at that time; the public API's wall time per call and its % of copy; candle_nn
-/// and our speed-up over it; the copy.
+/// same bytes at that time; the public API's wall time per call and its % of copy, allocating
+/// and in place; candle_nn and our speed-up over it; the copy.
 pub fn table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| op | dtype | rows x hidden | kernel us | kernel GB/s | % of copy | API us/call | API % of copy | candle_nn us | vs candle_nn | copy us |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| op | dtype | rows x hidden | kernel us | kernel GB/s | % of copy | API us/call | API % of copy | in place us/call | in place % of copy | candle_nn us | vs candle_nn | copy us |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let (cnn, spd) = match r.candle_nn_us {
@@ -314,7 +346,7 @@ pub fn table(rows: &[Row]) -> String {
             None => ("-".into(), "-".into()),
         };
         s += &format!(
-            "| {} | {} | {}x{} | {:.1} | {:.0} | {:.1}% | {:.1} | {:.1}% | {cnn} | {spd} | {:.1} |\n",
+            "| {} | {} | {}x{} | {:.1} | {:.0} | {:.1}% | {:.1} | {:.1}% | {:.1} | {:.1}% | {cnn} | {spd} | {:.1} |\n",
             r.op.name(),
             r.dtype.as_str(),
             r.rows,
@@ -324,6 +356,8 @@ pub fn table(rows: &[Row]) -> String {
             100.0 * r.copy_us / r.kernel_us,
             r.api_us,
             100.0 * r.copy_us / r.api_us,
+            r.api_inplace_us,
+            100.0 * r.copy_us / r.api_inplace_us,
             r.copy_us
         );
     }
@@ -347,6 +381,7 @@ pub fn write_jsonl(path: &str, rows: &[Row]) -> Result<()> {
             "iters": r.iters,
             "ours_us": r3(r.kernel_us),
             "api_us": r3(r.api_us),
+            "api_inplace_us": r3(r.api_inplace_us),
             "candle_nn_us": r.candle_nn_us.map(r3),
             "copy_us": r3(r.copy_us),
         });

@@ -180,6 +180,21 @@ impl Gpu for Rocm {
         Ok(())
     }
 
+    fn api_inplace(&self, c: &mut Case, op: Op, set: usize) -> Result<()> {
+        let stream = self.dev.stream()?;
+        let w = Some(&c.w);
+        match op {
+            Op::RmsNorm => rocm::rms_norm_inplace(&mut c.xs[set], w, &self.cfg, stream),
+            Op::FusedAddRmsNorm => rocm::fused_add_rms_norm_inplace(
+                &mut c.xs[set],
+                &mut c.rs[set],
+                w,
+                &self.cfg,
+                stream,
+            ),
+        }
+    }
+
     fn candle_nn(&self, _: &Case, _: usize) -> Result<()> {
         candle_core::bail!("candle_nn has no ROCm path")
     }

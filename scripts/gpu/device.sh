@@ -2,16 +2,16 @@
 # Runs on the CUDA machine (staged by scripts/gpu/build.sh): the GPU tests, compute-sanitizer
 # memcheck + racecheck on a subset, the benchmark, other kernel builds if staged (variants), and
 # PyTorch on the same shapes, ending with one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
-#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [sanitizer] [bench] [variants]
-#   [ncu] [torch]  (default: all)
-# Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick),
+#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [sanitizer] [bench] [pool]
+#   [variants] [ncu] [torch]  (default: all)
+# Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick), POOL_SHAPES,
 #      TEST_FILTER (names of the GPU tests to run, default all), WAN_RUNS (impl:image pairs),
 #      OUT (logs, default ./gpu-out), GPU_WORK_DIR (unpacked binaries, default /tmp/candle-rmsnorm-gpu).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-PHASES=${*:-tests firstcalls images wan sanitizer bench variants ncu torch}
+PHASES=${*:-tests firstcalls images wan sanitizer bench pool variants ncu torch}
 W=${GPU_WORK_DIR:-/tmp/candle-rmsnorm-gpu}
 mkdir -p "$W"
 for f in cuda_tests gpu_bench; do gunzip -c "$HERE/$f.gz" > "$W/$f" && chmod +x "$W/$f"; done
@@ -91,11 +91,12 @@ if [[ " $PHASES " == *" wan "* ]]; then
   fi
 fi
 if [[ " $PHASES " == *" sanitizer "* ]]; then
-  echo "== compute-sanitizer (memcheck, racecheck) on sanitizer_subset"
+  echo "== compute-sanitizer (memcheck, racecheck) on sanitizer_subset (out of place, in place)"
   {
     for tool in memcheck racecheck; do
       echo "--- $tool"
-      timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 "$W/cuda_tests" sanitizer_subset --test-threads=1 2>&1 | tail -n 25
+      # `sanitizer_subset` also selects `sanitizer_subset_inplace` (a name filter).
+      timeout 280 compute-sanitizer --tool $tool --error-exitcode 3 "$W/cuda_tests" sanitizer_subset --test-threads=1 2>&1 | tail -n 25
       echo "exit code: ${PIPESTATUS[0]}"
     done
   } > "$OUT/sanitizer.log" 2>&1
@@ -105,6 +106,20 @@ if [[ " $PHASES " == *" bench "* ]]; then
   echo "== benchmark"
   "$W/gpu_bench" --json "$OUT/ours.jsonl" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || status=1
   cat "$OUT/bench.log" | grep -v '^|' | tail -n 50
+fi
+if [[ " $PHASES " == *" pool "* ]]; then
+  # Whether keeping Candle's stream-ordered pool from shrinking at each synchronisation (its
+  # release threshold) changes the wall clock of back-to-back allocating calls; the in-place
+  # calls allocate nothing. Alternating rounds, bf16, POOL_SHAPES.
+  echo "== memory pool: default release threshold vs --keep-pool (bf16)"
+  for shape in ${POOL_SHAPES:-75600x5120 32760x1536}; do
+    for round in 1 2; do
+      for flag in "" --keep-pool; do
+        "$W/gpu_bench" --quick --only "$shape" $flag 2>&1 | tee -a "$OUT/pool.log" \
+          | grep -E '^\| (rms|fused)' | sed "s|^|${flag:-default} |"
+      done
+    done
+  done
 fi
 if [[ " $PHASES " == *" variants "* ]]; then
   # Other builds of the kernels (gpu_bench_<name>.gz beside this script, e.g. the previous
