@@ -7,10 +7,19 @@
 //
 // Everything else in hip/ uses only what this header defines. The warp (wavefront) size is
 // NORM_WARP: 64 on gfx9 (MI200/MI300), 32 on gfx10+ and NVIDIA. Never assume 32 elsewhere.
+//
+// A third target exists for tests only: NORM_HOST_SIM=<warp size> compiles the kernels as plain
+// C++ for the host, one OS thread per GPU thread (src/gpu/sim.rs, tests/sim/sim.cpp).
 #pragma once
 
-#if !defined(__NVPTX__) && !defined(__AMDGCN__)
+#if !defined(__NVPTX__) && !defined(__AMDGCN__) && !defined(NORM_HOST_SIM)
 #error "hip/portable.h: compile for an NVIDIA (nvptx) or AMD (amdgcn) device target"
+#endif
+
+#if defined(NORM_HOST_SIM)
+#define __global__
+#define __device__
+#define __shared__ static thread_local // a block runs on one OS thread, blocks one by one
 #endif
 
 #ifndef __global__
@@ -52,7 +61,7 @@ NORM_DEV float norm_shfl_xor(float v, int mask) {
 NORM_DEV int norm_shfl_xor_i(int v, int mask) {
   return __nvvm_shfl_sync_bfly_i32(0xffffffffu, v, mask, 0x1f);
 }
-#else // __AMDGCN__
+#elif defined(__AMDGCN__)
 // clang <= 19 says the wave size in __AMDGCN_WAVEFRONT_SIZE__; newer clang dropped that macro
 // (deprecated in 20), so fall back on the family: gfx9 (MI100 to MI350) runs wave64 only, and
 // gfx10/11/12 compile for wave32 unless asked otherwise (build.rs never asks).
@@ -81,14 +90,31 @@ NORM_DEV int norm_shfl_xor_i(int v, int mask) {
 NORM_DEV float norm_shfl_xor(float v, int mask) {
   return __builtin_bit_cast(float, norm_shfl_xor_i(__builtin_bit_cast(int, v), mask));
 }
+#else // NORM_HOST_SIM: ids, barriers and shuffles from the simulator (tests/sim/sim.cpp)
+#define NORM_WARP NORM_HOST_SIM
+#define NORM_LAUNCH_BOUNDS
+#define NORM_LAUNCH_BOUNDS_ROWS
+norm_u32 norm_sim_tid();
+norm_u32 norm_sim_ntid();
+norm_u32 norm_sim_bid();
+void norm_sim_barrier();
+int norm_sim_shfl_xor(int v, int mask);
+NORM_DEV norm_u32 norm_tid() { return norm_sim_tid(); }
+NORM_DEV norm_u32 norm_ntid() { return norm_sim_ntid(); }
+NORM_DEV norm_u32 norm_bid() { return norm_sim_bid(); }
+NORM_DEV void norm_barrier() { norm_sim_barrier(); }
+NORM_DEV int norm_shfl_xor_i(int v, int mask) { return norm_sim_shfl_xor(v, mask); }
+NORM_DEV float norm_shfl_xor(float v, int mask) {
+  return __builtin_bit_cast(float, norm_shfl_xor_i(__builtin_bit_cast(int, v), mask));
+}
 #endif
 
 // Hides a register's value from the optimiser (emits no instruction), so values derived from it
 // are recomputed after this point instead of being kept live: register-pressure control.
-#if defined(__NVPTX__)
-NORM_DEV void norm_opaque(norm_u32& v) { asm volatile("" : "+r"(v)); }
-#else
+#if defined(__AMDGCN__)
 NORM_DEV void norm_opaque(norm_u32& v) { asm volatile("" : "+v"(v)); }
+#else
+NORM_DEV void norm_opaque(norm_u32& v) { asm volatile("" : "+r"(v)); }
 #endif
 
 // Scalar-register relief for wave64 AMD (gfx9: MI200, MI300). There every uniform value and

@@ -5,3 +5,5 @@
 pub(crate) mod abi;
 pub(crate) mod call;
 pub(crate) mod geometry;
+#[cfg(all(test, target_os = "linux"))]
+mod sim;
