@@ -6,8 +6,8 @@ mod common;
 
 use candle_core::{DType, Device, IndexOp, Result, Tensor, Var};
 use candle_rmsnorm::{
-    fused_add_rms_norm, fused_add_rms_norm_inplace, residual_pair, rms_norm, rms_norm_inplace,
-    Backend,
+    fused_add_rms_norm_inplace, fused_add_rms_norm_inplace_with, fused_add_rms_norm_with,
+    residual_pair, rms_norm_inplace, rms_norm_inplace_with, rms_norm_with, Backend, NormConfig,
 };
 use common::*;
 
@@ -48,9 +48,11 @@ fn writes_stay_inside_the_view() -> Result<()> {
     let base = Tensor::randn(0f32, 1., dims, &dev)?.to_dtype(DType::BF16)?;
     let w = Tensor::randn(1f32, 0.1, 33, &dev)?;
     let view = |t: &Tensor| -> Result<Tensor> { t.i(1..5)?.narrow(2, 3, 33) };
-    let want = rms_norm(&view(&base)?, &w, 1e-6)?;
+    // The CPU path (the portable backend writes only contiguous targets: see below).
+    let cpu = NormConfig::new(1e-6).with_backend(Backend::Cpu);
+    let want = rms_norm_with(&view(&base)?, Some(&w), &cpu)?;
     let b = base.copy()?;
-    rms_norm_inplace(&view(&b)?, &w, 1e-6)?;
+    rms_norm_inplace_with(&view(&b)?, Some(&w), &cpu)?;
     assert_eq!(bits(&view(&b)?)?, bits(&want)?);
     let idx = Tensor::arange(0u32, 6 * 10 * 40, &dev)?.reshape(dims)?;
     let inside: std::collections::BTreeSet<u32> = view(&idx)?
@@ -67,36 +69,57 @@ fn writes_stay_inside_the_view() -> Result<()> {
     Ok(())
 }
 
-/// The fused op on a pair whose rows are strided (a column range of a wider buffer), several
-/// layers in a row, as a transformer's residual stream: each step equals the out-of-place op,
-/// and the columns around the pair keep their values.
+/// The fused op on a pair, several layers in a row as a transformer's residual stream: each step
+/// equals the out-of-place op. On the CPU path the pair's rows are strided (a column range of a
+/// wider buffer) and the columns around it keep their values; the portable backend, which writes
+/// only contiguous targets, gets a contiguous pair and refuses the strided one.
 #[test]
 fn residual_stream_over_layers() -> Result<()> {
     let dev = Device::Cpu;
     let (rows, hidden) = (37, 96);
-    let wide = Tensor::randn(0f32, 1., (2, rows, hidden + 8), &dev)?;
-    let edges = |t: &Tensor| -> Result<Vec<f32>> {
-        let l = t.narrow(2, 0, 4)?.flatten_all()?.to_vec1::<f32>()?;
-        let r = t
-            .narrow(2, hidden + 4, 4)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        Ok([l, r].concat())
-    };
-    let edges_before = edges(&wide)?;
-    let pair = wide.narrow(2, 4, hidden)?;
-    let mut residual = pair.get(1)?.contiguous()?;
-    for layer in 0..4 {
-        let xs = Tensor::randn(0f32, 1., (rows, hidden), &dev)?;
-        let w = Tensor::randn(1f32, 0.2, hidden, &dev)?;
-        let (normed, sum) = fused_add_rms_norm(&xs, &residual, &w, 1e-5)?;
-        fused_add_rms_norm_inplace(&pair, &xs, &w, 1e-5)?;
-        let v = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        assert_eq!(v(&pair.get(0)?)?, v(&normed)?, "layer {layer} normed");
-        assert_eq!(v(&pair.get(1)?)?, v(&sum)?, "layer {layer} sum");
-        residual = sum;
+    for backend in [Backend::Cpu, Backend::Candle] {
+        let cfg = NormConfig::new(1e-5).with_backend(backend);
+        let wide = Tensor::randn(0f32, 1., (2, rows, hidden + 8), &dev)?;
+        let edges = |t: &Tensor| -> Result<Vec<f32>> {
+            let l = t.narrow(2, 0, 4)?.flatten_all()?.to_vec1::<f32>()?;
+            let r = t
+                .narrow(2, hidden + 4, 4)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            Ok([l, r].concat())
+        };
+        let edges_before = edges(&wide)?;
+        let strided = wide.narrow(2, 4, hidden)?;
+        let pair = match backend {
+            Backend::Cpu => strided,
+            _ => {
+                let xs = Tensor::zeros((rows, hidden), DType::F32, &dev)?;
+                let w = Tensor::ones(hidden, DType::F32, &dev)?;
+                let r = fused_add_rms_norm_inplace_with(&strided, &xs, Some(&w), &cfg);
+                let e = r
+                    .expect_err("a strided pair on the portable backend")
+                    .to_string();
+                assert!(e.contains("pair") && e.contains("contiguous"), "{e}");
+                strided.contiguous()?
+            }
+        };
+        let mut residual = pair.get(1)?.contiguous()?;
+        for layer in 0..4 {
+            let xs = Tensor::randn(0f32, 1., (rows, hidden), &dev)?;
+            let w = Tensor::randn(1f32, 0.2, hidden, &dev)?;
+            let (normed, sum) = fused_add_rms_norm_with(&xs, &residual, Some(&w), &cfg)?;
+            fused_add_rms_norm_inplace_with(&pair, &xs, Some(&w), &cfg)?;
+            let v = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            assert_eq!(
+                v(&pair.get(0)?)?,
+                v(&normed)?,
+                "{backend} layer {layer} normed"
+            );
+            assert_eq!(v(&pair.get(1)?)?, v(&sum)?, "{backend} layer {layer} sum");
+            residual = sum;
+        }
+        assert_eq!(edges(&wide)?, edges_before);
     }
-    assert_eq!(edges(&wide)?, edges_before);
     Ok(())
 }
 
