@@ -25,6 +25,8 @@ pub struct Case {
     xs: Vec<RocmTensor>,
     rs: Vec<RocmTensor>,
     w: RocmTensor,
+    /// A unit weight for the in-place `rms_norm` (see the CUDA backend's `w1`).
+    w1: RocmTensor,
     out: RocmTensor,
     sum: RocmTensor,
     /// Per set, a source of two tensors' bytes (the fused op's copy); destinations of one
@@ -101,6 +103,7 @@ impl Gpu for Rocm {
             xs,
             rs,
             w: up(&w)?,
+            w1: up(&Tensor::ones(hidden, dt, &Device::Cpu)?)?,
             out: alloc(dt, n)?,
             sum: alloc(dt, n)?,
             srcs,
@@ -184,7 +187,7 @@ impl Gpu for Rocm {
         let stream = self.dev.stream()?;
         let w = Some(&c.w);
         match op {
-            Op::RmsNorm => rocm::rms_norm_inplace(&mut c.xs[set], w, &self.cfg, stream),
+            Op::RmsNorm => rocm::rms_norm_inplace(&mut c.xs[set], Some(&c.w1), &self.cfg, stream),
             Op::FusedAddRmsNorm => rocm::fused_add_rms_norm_inplace(
                 &mut c.xs[set],
                 &mut c.rs[set],
