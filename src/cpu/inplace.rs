@@ -7,7 +7,6 @@
 
 use super::kernel::{self, Job, Rows};
 use super::{weight_as, Kernel};
-use crate::config::Rounding;
 use crate::layout::RowLayout;
 use crate::op::NormOp;
 use candle_core::{CpuStorage, Layout, Result};
@@ -21,46 +20,12 @@ fn as_uninit<T: Copy>(s: &mut [T]) -> &mut [MaybeUninit<T>] {
     unsafe { &mut *(s as *mut [T] as *mut [MaybeUninit<T>]) }
 }
 
-/// A call's job without its rows.
-struct Params<'w, C> {
-    weight: &'w [C],
-    hidden: usize,
-    eps: C,
-    rounding: Rounding,
-}
-
-impl<'w, C: Copy> Params<'w, C> {
-    fn job<'a, T>(&self, x: Rows<'a, T>, residual: Option<Rows<'a, T>>) -> Job<'a, T, C>
-    where
-        'w: 'a,
-    {
-        Job {
-            x,
-            residual,
-            weight: self.weight,
-            hidden: self.hidden,
-            eps: self.eps,
-            rounding: self.rounding,
-        }
-    }
-}
-
 /// One row of `d.len()` elements.
 fn contiguous<T>(d: &[T]) -> Rows<'_, T> {
     Rows {
         data: d,
         offset: 0,
         stride: d.len(),
-    }
-}
-
-/// Rows per parallel task for `rows` rows of `hidden` elements (all rows in one task when the
-/// work is small).
-fn task_rows<T>(rows: usize, hidden: usize) -> usize {
-    if rows * hidden < kernel::PARALLEL_MIN_ELEMS || rayon::current_num_threads() <= 1 {
-        rows.max(1)
-    } else {
-        kernel::rows_per_task(rows, hidden, std::mem::size_of::<T>())
     }
 }
 
@@ -80,17 +45,20 @@ pub(super) fn run<T: Copy + Send + Sync, C: Copy + Sync>(
     let tl = RowLayout::checked(op.name(), target, l, data.len())?;
     let (h, rs) = (tl.hidden, tl.row_stride);
     let weight = weight_as(op, w, h, conv)?;
-    let eps = conv(op.eps);
-    let params = Params {
+    // Every row's job: this one with its own rows.
+    let base = Job {
+        x: contiguous(&[]),
+        residual: None,
         weight: &weight,
         hidden: h,
-        eps,
+        eps: conv(op.eps),
         rounding: op.rounding,
     };
+    let per_task = |rows| kernel::rows_per_task(rows, h, std::mem::size_of::<T>());
     let region = &mut data[tl.offset..];
     match xs {
         None => {
-            let per = task_rows::<T>(tl.rows, h);
+            let per = per_task(tl.rows);
             region
                 .par_chunks_mut(rs)
                 .take(tl.rows)
@@ -101,11 +69,11 @@ pub(super) fn run<T: Copy + Send + Sync, C: Copy + Sync>(
                         let row = &mut row[..h];
                         scratch.clear();
                         scratch.extend_from_slice(row);
-                        kernel(
-                            &params.job(contiguous(scratch), None),
-                            as_uninit(row),
-                            &mut [],
-                        );
+                        let j = Job {
+                            x: contiguous(scratch),
+                            ..base
+                        };
+                        kernel(&j, as_uninit(row), &mut []);
                     },
                 );
         }
@@ -113,7 +81,7 @@ pub(super) fn run<T: Copy + Send + Sync, C: Copy + Sync>(
             let n = tl.rows / 2;
             let xr = RowLayout::checked(op.name(), "xs", xl, xd.len())?;
             let (normed, residual) = region.split_at_mut(n * rs);
-            let per = task_rows::<T>(n, h);
+            let per = per_task(n);
             normed
                 .par_chunks_mut(rs)
                 .zip(residual.par_chunks_mut(rs))
@@ -131,7 +99,11 @@ pub(super) fn run<T: Copy + Send + Sync, C: Copy + Sync>(
                             offset: xr.offset + r * xr.row_stride,
                             stride: xr.row_stride,
                         };
-                        let j = params.job(x, Some(contiguous(scratch)));
+                        let j = Job {
+                            x,
+                            residual: Some(contiguous(scratch)),
+                            ..base
+                        };
                         kernel(&j, as_uninit(&mut out[..h]), as_uninit(sum));
                     },
                 );

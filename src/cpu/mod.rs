@@ -128,24 +128,14 @@ fn run<T, C: Copy>(
     Ok(fill_output(len, n, |out, sum| kernel(&job, out, sum)))
 }
 
-/// f32, f16 and bf16 storage: f32 arithmetic.
-fn run_typed<T: Elem>(
-    op: &NormOp,
-    x: (&[T], &Layout),
-    r: Option<(&[T], &Layout)>,
-    w: Option<(&CpuStorage, &Layout)>,
-) -> Result<Vec<T>> {
-    run(op, x, r, w, |v| v as f32, kernel::run_f32::<T>)
+/// The arithmetic of f32, f16 and bf16 storage: the weight and eps in f32, the f32 kernel.
+fn f32_math<T: Elem>() -> (fn(f64) -> f32, Kernel<T, f32>) {
+    (|v| v as f32, kernel::run_f32::<T>)
 }
 
-/// f64 storage: f64 arithmetic.
-fn run_f64(
-    op: &NormOp,
-    x: (&[f64], &Layout),
-    r: Option<(&[f64], &Layout)>,
-    w: Option<(&CpuStorage, &Layout)>,
-) -> Result<Vec<f64>> {
-    run(op, x, r, w, |v| v, kernel::run_f64)
+/// The arithmetic of f64 storage: f64 throughout.
+fn f64_math() -> (fn(f64) -> f64, Kernel<f64, f64>) {
+    (|v| v, kernel::run_f64)
 }
 
 /// The CPU forward of every op variant.
@@ -157,7 +147,8 @@ pub(crate) fn forward(op: &NormOp, inputs: Inputs<'_, CpuStorage>) -> Result<(Cp
     } = inputs;
     let shape = op.out_shape(x.1.shape());
     macro_rules! go {
-        ($variant:ident, $f:expr) => {{
+        ($variant:ident, $math:expr) => {{
+            let (conv, k) = $math;
             let xs = match x.0 {
                 CpuStorage::$variant(d) => d.as_slice(),
                 _ => unreachable!(),
@@ -174,14 +165,14 @@ pub(crate) fn forward(op: &NormOp, inputs: Inputs<'_, CpuStorage>) -> Result<(Cp
                     ))
                 }
             };
-            CpuStorage::$variant($f(op, (xs, x.1), rs, w)?)
+            CpuStorage::$variant(run(op, (xs, x.1), rs, w, conv, k)?)
         }};
     }
     let storage = match x.0.dtype() {
-        DType::F32 => go!(F32, run_typed::<f32>),
-        DType::F16 => go!(F16, run_typed::<f16>),
-        DType::BF16 => go!(BF16, run_typed::<bf16>),
-        DType::F64 => go!(F64, run_f64),
+        DType::F32 => go!(F32, f32_math::<f32>()),
+        DType::F16 => go!(F16, f32_math::<f16>()),
+        DType::BF16 => go!(BF16, f32_math::<bf16>()),
+        DType::F64 => go!(F64, f64_math()),
         other => return Err(float_error(op.name(), "xs", other)),
     };
     Ok((storage, shape))
@@ -198,7 +189,8 @@ pub(crate) fn forward_inplace(
     let (storage, l) = target;
     let dtype = storage.dtype();
     macro_rules! go {
-        ($variant:ident, $conv:expr, $kernel:expr) => {{
+        ($variant:ident, $math:expr) => {{
+            let (conv, k) = $math;
             let CpuStorage::$variant(d) = storage else {
                 unreachable!()
             };
@@ -214,14 +206,14 @@ pub(crate) fn forward_inplace(
                     ))
                 }
             };
-            inplace::run(op, d.as_mut_slice(), l, xs, w, $conv, $kernel)
+            inplace::run(op, d.as_mut_slice(), l, xs, w, conv, k)
         }};
     }
     match dtype {
-        DType::F32 => go!(F32, |v| v as f32, kernel::run_f32::<f32>),
-        DType::F16 => go!(F16, |v| v as f32, kernel::run_f32::<f16>),
-        DType::BF16 => go!(BF16, |v| v as f32, kernel::run_f32::<bf16>),
-        DType::F64 => go!(F64, |v| v, kernel::run_f64),
+        DType::F32 => go!(F32, f32_math::<f32>()),
+        DType::F16 => go!(F16, f32_math::<f16>()),
+        DType::BF16 => go!(BF16, f32_math::<bf16>()),
+        DType::F64 => go!(F64, f64_math()),
         other => Err(float_error(op.name(), "xs", other)),
     }
 }

@@ -255,16 +255,21 @@ fn dispatch<T: Elem, const FUSED: bool, const RB: bool>(
     }
 }
 
-/// Rows per rayon task: at least ~64 KiB of input per task, and enough tasks to balance.
+/// Work below this many elements runs on the calling thread.
+const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+
+/// Rows per rayon task for `rows` rows of `hidden` elements of `elem_bytes`: all of them (one
+/// task, run on the calling thread) below [`PARALLEL_MIN_ELEMS`] or with one thread; otherwise
+/// at least ~64 KiB of input per task, and enough tasks to balance.
 pub(super) fn rows_per_task(rows: usize, hidden: usize, elem_bytes: usize) -> usize {
-    let by_bytes = (64 * 1024 / (hidden * elem_bytes).max(1)).max(1);
     let threads = rayon::current_num_threads().max(1);
+    if rows * hidden < PARALLEL_MIN_ELEMS || threads <= 1 {
+        return rows.max(1);
+    }
+    let by_bytes = (64 * 1024 / (hidden * elem_bytes).max(1)).max(1);
     let by_balance = rows.div_ceil(threads * 8).max(1);
     by_bytes.min(by_balance).max(1)
 }
-
-/// Work below this many elements runs on the calling thread.
-pub(super) const PARALLEL_MIN_ELEMS: usize = 1 << 15;
 
 /// Runs `job` over every row with the given tier. `out` holds `rows * hidden` elements; `sum`
 /// the same when the job is fused, and is empty otherwise.
@@ -287,10 +292,10 @@ pub(crate) fn run_f32_with<T: Elem>(
         (true, true) => dispatch::<T, true, true>(tier, job, row0, o, s),
     };
     let rows = out.len() / h;
-    if out.len() < PARALLEL_MIN_ELEMS || rayon::current_num_threads() <= 1 {
+    let per = rows_per_task(rows, h, std::mem::size_of::<T>());
+    if per >= rows {
         return f(0, out, sum);
     }
-    let per = rows_per_task(rows, h, std::mem::size_of::<T>());
     let chunk = per * h;
     if fused {
         out.par_chunks_mut(chunk)
