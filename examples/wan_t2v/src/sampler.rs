@@ -144,29 +144,41 @@ impl Sampler {
         (1.0 - s).ln() - s.ln()
     }
 
+    /// One UniPC update from index `s0` to `t`, starting from sample `x`: `base(x, m0) -
+    /// alpha_t B(h) sum_k rhos[k] D_k` over the `order - 1` older x0 predictions m_k at s0 - k,
+    /// D_k = (m_k - m0) / r_k, m0 the newest; `rhos` picks the weights from the coefficients.
+    /// Returns the sample, the coefficients and the weights.
+    fn update(
+        &self,
+        t: usize,
+        s0: usize,
+        x: &Tensor,
+        order: usize,
+        rhos: impl FnOnce(&Coefficients) -> Vec<f64>,
+    ) -> Result<(Tensor, Coefficients, Vec<f64>)> {
+        let n = self.x0.len();
+        let m0 = &self.x0[n - 1];
+        let older: Vec<usize> = (1..order).map(|k| s0 - k).collect();
+        let c = Coefficients::new(self, t, s0, &older);
+        let rhos = rhos(&c);
+        let mut y = c.base(x, m0)?;
+        for (k, (rk, rho)) in c.rks.iter().zip(&rhos).take(older.len()).enumerate() {
+            let d = ((&self.x0[n - 2 - k] - m0)? / *rk)?;
+            y = (y - (d * (c.alpha_t * c.b_h * rho))?)?;
+        }
+        Ok((y, c, rhos))
+    }
+
     /// UniP of `order` from index i to i + 1, with the x0 predictions in `self.x0`.
     fn predict(&self, x: &Tensor, order: usize) -> Result<Tensor> {
         let i = self.index;
-        let n = self.x0.len();
-        // Older predictions m_k at indices i - k, k = 1 .. order - 1.
-        let older: Vec<(usize, &Tensor)> =
-            (1..order).map(|k| (i - k, &self.x0[n - 1 - k])).collect();
-        let c = Coefficients::new(
-            self,
-            i + 1,
-            i,
-            &older.iter().map(|o| o.0).collect::<Vec<_>>(),
-        );
-        let rhos = if order == 2 {
-            vec![0.5]
-        } else {
-            solve(&c.r[..order - 1], &c.b[..order - 1], order - 1)
-        };
-        let mut y = c.base(x, &self.x0[n - 1])?;
-        for (k, (_, mk)) in older.iter().enumerate() {
-            let d = ((*mk - &self.x0[n - 1])? / c.rks[k])?;
-            y = (y - (d * (c.alpha_t * c.b_h * rhos[k]))?)?;
-        }
+        let (y, _, _) = self.update(i + 1, i, x, order, |c| {
+            if order == 2 {
+                vec![0.5]
+            } else {
+                solve(&c.r[..order - 1], &c.b[..order - 1], order - 1)
+            }
+        })?;
         Ok(y)
     }
 
@@ -174,28 +186,14 @@ impl Sampler {
     /// at i - 1; `m` is the x0 prediction at i. Its result replaces the predicted sample.
     fn correct(&self, m: &Tensor, last: &Tensor, order: usize) -> Result<Tensor> {
         let i = self.index;
-        let n = self.x0.len();
-        let m0 = &self.x0[n - 1];
-        let older: Vec<(usize, &Tensor)> = (1..order)
-            .map(|k| (i - 1 - k, &self.x0[n - 1 - k]))
-            .collect();
-        let c = Coefficients::new(
-            self,
-            i,
-            i - 1,
-            &older.iter().map(|o| o.0).collect::<Vec<_>>(),
-        );
-        let rhos = if order == 1 {
-            vec![0.5]
-        } else {
-            solve(&c.r, &c.b, order)
-        };
-        let mut y = c.base(last, m0)?;
-        for (k, (_, mk)) in older.iter().enumerate() {
-            let d = ((*mk - m0)? / c.rks[k])?;
-            y = (y - (d * (c.alpha_t * c.b_h * rhos[k]))?)?;
-        }
-        let d_t = (m - m0)?;
+        let (y, c, rhos) = self.update(i, i - 1, last, order, |c| {
+            if order == 1 {
+                vec![0.5]
+            } else {
+                solve(&c.r, &c.b, order)
+            }
+        })?;
+        let d_t = (m - &self.x0[self.x0.len() - 1])?;
         y - (d_t * (c.alpha_t * c.b_h * rhos[order - 1]))?
     }
 }
