@@ -292,13 +292,13 @@ impl Checkpoint {
             (Model::TextEncoder, Layout::Original),
             (Model::Vae, Layout::Original),
         ];
+        let classes: Vec<(Model, Option<Layout>)> =
+            st.tensors().iter().map(|(k, _)| classify(k)).collect();
         for (model, layout) in layouts.iter_mut() {
-            let found: BTreeSet<Layout> = st
-                .tensors()
+            let found: BTreeSet<Layout> = classes
                 .iter()
-                .map(|(k, _)| classify(k))
                 .filter(|(m, _)| m == model)
-                .filter_map(|(_, l)| l)
+                .filter_map(|&(_, l)| l)
                 .collect();
             if found.len() > 1 {
                 return Err(Error::Msg(format!(
