@@ -1,6 +1,6 @@
 //! The kernels of `hip/` run on the host, in the ordinary test suite: `tests/sim/sim.cpp` built
-//! with clang++ as a shared library (`-DNORM_HOST_SIM=32` and `=64`: one OS thread per GPU
-//! thread, barriers and warp shuffles between them), every launch planned by [`Call::plan`] and
+//! with clang++ as a shared library (`-DNORM_HOST_SIM=32` and `=64`: every GPU thread a fiber
+//! that yields at barriers and warp shuffles), every launch planned by [`Call::plan`] and
 //! [`Call::launches`] exactly as the CUDA and ROCm launchers plan it, on host memory. Checks the
 //! results against an f64 reference written here, the fused sum bit for bit, and the in-place
 //! forms (out = x; sum = residual) bit for bit against the out-of-place ones.
@@ -8,8 +8,7 @@
 //! What it proves: indexing, team shapes, reductions, the register and two-read row loops,
 //! vector and scalar paths, tails, row strides, aliasing, on warp sizes 32 and 64. Not: timing,
 //! memory ordering on a real GPU, or the device compilers' code (the GPU tests do that).
-//! It runs with `CANDLE_RMSNORM_SIM=1` (a minute or two on two cores: every GPU thread is an OS
-//! thread) and needs clang++ (`CANDLE_RMSNORM_SIM_CXX`, else `clang++-19`, else `clang++`);
+//! It runs with `CANDLE_RMSNORM_SIM=1` (about a minute on two cores) and needs clang++ (`CANDLE_RMSNORM_SIM_CXX`, else `clang++-19`, else `clang++`);
 //! without one it prints "skipped", unless `CANDLE_RMSNORM_SIM=require` (CI), which fails.
 
 use super::abi::NormArgs;
@@ -43,7 +42,7 @@ fn build(warp: u32) -> Result<PathBuf, String> {
     let mut last = String::from("no compiler tried");
     for cxx in cands {
         let r = Command::new(&cxx)
-            .args(["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w"])
+            .args(["-std=c++20", "-O1", "-shared", "-fPIC", "-w"])
             .arg(format!("-DNORM_HOST_SIM={warp}"))
             .arg("-o")
             .arg(&out)

@@ -14,8 +14,9 @@
 //! [`RocmTensor::from_tensor`] uploads a [`candle_core::Tensor`], [`RocmTensor::to_tensor`]
 //! downloads one. [`rms_norm`] and [`fused_add_rms_norm`] run on device tensors with no host
 //! staging, on a stream you pass; [`rms_norm_inplace`] and [`fused_add_rms_norm_inplace`] write
-//! into `x` (and the residual) instead of allocating. [`rms_norm_raw`] / [`fused_add_rms_norm_raw`] take raw
-//! device pointers and a `hipStream_t` for code that manages its own memory.
+//! into `x` (and the residual) instead of allocating. [`rms_norm_raw`] /
+//! [`fused_add_rms_norm_raw`] take raw device pointers and a `hipStream_t` for code that manages
+//! its own memory.
 //!
 //! ```no_run
 //! use candle_rmsnorm::rocm::{self, RocmDevice, RocmTensor};
@@ -36,7 +37,8 @@
 //! [`Backend::Rocm`](crate::Backend::Rocm) (`CANDLE_RMSNORM_BACKEND=rocm` or
 //! [`NormConfig::with_backend`](crate::NormConfig::with_backend)): each call uploads the rows
 //! it reads (and the weight), runs the kernel, waits, and downloads the result, so it moves
-//! about twice the tensor's bytes over PCIe on top of the kernel's own traffic. `Backend::Auto` keeps host tensors on the CPU path.
+//! about twice the tensor's bytes over PCIe on top of the kernel's own traffic. `Backend::Auto`
+//! keeps host tensors on the CPU path.
 //! When ROCm cannot be used (no library, no device, no code object for the device), an
 //! explicit `Rocm` request returns the error and logs it once through `log`.
 //!
