@@ -4,7 +4,7 @@
 //! public Candle API with a pinned [`Backend`] on a `Device`; a test file adds a target by
 //! implementing the trait (see `tests/rocm.rs` for the device-resident ROCm API).
 
-use super::cases::{matrix, Case};
+use super::cases::{matrix, Case, Inputs};
 use super::compare::{check, Quantity, Stats};
 use super::reference::reference;
 use candle_core::{DType, Device, Module, Result, Tensor};
@@ -154,6 +154,28 @@ impl Target for InPlace {
     }
 }
 
+/// A case's host tensors: x and the residual (shape `c.dims`), and the weight if it has one.
+fn host_tensors(c: &Case, inputs: &Inputs) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let w = match (&inputs.w, c.wdtype) {
+        (Some(w), Some(wdt)) => Some(tensor(w, &[w.len()], wdt)?),
+        _ => None,
+    };
+    Ok((
+        tensor(&inputs.x, &c.dims, c.dtype)?,
+        tensor(&inputs.r, &c.dims, c.dtype)?,
+        w,
+    ))
+}
+
+/// x and the residual where target `t` reads them: placed, then viewed as the case says.
+fn placed(t: &dyn Target, c: &Case, xb: &Tensor, rb: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (x, r) = (t.place(xb)?, t.place(rb)?);
+    Ok(match c.view {
+        Some(v) => ((v.x)(&x)?, (v.r)(&r)?),
+        None => (x, r),
+    })
+}
+
 /// Runs `cases` through both targets and requires bitwise equal outputs (NaN equal to NaN);
 /// returns how many cases ran.
 pub fn run_bitwise<'c>(
@@ -163,20 +185,11 @@ pub fn run_bitwise<'c>(
 ) -> Result<usize> {
     let mut n = 0;
     for c in cases.into_iter().filter(|c| a.supports(c) && b.supports(c)) {
-        let inputs = c.inputs();
-        let w = match (&inputs.w, c.wdtype) {
-            (Some(w), Some(wdt)) => Some(tensor(w, &[w.len()], wdt)?),
-            _ => None,
-        };
+        let (xb, rb, w) = host_tensors(c, &c.inputs())?;
         for fused in [false, true] {
             let mut outs = Vec::new();
             for t in [a, b] {
-                let base = |v: &[f64]| -> Result<Tensor> { t.place(&tensor(v, &c.dims, c.dtype)?) };
-                let (x, r) = (base(&inputs.x)?, base(&inputs.r)?);
-                let (x, r) = match c.view {
-                    Some(v) => ((v.x)(&x)?, (v.r)(&r)?),
-                    None => (x, r),
-                };
+                let (x, r) = placed(t, c, &xb, &rb)?;
                 let wt = w.as_ref().map(|w| t.place(w)).transpose()?;
                 let (y, s) = t.call(c, &x, fused.then_some(&r), wt.as_ref())?;
                 let mut v = values(&y)?;
@@ -243,20 +256,15 @@ pub fn run_cases<'c>(t: &dyn Target, cases: impl IntoIterator<Item = &'c Case>) 
 pub fn run_case(t: &dyn Target, c: &Case) -> Result<Vec<Stats>> {
     let (dt, what) = (c.dtype, format!("{} [{}]", c.describe(), t.label()));
     let inputs = c.inputs();
-    let xb = tensor(&inputs.x, &c.dims, dt)?;
-    let rb = tensor(&inputs.r, &c.dims, dt)?;
-    let w = match (&inputs.w, c.wdtype) {
-        (Some(w), Some(wdt)) => Some(tensor(w, &[w.len()], wdt)?),
-        _ => None,
-    };
+    let (xb, rb, w) = host_tensors(c, &inputs)?;
     // The operands where the op reads them, and the values they show, on the host.
-    let ((x, r), (xv, rv)) = match c.view {
+    let (x, r) = placed(t, c, &xb, &rb)?;
+    let (xv, rv) = match c.view {
         Some(v) => {
-            let (x, r) = ((v.x)(&t.place(&xb)?)?, (v.r)(&t.place(&rb)?)?);
             assert_eq!(x.dims().last(), Some(&v.hidden), "{what}: view hidden");
-            ((x, r), (values(&(v.x)(&xb)?)?, values(&(v.r)(&rb)?)?))
+            (values(&(v.x)(&xb)?)?, values(&(v.r)(&rb)?)?)
         }
-        None => ((t.place(&xb)?, t.place(&rb)?), (inputs.x, inputs.r)),
+        None => (inputs.x, inputs.r),
     };
     let wt = w.as_ref().map(|w| t.place(w)).transpose()?;
     let hidden = c.hidden();
