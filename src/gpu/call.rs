@@ -71,7 +71,10 @@ impl Call {
         let o = &self.operands;
         let eb = self.x_dtype.size_in_bytes();
         let mut addrs = vec![o.x, o.out, o.weight];
-        let mut strides = vec![o.x_stride as usize, o.out_stride as usize];
+        // Also the row stride of a fresh output (`hidden`; its sum half then starts aligned
+        // too): an in-place call, whose outputs are its operands, takes the path the
+        // out-of-place op takes, so its bits are the same.
+        let mut strides = vec![o.x_stride as usize, o.out_stride as usize, self.hidden as usize];
         if self.op.fused {
             addrs.extend([o.residual, o.sum_out]);
             strides.extend([o.res_stride as usize, o.sum_stride as usize]);
@@ -256,6 +259,27 @@ mod tests {
         let args = odd.launches(&q)[0].args;
         assert_eq!(args.flags & abi::NORM_VECTOR, 0);
         assert_ne!(aligned.launches(&p)[0].args.flags & abi::NORM_VECTOR, 0);
+    }
+
+    #[test]
+    fn in_place_takes_the_out_of_place_path() {
+        // f32 rows of 130 in a buffer of rows of 136: x alone would allow 16-byte chunks, but
+        // the out-of-place op's fresh output (rows of 130) does not, so in place neither.
+        let fresh = call(false, DType::F32, DType::F32, 9, 130, ops(0x1000, 0x2000, 136));
+        let fresh = Call {
+            operands: Operands {
+                out_stride: 130,
+                ..fresh.operands
+            },
+            ..fresh
+        };
+        let inplace = Call {
+            operands: ops(0x1000, 0x1000, 136),
+            ..fresh
+        };
+        let (_, p) = fresh.plan(shape(32, 1), 0).unwrap();
+        let (_, q) = inplace.plan(shape(32, 1), 0).unwrap();
+        assert!(!p.vector && !q.vector);
     }
 
     #[test]

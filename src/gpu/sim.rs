@@ -212,8 +212,9 @@ fn run(s: &Sim, c: Case, dest: Dest, seed: u64) -> Outs {
     for i in 0..h {
         w.set(i, 1.0 + 0.5 * next());
     }
-    let mut out = Buf::new(c.x, rows * h, c.misalign);
-    let mut sum = Buf::new(c.x, rows * h, c.misalign);
+    // Fresh outputs start aligned, as Candle's allocations do.
+    let mut out = Buf::new(c.x, rows * h, 0);
+    let mut sum = Buf::new(c.x, rows * h, 0);
     let (out_addr, out_stride) = match dest {
         Dest::IntoX => (x.addr(), stride),
         _ => (out.addr(), h),
@@ -449,6 +450,25 @@ fn views_alignment_options() {
                         });
                     }
                 }
+            }
+        }
+    }
+    // Rows whose padding alone makes them 16-byte multiples (130 + 6 f32, 130 + 6 bf16): the
+    // out-of-place op's fresh output is not, so the in-place forms must take its path too.
+    for warp in [32, 64] {
+        for x in [DType::F32, DType::BF16] {
+            for fused in [false, true] {
+                check(Case {
+                    warp,
+                    x,
+                    w: Some(x),
+                    rows: 3,
+                    hidden: 130,
+                    pad: 6,
+                    misalign: 0,
+                    fused,
+                    options: false,
+                });
             }
         }
     }
