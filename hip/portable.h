@@ -109,6 +109,51 @@ NORM_DEV float norm_shfl_xor(float v, int mask) {
 }
 #endif
 
+// Asynchronous 16-byte copies from global to shared memory, in groups: norm_async_copy16 issues
+// one (both addresses 16-byte aligned), norm_async_commit closes the calling thread's current
+// group, and norm_async_wait<N>() waits until at most N of its groups are still in flight, after
+// which the thread sees the data of the older groups' copies (other threads see it only after a
+// barrier). NVIDIA sm_80+: cp.async.cg (the copy bypasses registers and L1). The host simulator
+// performs each copy at the wait that covers it, so a read before its wait sees stale data there.
+// Elsewhere: a plain load and store (correct; the load then holds registers until it lands).
+// NORM_ASYNC is 1 where copies are truly asynchronous.
+#if defined(__NVPTX__) && __CUDA_ARCH__ >= 800
+#define NORM_ASYNC 1
+NORM_DEV void norm_async_copy16(void* smem, const void* gmem) {
+  __nvvm_cp_async_cg_shared_global_16((__attribute__((address_space(3))) void*)smem,
+                                      (__attribute__((address_space(1))) const void*)gmem);
+}
+NORM_DEV void norm_async_commit() { __nvvm_cp_async_commit_group(); }
+template <int N> NORM_DEV void norm_async_wait() { __nvvm_cp_async_wait_group(N); }
+#elif defined(NORM_HOST_SIM)
+#define NORM_ASYNC 1
+void norm_sim_async_copy16(void* smem, const void* gmem);
+void norm_sim_async_commit();
+void norm_sim_async_wait(int n);
+NORM_DEV void norm_async_copy16(void* smem, const void* gmem) { norm_sim_async_copy16(smem, gmem); }
+NORM_DEV void norm_async_commit() { norm_sim_async_commit(); }
+template <int N> NORM_DEV void norm_async_wait() { norm_sim_async_wait(N); }
+#else
+#define NORM_ASYNC 0
+struct alignas(16) norm_bytes16 { norm_u32 w[4]; };
+NORM_DEV void norm_async_copy16(void* smem, const void* gmem) {
+  *(norm_bytes16*)smem = *(const norm_bytes16*)gmem;
+}
+NORM_DEV void norm_async_commit() {}
+template <int N> NORM_DEV void norm_async_wait() {}
+#endif
+
+// The launch's dynamic shared memory (its size is set by the host at launch), 16-byte aligned.
+#if defined(NORM_HOST_SIM)
+char* norm_sim_dyn_smem();
+NORM_DEV char* norm_dyn_smem() { return norm_sim_dyn_smem(); }
+#else
+NORM_DEV char* norm_dyn_smem() {
+  extern __shared__ __attribute__((aligned(16))) char norm_smem[];
+  return norm_smem;
+}
+#endif
+
 // Hides a register's value from the optimiser (emits no instruction), so values derived from it
 // are recomputed after this point instead of being kept live: register-pressure control.
 #if defined(__AMDGCN__)

@@ -16,7 +16,9 @@
 //                             a row of up to 2 chunks a thread stays in registers (x and the
 //                             residual are read once); the weight is loaded once per block; the
 //                             plain op loads the next row before reducing this one. Longer rows
-//                             are read twice (the second read mostly hits L2).
+//                             are read twice (the second read mostly hits L2). Staged (the
+//                             NORM_STAGES bits set): rows copied into shared memory S - 1 rows
+//                             ahead (hip/norm_staged.h), any length the shared memory holds.
 //   {op}_{dtype}[_wf32]_rows  teams of g lanes (a power of two <= warp size) one row each,
 //                             blockDim / g rows at a time, `rows_per_block` rows in all, reduced
 //                             with shuffles only: small hidden (per-head q/k norm, 1..512 bf16).
@@ -28,6 +30,7 @@
 #include "norm_args.h"
 #include "norm_loop.h"
 #include "norm_regs.h"
+#include "norm_staged.h"
 
 namespace rn {
 
@@ -80,6 +83,17 @@ NORM_DEV void large_entry(const NormArgs& a) {
   if (first >= a.rows) return; // the whole block: no barrier is skipped by part of it
   const BlockTeam team{(int)norm_tid(), (int)norm_ntid(), red, redd};
   if (vector_holds<T, W, FUSED>(a)) {
+#if NORM_ASYNC // elsewhere the host never stages (a synchronous copy would gain nothing)
+    const unsigned stages = (a.flags >> NORM_STAGES_SHIFT) & NORM_STAGES_MASK;
+    if (a.hidden % Tr<T>::V == 0) {
+      switch (stages) {
+      case 2: norm_staged<T, W, FUSED, 2>(a, first, rpb, team); return;
+      case 3: norm_staged<T, W, FUSED, 3>(a, first, rpb, team); return;
+      case 4: norm_staged<T, W, FUSED, 4>(a, first, rpb, team); return;
+      default: break;
+      }
+    }
+#endif
     dispatch_k<T, W, Tr<T>::V, FUSED>(a, first, 0, 1, rpb, team);
   } else {
     dispatch_k<T, W, 1, FUSED>(a, first, 0, 1, rpb, team);

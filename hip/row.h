@@ -32,6 +32,24 @@ NORM_DEV Row<T, W> row_ptrs(const NormArgs& a, long long row) {
   return p;
 }
 
+// Writes `N` elements of a row at `e` from their values `v` (x, or x + residual for the fused
+// op): the sum (fused), then v * scale, rounded to T first when `rb`, times the weight (loaded
+// here, `1 + w` when `off1`). N > 1 needs 16-byte aligned chunks.
+template <typename T, typename W, int N, bool FUSED, typename A>
+NORM_DEV void write_elems(const Row<T, W>& p, long long e, const A* v, A scale, bool rb,
+                          bool off1) {
+  A w[N], y[N];
+  if constexpr (FUSED) store_chunk<T, N>(p.s + e, v);
+  load_weight<W, N, A>(p.w ? p.w + e : nullptr, off1, w);
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    A n = v[i] * scale;
+    if (rb) n = Tr<T>::round(n);
+    y[i] = n * w[i];
+  }
+  store_chunk<T, N>(p.o + e, y);
+}
+
 // The f32 normalisation decision: the scale, or `rescue` when the f32 sum overflowed or the
 // mean + eps is too small to carry (the row is then redone with f64 sums).
 NORM_DEV float f32_scale(float ss, long long hidden, float eps, bool* rescue) {

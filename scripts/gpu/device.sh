@@ -2,7 +2,7 @@
 # Runs on the CUDA machine (staged by scripts/gpu/build.sh): the GPU tests, compute-sanitizer
 # memcheck + racecheck on a subset, the benchmark, other kernel builds if staged (variants), and
 # PyTorch on the same shapes, ending with one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
-#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [sanitizer] [bench] [pool]
+#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [sanitizer] [bench] [staging] [pool]
 #   [variants] [ncu] [torch]  (default: all)
 # Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick), POOL_SHAPES,
 #      TEST_FILTER (names of the GPU tests to run, default all), WAN_RUNS (impl:image pairs),
@@ -11,7 +11,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-PHASES=${*:-tests firstcalls images wan sanitizer bench pool variants ncu torch}
+PHASES=${*:-tests firstcalls images wan sanitizer bench staging pool variants ncu torch}
 W=${GPU_WORK_DIR:-/tmp/candle-rmsnorm-gpu}
 mkdir -p "$W"
 for f in cuda_tests gpu_bench; do gunzip -c "$HERE/$f.gz" > "$W/$f" && chmod +x "$W/$f"; done
@@ -106,6 +106,19 @@ if [[ " $PHASES " == *" bench "* ]]; then
   echo "== benchmark"
   "$W/gpu_bench" --json "$OUT/ours.jsonl" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || status=1
   cat "$OUT/bench.log" | grep -v '^|' | tail -n 50
+fi
+if [[ " $PHASES " == *" staging "* ]]; then
+  # The staged loop (rows copied into shared memory ahead, sm_80+) against the register and
+  # two-read loops of the same build (CANDLE_RMSNORM_STAGES=0), alternating rounds, all dtypes.
+  echo "== staged rows vs not (CANDLE_RMSNORM_STAGES=0)"
+  for shape in ${STAGING_SHAPES:-75600x5120 32760x1536 8192x5120 4096x5120 1024x5120}; do
+    for round in 1 2; do
+      for st in 1 0; do
+        CANDLE_RMSNORM_STAGES=$st "$W/gpu_bench" --only "$shape" 2>&1 | tee -a "$OUT/staging.log" \
+          | grep -E '^\| (rms|fused)' | sed "s|^|stages=$st |"
+      done
+    done
+  done
 fi
 if [[ " $PHASES " == *" pool "* ]]; then
   # Whether keeping Candle's stream-ordered pool from shrinking at each synchronisation (its

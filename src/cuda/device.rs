@@ -81,7 +81,7 @@ struct Cache {
     modules: HashMap<DeviceId, Arc<CudaModule>>,
     funcs: HashMap<(DeviceId, String), CudaFunction>,
     /// Blocks of (kernel, block size) resident per multiprocessor.
-    fit: HashMap<(DeviceId, String, u32), u32>,
+    fit: HashMap<(DeviceId, String, u32, u32), u32>,
 }
 
 fn cache() -> std::sync::MutexGuard<'static, Cache> {
@@ -104,19 +104,44 @@ pub(super) fn shape(dev: &CudaDevice, st: &CudaStream) -> Result<DeviceShape> {
     let warp = ctx
         .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_WARP_SIZE)
         .w()?;
+    let attr = |a| ctx.attribute(a).w();
+    let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+    // Rows are staged in shared memory by cp.async (sm_80+): a block may take half of a
+    // multiprocessor's shared memory, less 2 KiB (the kernels' static reduction arrays and the
+    // 1 KiB the driver reserves per block), so two blocks fit.
+    // CANDLE_RMSNORM_STAGES=0 turns staging off (to compare the two loops on one build).
+    let off = std::env::var("CANDLE_RMSNORM_STAGES").is_ok_and(|v| v == "0");
+    let stage_bytes = if major >= 8 && !off {
+        let per_mp = attr(
+            sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
+        )?;
+        let optin =
+            attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+        ((per_mp / 2).min(optin) - 2048).max(0) as u64
+    } else {
+        0
+    };
     let s = DeviceShape {
         warp_size: warp as u32,
         multiprocessors: mps.max(1) as u32,
+        stage_bytes,
     };
     cache().shape.insert(dev.id(), s);
     Ok(s)
 }
 
-/// The kernel `name` and how many blocks of `block` threads of it fit on a multiprocessor at
-/// once (the driver's occupancy query), both looked up once per device.
-pub(super) fn function(dev: &CudaDevice, name: &str, block: u32) -> Result<(CudaFunction, u32)> {
+/// The kernel `name` and how many blocks of `block` threads and `smem` bytes of dynamic shared
+/// memory fit on a multiprocessor at once (the driver's occupancy query), both looked up once
+/// per device; `max_smem` (the device's staging budget) is allowed to every kernel at load.
+pub(super) fn function(
+    dev: &CudaDevice,
+    name: &str,
+    block: u32,
+    smem: u32,
+    max_smem: u64,
+) -> Result<(CudaFunction, u32)> {
     let key = (dev.id(), name.to_string());
-    let fit_key = (dev.id(), name.to_string(), block);
+    let fit_key = (dev.id(), name.to_string(), block, smem);
     {
         let c = cache();
         if let (Some(f), Some(&n)) = (c.funcs.get(&key), c.fit.get(&fit_key)) {
@@ -131,9 +156,22 @@ pub(super) fn function(dev: &CudaDevice, name: &str, block: u32) -> Result<(Cuda
             cache().modules.entry(dev.id()).or_insert(m).clone()
         }
     };
-    let f = module.load_function(name).w()?;
+    let f = match cache().funcs.get(&key) {
+        Some(f) => f.clone(),
+        None => {
+            let f = module.load_function(name).w()?;
+            if max_smem > 48 << 10 {
+                f.set_attribute(
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    max_smem as i32,
+                )
+                .w()?;
+            }
+            f
+        }
+    };
     let n = f
-        .occupancy_max_active_blocks_per_multiprocessor(block, 0, None)
+        .occupancy_max_active_blocks_per_multiprocessor(block, smem as usize, None)
         .w()?;
     let mut c = cache();
     c.funcs.insert(key, f.clone());
@@ -158,7 +196,7 @@ pub(super) unsafe fn launch(
     let cfg = LaunchConfig {
         grid_dim: (launch.grid, 1, 1),
         block_dim: (block, 1, 1),
-        shared_mem_bytes: 0,
+        shared_mem_bytes: launch.smem_bytes,
     };
     let mut b = st.launch_builder(func);
     b.arg(&launch.args);

@@ -197,7 +197,13 @@ fn queue(
     let shape = device::shape(dev, st)?;
     // First the kernel and block size, then the grid from how many such blocks fit at once.
     let (kernel, first) = call.plan(shape, 0).map_err(plan_err)?;
-    let (func, fit) = device::function(dev, &kernel, first.block)?;
+    let (func, fit) = device::function(
+        dev,
+        &kernel,
+        first.block,
+        first.smem_bytes,
+        shape.stage_bytes,
+    )?;
     // Measured on the H100 (docs/benchmarks.md): one wave of equal row shares suits the plain
     // op (its blocks prefetch the next row); the fused op, which holds two inputs per row
     // instead, did better with many waves of shorter blocks.

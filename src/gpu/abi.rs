@@ -9,6 +9,8 @@ pub(crate) const NORM_OFFSET_ONE: u32 = 1;
 pub(crate) const NORM_ROUND_BEFORE_WEIGHT: u32 = 2;
 /// Every operand allows 16-byte chunks (decided on the host: `geometry::vector_ok`).
 pub(crate) const NORM_VECTOR: u32 = 4;
+/// Where the staged loop's row-buffer count goes in the flags (`geometry::Plan::stages`).
+pub(crate) const NORM_STAGES_SHIFT: u32 = 8;
 
 /// The single by-value parameter of every kernel (`struct NormArgs` in `hip/norm_args.h`).
 /// Pointers are device addresses; strides and sizes are in elements. The launch geometry

@@ -30,6 +30,8 @@ pub(crate) struct DeviceShape {
     pub warp_size: u32,
     /// Streaming multiprocessors or compute units.
     pub multiprocessors: u32,
+    /// Dynamic shared memory a block may use to stage rows (see [`Problem::stage_bytes`]).
+    pub stage_bytes: u64,
 }
 
 /// One call of a kernel over `rows x hidden`.
@@ -50,6 +52,8 @@ pub(crate) struct Call {
 pub(crate) struct Launch {
     pub grid: u32,
     pub args: NormArgs,
+    /// Dynamic shared memory per block (the staged loop's row buffers), bytes.
+    pub smem_bytes: u32,
 }
 
 /// The `NormArgs::flags` bits of an op's options.
@@ -87,6 +91,8 @@ impl Call {
             warp_size: shape.warp_size,
             multiprocessors: shape.multiprocessors,
             blocks_per_mp,
+            stage_bytes: shape.stage_bytes,
+            inputs: if self.op.fused { 2 } else { 1 },
         })?;
         let (fused, x, w) = (self.op.fused, self.x_dtype, self.w_dtype);
         let kernel = abi::kernel_name(fused, x, w, p.variant == Variant::Rows)
@@ -106,6 +112,7 @@ impl Call {
             out.push(Launch {
                 grid: n.div_ceil(rpb) as u32,
                 args: self.pack(plan, first, n),
+                smem_bytes: plan.smem_bytes,
             });
             first += n;
         }
@@ -127,6 +134,7 @@ impl Call {
         if plan.vector {
             flags |= abi::NORM_VECTOR;
         }
+        flags |= plan.stages << abi::NORM_STAGES_SHIFT;
         NormArgs {
             out: at(o.out, o.out_stride),
             sum_out: at(o.sum_out, o.sum_stride),
@@ -179,6 +187,7 @@ mod tests {
         DeviceShape {
             warp_size,
             multiprocessors,
+            stage_bytes: 0,
         }
     }
 

@@ -30,6 +30,8 @@ pub const REG_CHUNKS: u64 = 2;
 pub const ROWS_BLOCK: u32 = 256;
 /// Block size of the two-read loop for rows longer than registers hold.
 pub const LOOP_BLOCK: u32 = 512;
+/// Row buffers of the staged loop, most first: rows copied into shared memory `S - 1` ahead.
+pub const STAGES: [u32; 3] = [4, 3, 2];
 
 /// Elements in one 16-byte chunk.
 pub fn vector_width(elem_bytes: usize) -> usize {
@@ -62,6 +64,11 @@ pub struct Problem {
     /// unknown. When known, the grid is exactly the blocks that fit at once, each taking an
     /// equal share of the rows (no partial last wave, and every block pipelines its rows).
     pub blocks_per_mp: u32,
+    /// Dynamic shared memory a block may use to stage rows (`hip/norm_staged.h`: asynchronous
+    /// copies, NVIDIA sm_80+), 0 where rows are not staged.
+    pub stage_bytes: u64,
+    /// Row inputs a staged row holds: 1 (x), 2 for the fused op (x and the residual).
+    pub inputs: u32,
 }
 
 /// Rows per block for `units` row-units (rows, or groups of `conc` rows) over the grid: with a
@@ -107,6 +114,10 @@ pub struct Plan {
     pub chunks_per_lane: u32,
     /// The most rows one launch may cover (grid limits); the launcher splits beyond.
     pub rows_per_launch: u64,
+    /// Row buffers of the staged loop ([`Variant::Block`] only; 0: not staged) and the dynamic
+    /// shared memory they take (the launch's).
+    pub stages: u32,
+    pub smem_bytes: u32,
 }
 
 fn round_up(v: u64, m: u64) -> u64 {
@@ -163,6 +174,8 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
             lanes_per_row: g as u32,
             chunks_per_lane: k as u32,
             rows_per_launch: per_launch,
+            stages: 0,
+            smem_bytes: 0,
         });
     }
     // One row per block. Rows that fit in registers: choose chunks per lane (1 or 2) and the
@@ -187,6 +200,7 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
     };
     let rpb = units_per_block(rows, p);
     let per_launch = max_blocks(block as u32) * rpb;
+    let (stages, smem_bytes) = staging(p, vector);
     Ok(Plan {
         variant: Variant::Block,
         vector,
@@ -196,7 +210,25 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
         lanes_per_row: block as u32,
         chunks_per_lane: k as u32,
         rows_per_launch: per_launch,
+        stages,
+        smem_bytes,
     })
+}
+
+/// The staged loop's row buffers and their bytes for a one-row-per-block plan: the most of
+/// [`STAGES`] whose rows (one per input) fit `p.stage_bytes`, for vector rows of whole chunks;
+/// (0, 0) otherwise.
+fn staging(p: &Problem, vector: bool) -> (u32, u32) {
+    let v = vector_width(p.elem_bytes as usize) as u64;
+    if !vector || !p.hidden.is_multiple_of(v) || p.stage_bytes == 0 {
+        return (0, 0);
+    }
+    let row = p.inputs.max(1) as u64 * p.hidden * p.elem_bytes as u64;
+    STAGES
+        .iter()
+        .map(|&s| (s, s as u64 * row))
+        .find(|&(_, bytes)| bytes <= p.stage_bytes.min(u32::MAX as u64))
+        .map_or((0, 0), |(s, bytes)| (s, bytes as u32))
 }
 
 #[cfg(test)]
@@ -212,6 +244,8 @@ mod tests {
             warp_size: warp,
             multiprocessors: 132,
             blocks_per_mp: 0,
+            stage_bytes: 0,
+            inputs: 1,
         }
     }
 
@@ -274,6 +308,59 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn staging_fits_the_shared_memory() {
+        // A budget of 113 KiB a block (the H200's 228 KiB a multiprocessor, halved).
+        let base = Problem {
+            stage_bytes: 113 << 10,
+            ..prob(75600, 5120, 2, true, 32)
+        };
+        let p = plan(&base).unwrap();
+        assert_eq!(
+            (p.variant, p.block, p.stages, p.smem_bytes),
+            (Variant::Block, 320, 4, 40960)
+        );
+        let fused = Problem { inputs: 2, ..base };
+        assert_eq!(
+            (
+                plan(&fused).unwrap().stages,
+                plan(&fused).unwrap().smem_bytes
+            ),
+            (4, 81920)
+        );
+        // 20000 bf16, fused: 80000 bytes a row pair, only one buffer fits: not staged; plain: 2.
+        let long = Problem {
+            hidden: 20000,
+            ..fused
+        };
+        assert_eq!(plan(&long).unwrap().stages, 0);
+        let p = plan(&Problem { inputs: 1, ..long }).unwrap();
+        assert_eq!((p.stages, p.smem_bytes, p.block), (2, 80000, LOOP_BLOCK));
+        // No budget, scalar rows, a partial last chunk, small rows: never staged.
+        for q in [
+            Problem {
+                stage_bytes: 0,
+                ..base
+            },
+            Problem {
+                vector: false,
+                ..base
+            },
+            Problem {
+                hidden: 5121,
+                ..base
+            },
+            Problem {
+                hidden: 128,
+                rows: 3_024_000,
+                ..base
+            },
+        ] {
+            let p = plan(&q).unwrap();
+            assert_eq!((p.stages, p.smem_bytes), (0, 0), "{q:?}");
         }
     }
 

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-type Launch = unsafe extern "C" fn(*const c_char, *const NormArgs, u32, u32) -> i32;
+type Launch = unsafe extern "C" fn(*const c_char, *const NormArgs, u32, u32, u32) -> i32;
 
 /// A loaded simulator library (kept for the process).
 struct Sim {
@@ -181,6 +181,8 @@ struct Case {
     misalign: usize,
     fused: bool,
     options: bool,
+    /// Shared memory a block may stage rows in (0: not staged, as on AMD).
+    stage_bytes: u64,
 }
 
 /// The outputs of a run: normed and (fused) sum, row-major contiguous.
@@ -195,7 +197,8 @@ enum Dest {
     IntoResidual,
 }
 
-fn run(s: &Sim, c: Case, dest: Dest, seed: u64) -> Outs {
+/// Runs `c` once; returns its outputs and the plan's staged row buffers (0: not staged).
+fn run(s: &Sim, c: Case, dest: Dest, seed: u64) -> (Outs, u32) {
     let (h, rows) = (c.hidden, c.rows);
     let stride = h + c.pad;
     let n = rows * stride;
@@ -250,13 +253,14 @@ fn run(s: &Sim, c: Case, dest: Dest, seed: u64) -> Outs {
     let shape = DeviceShape {
         warp_size: c.warp,
         multiprocessors: 1,
+        stage_bytes: c.stage_bytes,
     };
     let (kernel, plan) = call.plan(shape, 0).expect("plan");
     let name = CString::new(kernel.clone()).unwrap();
     for l in call.launches(&plan) {
         // SAFETY: every address in the args points into a live buffer of this function sized
         // for the rows, strides and hidden size the call states (the kernels' contract).
-        let rc = unsafe { (s.launch)(name.as_ptr(), &l.args, l.grid, plan.block) };
+        let rc = unsafe { (s.launch)(name.as_ptr(), &l.args, l.grid, plan.block, l.smem_bytes) };
         assert_eq!(rc, 0, "{kernel}: launch failed ({rc})");
     }
     let mut normed = Vec::with_capacity(rows * h);
@@ -275,7 +279,7 @@ fn run(s: &Sim, c: Case, dest: Dest, seed: u64) -> Outs {
             }
         }
     }
-    (normed, sums)
+    ((normed, sums), plan.stages)
 }
 
 /// The f64 reference of the same call (inputs regenerated from the seed).
@@ -352,11 +356,13 @@ fn bound(c: Case, want: f64) -> f64 {
     want.abs() * (roundings * ulp + sum_err) + roundings * tiny
 }
 
-fn check(c: Case) {
-    let Some(s) = sim(c.warp) else { return };
+/// Runs `c` out of place and in place against the reference; returns the staged row buffers
+/// its plan used (0: not staged, or not run).
+fn check(c: Case) -> u32 {
+    let Some(s) = sim(c.warp) else { return 0 };
     let seed = (c.hidden * 131 + c.rows * 7 + c.pad) as u64 ^ u64::from(c.fused);
     let (want_n, want_s) = reference(c, seed);
-    let fresh = run(s, c, Dest::Fresh, seed);
+    let (fresh, stages) = run(s, c, Dest::Fresh, seed);
     for (i, (g, w)) in fresh.0.iter().zip(&want_n).enumerate() {
         let b = bound(c, *w);
         assert!(
@@ -371,11 +377,12 @@ fn check(c: Case) {
         &[Dest::IntoX]
     };
     for &d in dests {
-        let got = run(s, c, d, seed);
+        let (got, _) = run(s, c, d, seed);
         let same = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
         assert!(same(&got.0, &fresh.0), "{c:?} {d:?}: normed differs");
         assert!(same(&got.1, &fresh.1), "{c:?} {d:?}: sum differs");
     }
+    stages
 }
 
 const DTYPES: [(DType, Option<DType>); 7] = [
@@ -388,7 +395,13 @@ const DTYPES: [(DType, Option<DType>); 7] = [
     (DType::BF16, None),
 ];
 
-fn sweep(warp: u32, hidden: &[usize], rows: usize, dtypes: &[(DType, Option<DType>)]) {
+fn sweep(
+    warp: u32,
+    hidden: &[usize],
+    rows: usize,
+    dtypes: &[(DType, Option<DType>)],
+    stage_bytes: u64,
+) {
     for &h in hidden {
         for &(x, w) in dtypes {
             for fused in [false, true] {
@@ -402,6 +415,7 @@ fn sweep(warp: u32, hidden: &[usize], rows: usize, dtypes: &[(DType, Option<DTyp
                     misalign: 0,
                     fused,
                     options: false,
+                    stage_bytes,
                 };
                 check(c);
             }
@@ -409,27 +423,61 @@ fn sweep(warp: u32, hidden: &[usize], rows: usize, dtypes: &[(DType, Option<DTyp
     }
 }
 
+/// The H200's staging budget (half its 228 KiB of shared memory a multiprocessor).
+const STAGE_BYTES: u64 = 113 << 10;
+
 /// Small rows: several rows per block, teams of lanes, tails.
 #[test]
 fn small_rows() {
     for warp in [32, 64] {
-        sweep(warp, &[1, 3, 8, 33, 100, 130, 512], 37, &DTYPES);
+        sweep(warp, &[1, 3, 8, 33, 100, 130, 512], 37, &DTYPES, 0);
     }
 }
 
-/// One row per block in registers (one and two chunks a lane) and the two-read loop.
+/// One row per block in registers (one and two chunks a lane), the two-read loop, and (warp 32
+/// with a staging budget, as on NVIDIA sm_80+) the staged loop.
 #[test]
 fn long_rows() {
-    for warp in [32, 64] {
-        sweep(warp, &[1000, 4097, 5120], 2, &DTYPES);
-        sweep(warp, &[20000], 2, &DTYPES[..3]);
+    for (warp, stage) in [(32, 0), (64, 0), (32, STAGE_BYTES)] {
+        sweep(warp, &[1000, 4097, 5120], 2, &DTYPES, stage);
+        sweep(warp, &[20000], 2, &DTYPES[..3], stage);
     }
 }
 
-/// Strided rows, misaligned operands (the scalar path), the options.
+/// The staged loop with 4, 3 and 2 row buffers (the budget picks them) over blocks of 12 rows,
+/// so the ring wraps several times and copies run ahead of the reduction.
+#[test]
+fn staged_pipelines() {
+    let row = 1000 * 2; // bf16
+    for stages in [4, 3, 2] {
+        for fused in [false, true] {
+            for options in [false, true] {
+                // Room for `stages` buffers of the fused op's two rows.
+                let budget = stages * 2 * row;
+                let used = check(Case {
+                    warp: 32,
+                    x: DType::BF16,
+                    w: Some(DType::F32),
+                    rows: 200,
+                    hidden: 1000,
+                    pad: 24,
+                    misalign: 0,
+                    fused,
+                    options,
+                    stage_bytes: budget as u64,
+                });
+                // The plain op's rows are half the size: the most buffers fit.
+                let want = if fused { stages } else { 4 };
+                assert!(used == 0 || used == want as u32, "{stages} {fused}: {used}");
+            }
+        }
+    }
+}
+
+/// Strided rows, misaligned operands (the scalar path), the options, staged and not.
 #[test]
 fn views_alignment_options() {
-    for warp in [32, 64] {
+    for (warp, stage_bytes) in [(32, 0), (64, 0), (32, STAGE_BYTES)] {
         for (h, rows) in [(40, 9), (1536, 2), (20000, 2)] {
             for (x, w) in [
                 (DType::BF16, Some(DType::F32)),
@@ -447,6 +495,7 @@ fn views_alignment_options() {
                             misalign,
                             fused,
                             options,
+                            stage_bytes,
                         });
                     }
                 }

@@ -243,6 +243,8 @@ impl RocmDevice {
                 32
             }),
             multiprocessors: self.state.compute_units,
+            // No asynchronous copies into LDS on these targets yet: rows are not staged.
+            stage_bytes: 0,
         }
     }
 
@@ -279,7 +281,7 @@ impl RocmDevice {
                     plan.block,
                     1,
                     1,
-                    0,
+                    l.smem_bytes,
                     stream,
                     params.as_mut_ptr(),
                     std::ptr::null_mut(),
@@ -337,6 +339,8 @@ mod tests {
                                 warp_size: wave,
                                 multiprocessors: 104,
                                 blocks_per_mp: 0,
+                                stage_bytes: 0,
+                                inputs: 1,
                             })
                             .unwrap();
                             let rows = if p.variant == Variant::Rows {

@@ -7,6 +7,7 @@
 // plain memory; it does not model timing, memory ordering between blocks, or a device
 // compiler's code.
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -23,12 +24,20 @@ struct Sync {
   long gen = 0;
 };
 
+// An asynchronous copy not yet performed.
+struct Copy {
+  void* dst;
+  const void* src;
+};
+
 struct Fiber {
   ucontext_t ctx;
   std::unique_ptr<char[]> stack;
   Sync* waiting = nullptr;
   long wait_gen = 0;
   bool done = false;
+  std::vector<Copy> open;                // the group being issued
+  std::vector<std::vector<Copy>> groups; // committed, oldest first
 };
 
 constexpr size_t STACK = 256 << 10;
@@ -43,6 +52,7 @@ struct Block {
   unsigned current = 0;
   void (*kernel)(NormArgs) = nullptr;
   NormArgs args;
+  std::vector<char> smem; // dynamic shared memory, 16-byte aligned below
 };
 
 thread_local Block* t_block = nullptr;
@@ -104,6 +114,29 @@ bool run_block(Block& b) {
 
 } // namespace
 
+// Asynchronous copies: recorded at issue, performed when a wait leaves their group behind, so a
+// read of the destination before its wait sees what was there before.
+void norm_sim_async_copy16(void* smem, const void* gmem) {
+  Block& b = *t_block;
+  b.fibers[b.current].open.push_back(Copy{smem, gmem});
+}
+void norm_sim_async_commit() {
+  Fiber& f = t_block->fibers[t_block->current];
+  f.groups.push_back(std::move(f.open));
+  f.open.clear();
+}
+void norm_sim_async_wait(int n) {
+  Fiber& f = t_block->fibers[t_block->current];
+  while ((int)f.groups.size() > n) {
+    for (const Copy& c : f.groups.front()) std::memcpy(c.dst, c.src, 16);
+    f.groups.erase(f.groups.begin());
+  }
+}
+char* norm_sim_dyn_smem() {
+  char* p = t_block->smem.data();
+  return p + ((16 - (reinterpret_cast<uintptr_t>(p) & 15)) & 15);
+}
+
 norm_u32 norm_sim_tid() { return t_block->current; }
 norm_u32 norm_sim_ntid() { return t_block->ntid; }
 norm_u32 norm_sim_bid() { return t_block->bid; }
@@ -119,10 +152,11 @@ int norm_sim_shfl_xor(int v, int mask) {
   return r;
 }
 
-// Runs kernel `name` over `grid` blocks of `block` threads with argument `*a`. Returns 0; -1 for
-// an unknown kernel, -2 for a block that is not whole warps, -3 for a deadlock.
-extern "C" int norm_sim_launch(const char* name, const NormArgs* a, unsigned grid,
-                               unsigned block) {
+// Runs kernel `name` over `grid` blocks of `block` threads with argument `*a` and `smem` bytes of
+// dynamic shared memory. Returns 0; -1 for an unknown kernel, -2 for a block that is not whole
+// warps, -3 for a deadlock, -4 for copies still in flight when a thread ended.
+extern "C" int norm_sim_launch(const char* name, const NormArgs* a, unsigned grid, unsigned block,
+                               unsigned smem) {
   Kernel k = nullptr;
   for (const Entry& e : KERNELS)
     if (std::strcmp(e.name, name) == 0) k = e.kernel;
@@ -140,6 +174,7 @@ extern "C" int norm_sim_launch(const char* name, const NormArgs* a, unsigned gri
   int rc = 0;
   for (unsigned bid = 0; bid < grid && rc == 0; ++bid) {
     b.bid = bid;
+    b.smem.assign(smem + 16, (char)0x5a); // poisoned per block: a read before its copy shows
     b.block_sync = Sync{(int)block, 0, 0};
     b.warp_sync.assign(block / NORM_WARP, Sync{NORM_WARP, 0, 0});
     for (Fiber& f : b.fibers) {
@@ -152,6 +187,8 @@ extern "C" int norm_sim_launch(const char* name, const NormArgs* a, unsigned gri
       makecontext(&f.ctx, trampoline, 0);
     }
     if (!run_block(b)) rc = -3;
+    for (Fiber& f : b.fibers)
+      if (rc == 0 && (!f.groups.empty() || !f.open.empty())) rc = -4;
   }
   t_block = saved;
   return rc;

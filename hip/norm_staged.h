@@ -1,0 +1,89 @@
+// The staged row loop: rows copied into shared memory ahead of use (norm_async_copy16).
+#pragma once
+
+#include "row.h"
+#include "team.h"
+
+namespace rn {
+
+// Rows staged in shared memory: a ring of S row buffers per block (x and, fused, the residual),
+// the copies of the next S - 1 rows in flight while this row is reduced and written, so the bytes
+// in flight cost shared memory instead of registers (where copies are asynchronous: NORM_ASYNC).
+// Each lane copies, reads and writes only its own chunks of a row (c = rank + k * size), so its
+// reads need only its own wait, no barrier, and a buffer is refilled (row i + S - 1 into row
+// i - 1's buffer) only after this lane is done with it; the one barrier per row is the
+// reduction's. Every lane runs every iteration and commits a group each time (empty past the
+// block's rows), so the group count and the barriers stay uniform. The host guarantees the
+// vector layout with hidden a whole number of chunks (src/gpu/geometry.rs) and S * IN * hidden
+// elements of dynamic shared memory. In place: out may be x and sum the residual: a row's inputs
+// are in shared memory before its outputs are written.
+template <typename T, typename W, bool FUSED, int S>
+NORM_DEV void norm_staged(const NormArgs& a, long long first, int share, const BlockTeam& team) {
+  using A = typename Tr<T>::A;
+  constexpr int VEC = Tr<T>::V;
+  constexpr int IN = FUSED ? 2 : 1;
+  const long long n = a.hidden / VEC;
+  Chunk<T, VEC>* buf = (Chunk<T, VEC>*)norm_dyn_smem(); // [S][IN][n]
+  auto slot = [&](int i, int which, long long c) __attribute__((always_inline)) {
+    return buf + ((long long)(i % S) * IN + which) * n + c;
+  };
+  auto issue = [&](int i) __attribute__((always_inline)) {
+    const long long row = first + i;
+    if (i < share && row < a.rows) {
+      const Row<T, W> p = row_ptrs<T, W, FUSED>(a, row);
+      for (long long c = team.rank; c < n; c += team.size) {
+        norm_async_copy16(slot(i, 0, c), p.x + c * VEC);
+        if constexpr (FUSED) norm_async_copy16(slot(i, 1, c), p.r + c * VEC);
+      }
+    }
+    norm_async_commit();
+  };
+  const bool rb = (a.flags & NORM_ROUND_BEFORE_WEIGHT) != 0;
+  const bool off1 = (a.flags & NORM_OFFSET_ONE) != 0;
+
+  for (int i = 0; i < S - 1; ++i) issue(i);
+#pragma unroll 1
+  for (int i = 0; i < share; ++i) {
+    issue(i + S - 1);
+    norm_async_wait<S - 1>();
+    const long long row = first + i;
+    const bool valid = row < a.rows;
+    const Row<T, W> p = row_ptrs<T, W, FUSED>(a, valid ? row : 0);
+    const long long nv = valid ? n : 0;
+    // x (+ residual) of chunk c in the compute type: the same bits each time it is needed.
+    auto value = [&](long long c, A* v) __attribute__((always_inline)) {
+      unpack_chunk<T, VEC>(*slot(i, 0, c), v);
+      if constexpr (FUSED) {
+        A t[VEC];
+        unpack_chunk<T, VEC>(*slot(i, 1, c), t);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) v[e] += t[e];
+      }
+    };
+    A ss = 0;
+    for (long long c = team.rank; c < nv; c += team.size) {
+      A v[VEC];
+      value(c, v);
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) ss += v[e] * v[e];
+    }
+    ss = team.sum(ss, i & 1);
+    auto each_value = [&](auto f) __attribute__((always_inline)) {
+      for (long long c = team.rank; c < nv; c += team.size) {
+        A v[VEC];
+        value(c, v);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) f((float)v[e]);
+      }
+    };
+    const A sc = row_scale(a, ss, valid, team, each_value);
+    for (long long c = team.rank; c < nv; c += team.size) {
+      A v[VEC];
+      value(c, v);
+      write_elems<T, W, VEC, FUSED>(p, c * VEC, v, sc, rb, off1);
+    }
+  }
+  norm_async_wait<0>(); // nothing left in flight when the block ends
+}
+
+} // namespace rn
