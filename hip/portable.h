@@ -48,6 +48,10 @@ typedef unsigned long long norm_u64;
 #define NORM_LAUNCH_BOUNDS __attribute__((launch_bounds(768)))
 // The several-rows-per-block kernels run at most 256 threads a block (src/gpu/geometry.rs ROWS_BLOCK).
 #define NORM_LAUNCH_BOUNDS_ROWS __attribute__((launch_bounds(256)))
+// The staged kernels run at most 256 threads a block (src/gpu/geometry.rs STAGED_BLOCK) and keep
+// to 64 registers a thread (four blocks fit), so that their blocks, and the rows they stage,
+// are not limited to one or two a multiprocessor by registers that only the other loops need.
+#define NORM_LAUNCH_BOUNDS_STAGED __attribute__((launch_bounds(256, 4)))
 NORM_DEV norm_u32 norm_tid() { return __nvvm_read_ptx_sreg_tid_x(); }
 NORM_DEV norm_u32 norm_ntid() { return __nvvm_read_ptx_sreg_ntid_x(); }
 NORM_DEV norm_u32 norm_bid() { return __nvvm_read_ptx_sreg_ctaid_x(); }
@@ -94,6 +98,7 @@ NORM_DEV float norm_shfl_xor(float v, int mask) {
 #define NORM_WARP NORM_HOST_SIM
 #define NORM_LAUNCH_BOUNDS
 #define NORM_LAUNCH_BOUNDS_ROWS
+#define NORM_LAUNCH_BOUNDS_STAGED
 norm_u32 norm_sim_tid();
 norm_u32 norm_sim_ntid();
 norm_u32 norm_sim_bid();

@@ -10,15 +10,16 @@
 // m = max |v|, the sum of (v / m)^2 in f32 and the scale in f64 (see rescue_scale), so huge and
 // tiny rows normalise as on the CPU path (which uses f64 sums). NaN reaches only its own row.
 //
-// Two variants per exported name, both one launch over all rows, with the geometry the host
-// decided (src/gpu/geometry.rs) in NormArgs:
+// Two variants per exported name (three where copies are asynchronous), each one launch over all
+// rows, with the geometry the host decided (src/gpu/geometry.rs) in NormArgs:
 //   {op}_{dtype}[_wf32]       a block takes `rows_per_block` consecutive rows, one at a time:
 //                             a row of up to 2 chunks a thread stays in registers (x and the
 //                             residual are read once); the weight is loaded once per block; the
 //                             plain op loads the next row before reducing this one. Longer rows
-//                             are read twice (the second read mostly hits L2). Staged (the
-//                             NORM_STAGES bits set): rows copied into shared memory S - 1 rows
-//                             ahead (hip/norm_staged.h), any length the shared memory holds.
+//                             are read twice (the second read mostly hits L2).
+//   {op}_{dtype}[_wf32]_staged (NVIDIA sm_80+) one row at a time per block too, rows copied
+//                             into shared memory S - 1 rows ahead (hip/norm_staged.h), any
+//                             length the shared memory holds.
 //   {op}_{dtype}[_wf32]_rows  teams of g lanes (a power of two <= warp size) one row each,
 //                             blockDim / g rows at a time, `rows_per_block` rows in all, reduced
 //                             with shuffles only: small hidden (per-head q/k norm, 1..512 bf16).
@@ -73,32 +74,52 @@ NORM_DEV void dispatch_k(const NormArgs& a, long long first, int local0, int ste
   }
 }
 
-// One row at a time per block, `rows_per_block` consecutive rows (at least 1).
+// The rows of one-row-per-block kernels: `rows_per_block` consecutive rows a block.
+struct BlockRows {
+  long long first;
+  int share;
+};
+NORM_DEV BlockRows block_rows(const NormArgs& a) {
+  const int rpb = a.rows_per_block > 0 ? (int)a.rows_per_block : 1;
+  return {(long long)norm_bid() * rpb, rpb};
+}
+
+// One row at a time per block, in registers or read twice.
 template <typename T, typename W, bool FUSED>
 NORM_DEV void large_entry(const NormArgs& a) {
   __shared__ float red[4 * (1024 / NORM_WARP)];
   __shared__ double redd[2 * (1024 / NORM_WARP)];
-  const int rpb = a.rows_per_block > 0 ? (int)a.rows_per_block : 1;
-  const long long first = (long long)norm_bid() * rpb;
-  if (first >= a.rows) return; // the whole block: no barrier is skipped by part of it
+  const BlockRows b = block_rows(a);
+  if (b.first >= a.rows) return; // the whole block: no barrier is skipped by part of it
   const BlockTeam team{(int)norm_tid(), (int)norm_ntid(), red, redd};
   if (vector_holds<T, W, FUSED>(a)) {
-#if NORM_ASYNC // elsewhere the host never stages (a synchronous copy would gain nothing)
-    const unsigned stages = (a.flags >> NORM_STAGES_SHIFT) & NORM_STAGES_MASK;
-    if (a.hidden % Tr<T>::V == 0) {
-      switch (stages) {
-      case 2: norm_staged<T, W, FUSED, 2>(a, first, rpb, team); return;
-      case 3: norm_staged<T, W, FUSED, 3>(a, first, rpb, team); return;
-      case 4: norm_staged<T, W, FUSED, 4>(a, first, rpb, team); return;
-      default: break;
-      }
-    }
-#endif
-    dispatch_k<T, W, Tr<T>::V, FUSED>(a, first, 0, 1, rpb, team);
+    dispatch_k<T, W, Tr<T>::V, FUSED>(a, b.first, 0, 1, b.share, team);
   } else {
-    dispatch_k<T, W, 1, FUSED>(a, first, 0, 1, rpb, team);
+    dispatch_k<T, W, 1, FUSED>(a, b.first, 0, 1, b.share, team);
   }
 }
+
+#if NORM_ASYNC
+// One row at a time per block, staged in shared memory S - 1 rows ahead (hip/norm_staged.h): a
+// kernel of its own, so that its few registers, not the register loop's, set how many blocks
+// (and so how many bytes in flight) a multiprocessor holds. The host launches it only with
+// NORM_VECTOR, hidden a whole number of chunks and S (the NORM_STAGES bits) set.
+template <typename T, typename W, bool FUSED>
+NORM_DEV void staged_entry(const NormArgs& a) {
+  __shared__ float red[4 * (1024 / NORM_WARP)];
+  __shared__ double redd[2 * (1024 / NORM_WARP)];
+  const BlockRows b = block_rows(a);
+  if (b.first >= a.rows) return;
+  // A launch without the layout the copies need is the host's bug: fail it loudly.
+  if (!vector_holds<T, W, FUSED>(a) || a.hidden % Tr<T>::V != 0) __builtin_trap();
+  const BlockTeam team{(int)norm_tid(), (int)norm_ntid(), red, redd};
+  switch ((a.flags >> NORM_STAGES_SHIFT) & NORM_STAGES_MASK) {
+  case 2: norm_staged<T, W, FUSED, 2>(a, b.first, b.share, team); break;
+  case 3: norm_staged<T, W, FUSED, 3>(a, b.first, b.share, team); break;
+  default: norm_staged<T, W, FUSED, 4>(a, b.first, b.share, team); break;
+  }
+}
+#endif
 
 // Teams of g = lanes_per_row lanes (a power of two <= warp size), one row each, blockDim / g
 // rows at a time, `rows_per_block` rows in all; coverage of the block's rows is exact for any g.
@@ -136,9 +157,28 @@ NORM_DEV void rows_entry(const NormArgs& a) {
     rn::rows_entry<T, W, true>(a);                                                                 \
   }
 
+// Where copies are asynchronous (NORM_ASYNC): {op}_{TAG}_staged as well.
+#if NORM_ASYNC
+#define NORM_STAGED_KERNELS(TAG, T, W)                                                             \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_STAGED void rms_norm_##TAG##_staged(NormArgs a) {       \
+    rn::staged_entry<T, W, false>(a);                                                              \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_STAGED void fused_add_rms_norm_##TAG##_staged(NormArgs a) { \
+    rn::staged_entry<T, W, true>(a);                                                               \
+  }
+#else
+#define NORM_STAGED_KERNELS(TAG, T, W)
+#endif
+
 NORM_KERNELS(f32, float, float)
+NORM_STAGED_KERNELS(f32, float, float)
 NORM_KERNELS(f64, double, double)
+NORM_STAGED_KERNELS(f64, double, double)
 NORM_KERNELS(f16, norm_f16, norm_f16)
+NORM_STAGED_KERNELS(f16, norm_f16, norm_f16)
 NORM_KERNELS(f16_wf32, norm_f16, float)
+NORM_STAGED_KERNELS(f16_wf32, norm_f16, float)
 NORM_KERNELS(bf16, norm_bf16, norm_bf16)
+NORM_STAGED_KERNELS(bf16, norm_bf16, norm_bf16)
 NORM_KERNELS(bf16_wf32, norm_bf16, float)
+NORM_STAGED_KERNELS(bf16_wf32, norm_bf16, float)

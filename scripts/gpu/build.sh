@@ -2,8 +2,8 @@
 # Builds the GPU test binary (tests/cuda.rs) and the benchmark (benches/gpu, staged as gpu_bench) on this
 # machine (no GPU needed, a CUDA 13 toolchain and clang-19 are), checks the PTX with ptxas
 # (registers, spills) and stages everything the device machine needs, gzipped, in $DIST/gpu:
-#   cuda_tests.gz gpu_bench.gz libcudart.so.13.gz device.sh torch_bench.py ptxas.txt rms_norm.ptx.gz
-# (Other kernel builds can be staged as gpu_bench_<name>.gz; device.sh's `variants` phase runs them.)
+#   cuda_tests.xz gpu_bench.xz libcudart.so.13.gz device.sh torch_bench.py ptxas.txt rms_norm.ptx.gz
+# (Other kernel builds can be staged as gpu_bench_<name>.xz; device.sh's `variants` phase runs them.)
 # Then, from the checkout the device tool sends (with DIST inside it, git-ignored):
 #   run: bash .dist/gpu/device.sh        carry: [".dist"]
 #
@@ -13,7 +13,7 @@
 #                         where `bash scripts/setup-cuda13.sh` installs it)
 #   CUDA_COMPUTE_CAP      PTX target and Candle's kernels (default 90)
 #   CARGO_TARGET_DIR      (default: <repo>/target/cuda, apart from the CPU builds in <repo>/target)
-#   WAN                   1: also build and stage the Wan example (wan_t2v.gz)
+#   WAN                   1: also build and stage the Wan example (wan_t2v.xz)
 # The kernels are the shipped ones (kernels/cuda); CANDLE_RMSNORM_KERNELS=build compiles hip/ instead
 # (docs/kernels.md).
 set -euo pipefail
@@ -49,11 +49,17 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"):
         print(m["executable"])')
 
+# xz, not gzip: the binaries carry Candle's and our PTX as text, which xz packs about 2.5x
+# smaller (16 MB gzip, 6.5 MB xz each): tests, benchmark and the Wan example fit one 64 MiB
+# transfer. device.sh unpacks with Python's lzma (the device may lack xz).
+pack() {
+  strip -o "$STAGE/$1" "$2"
+  xz -f -9 -T2 "$STAGE/$1"
+  rm -f "$STAGE/$1.gz"
+  ls -l "$STAGE/$1.xz"
+}
 for pair in "cuda_tests:$TEST_BIN" "gpu_bench:$BENCH_BIN"; do
-  name=${pair%%:*}; bin=${pair#*:}
-  strip -o "$STAGE/$name" "$bin"
-  gzip -f -9 "$STAGE/$name"
-  ls -l "$STAGE/$name.gz"
+  pack "${pair%%:*}" "${pair#*:}"
 done
 # libcudart.so.13 travels beside the binaries when they need it; libcublas/libcublasLt/libcurand
 # come from the device's PyTorch wheels (device.sh sets LD_LIBRARY_PATH).
@@ -69,14 +75,13 @@ PTX=$ROOT/kernels/cuda/sm_80.ptx
 gzip -9 -c "$PTX" > "$STAGE/rms_norm.ptx.gz"
 ptxas -arch=sm_90 -v "$PTX" -o /dev/null 2> "$STAGE/ptxas.txt"
 grep -E 'spill|registers' "$STAGE/ptxas.txt" | paste - - | awk '{print}' | sort | uniq -c | sort -rn | head -n 20
+bash scripts/check-spills.sh "$PTX"
 
 # WAN=1: also the Wan example (`-p wan_t2v --features cuda`), for device.sh's `wan` phase.
 if [[ "${WAN:-0}" == 1 ]]; then
   echo "== building the Wan example"
   cargo build --release -p wan_t2v --features cuda
-  strip -o "$STAGE/wan_t2v" "$CARGO_TARGET_DIR/release/wan_t2v"
-  gzip -f -9 "$STAGE/wan_t2v"
-  ls -l "$STAGE/wan_t2v.gz"
+  pack wan_t2v "$CARGO_TARGET_DIR/release/wan_t2v"
 fi
 
 cp scripts/gpu/device.sh scripts/gpu/torch_bench.py scripts/gpu/wan_1.3b_smoke.json "$STAGE/"

@@ -2,7 +2,7 @@
 # Runs on the CUDA machine (staged by scripts/gpu/build.sh): the GPU tests, compute-sanitizer
 # memcheck + racecheck on a subset, the benchmark, other kernel builds if staged (variants), and
 # PyTorch on the same shapes, ending with one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
-#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [sanitizer] [bench] [staging] [pool]
+#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [sanitizer] [bench] [ab] [pool]
 #   [variants] [ncu] [torch]  (default: all)
 # Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick), POOL_SHAPES,
 #      TEST_FILTER (names of the GPU tests to run, default all), WAN_RUNS (impl:image pairs),
@@ -11,10 +11,21 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-PHASES=${*:-tests firstcalls images wan sanitizer bench staging pool variants ncu torch}
+PHASES=${*:-tests firstcalls images wan sanitizer bench ab pool variants ncu torch}
 W=${GPU_WORK_DIR:-/tmp/candle-rmsnorm-gpu}
 mkdir -p "$W"
-for f in cuda_tests gpu_bench; do gunzip -c "$HERE/$f.gz" > "$W/$f" && chmod +x "$W/$f"; done
+# unpack PATH_WITHOUT_SUFFIX DEST: PATH.xz (build.sh's, read with Python's lzma: the device may
+# lack xz) or PATH.gz; false when neither is there.
+unpack() {
+  if [ -f "$1.xz" ]; then
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1.xz" "$2"
+  elif [ -f "$1.gz" ]; then
+    gunzip -c "$1.gz" > "$2"
+  else
+    return 1
+  fi && chmod +x "$2"
+}
+for f in cuda_tests gpu_bench; do unpack "$HERE/$f" "$W/$f"; done
 [ -f "$HERE/libcudart.so.13.gz" ] && gunzip -c "$HERE/libcudart.so.13.gz" > "$W/libcudart.so.13"
 # PyTorch's CUDA 13 wheels (libcublas, libcublasLt, libcurand); `nvidia` is a namespace package.
 NV=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null)
@@ -70,13 +81,12 @@ if [[ " $PHASES " == *" images "* ]]; then
   done
 fi
 if [[ " $PHASES " == *" wan "* ]]; then
-  # The Wan example (staged as wan_t2v.gz by build.sh with WAN=1): the 1.3B DiT with a 1-layer
+  # The Wan example (staged as wan_t2v.xz by build.sh with WAN=1): the 1.3B DiT with a 1-layer
   # umT5 and seeded random weights, 17 frames of 480x832, 3 steps, bf16; with this crate's norms
   # (shipped cubins), with candle_nn's, and with ours from PTX (the driver compiles it: what
   # every build did before cubins were shipped). The driver's JIT cache is off in every run,
   # so each pays the same compile of Candle's own PTX kernels. Each prints its timing table.
-  if [ -f "$HERE/wan_t2v.gz" ]; then
-    gunzip -c "$HERE/wan_t2v.gz" > "$W/wan_t2v" && chmod +x "$W/wan_t2v"
+  if unpack "$HERE/wan_t2v" "$W/wan_t2v"; then
     for run in ${WAN_RUNS:-ours:cubin candle:cubin ours:ptx}; do
       impl=${run%%:*}; image=${run#*:}
       echo "== wan_t2v --cuda --dtype bf16 --norm-impl $impl (our kernels: $image)"
@@ -87,7 +97,7 @@ if [[ " $PHASES " == *" wan "* ]]; then
       grep -vE '^\s*$' "$OUT/wan_${impl}_$image.log" | tail -n 16
     done
   else
-    echo "== wan: skipped (no wan_t2v.gz staged; build with WAN=1 scripts/gpu/build.sh)"
+    echo "== wan: skipped (no wan_t2v.xz staged; build with WAN=1 scripts/gpu/build.sh)"
   fi
 fi
 if [[ " $PHASES " == *" sanitizer "* ]]; then
@@ -107,15 +117,17 @@ if [[ " $PHASES " == *" bench "* ]]; then
   "$W/gpu_bench" --json "$OUT/ours.jsonl" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || status=1
   cat "$OUT/bench.log" | grep -v '^|' | tail -n 50
 fi
-if [[ " $PHASES " == *" staging "* ]]; then
-  # The staged loop (rows copied into shared memory ahead, sm_80+) against the register and
-  # two-read loops of the same build (CANDLE_RMSNORM_STAGES=0), alternating rounds, all dtypes.
-  echo "== staged rows vs not (CANDLE_RMSNORM_STAGES=0)"
-  for shape in ${STAGING_SHAPES:-75600x5120 32760x1536 8192x5120 4096x5120 1024x5120}; do
-    for round in 1 2; do
-      for st in 1 0; do
-        CANDLE_RMSNORM_STAGES=$st "$W/gpu_bench" --only "$shape" 2>&1 | tee -a "$OUT/staging.log" \
-          | grep -E '^\| (rms|fused)' | sed "s|^|stages=$st |"
+if [[ " $PHASES " == *" ab "* ]]; then
+  # Configurations of one build side by side, alternating rounds, all dtypes: AB_CONFIGS is a
+  # list of name:VAR=value,VAR=value (or name: for the defaults). The default compares the staged
+  # loop (rows copied into shared memory ahead, sm_80+) with the register and two-read loops.
+  echo "== configurations side by side: ${AB_CONFIGS:=staged: registers:CANDLE_RMSNORM_STAGES=0}"
+  for shape in ${AB_SHAPES:-75600x5120 32760x1536 8192x5120 4096x5120 1024x5120}; do
+    for round in $(seq 1 "${ROUNDS:-2}"); do
+      for cfg in $AB_CONFIGS; do
+        name=${cfg%%:*}; vars=${cfg#*:}
+        env ${vars//,/ } "$W/gpu_bench" --only "$shape" 2>&1 | tee -a "$OUT/ab_$name.log" \
+          | grep -E '^\| (rms|fused)' | sed "s|^|$name |"
       done
     done
   done
@@ -135,15 +147,15 @@ if [[ " $PHASES " == *" pool "* ]]; then
   done
 fi
 if [[ " $PHASES " == *" variants "* ]]; then
-  # Other builds of the kernels (gpu_bench_<name>.gz beside this script, e.g. the previous
+  # Other builds of the kernels (gpu_bench_<name>.xz or .gz beside this script, e.g. the previous
   # commit's: the before/after check) against this build, bf16 only (--quick), in alternating
   # rounds so that drift of the machine hits every build alike.
   echo "== this build against staged variants (bf16, --quick, ${ROUNDS:-2} rounds)"
   builds="this"
-  for gz in "$HERE"/gpu_bench_*.gz; do
-    [ -e "$gz" ] || continue
-    v=$(basename "$gz" .gz); v=${v#gpu_bench_}
-    gunzip -c "$gz" > "$W/bench_$v" && chmod +x "$W/bench_$v"
+  for packed in "$HERE"/gpu_bench_*.xz "$HERE"/gpu_bench_*.gz; do
+    [ -e "$packed" ] || continue
+    v=$(basename "${packed%.*}"); v=${v#gpu_bench_}
+    unpack "${packed%.*}" "$W/bench_$v"
     builds="$builds $v"
   done
   ln -sf "$W/gpu_bench" "$W/bench_this"

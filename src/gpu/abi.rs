@@ -64,7 +64,29 @@ pub fn kernel_weight_dtype(x: DType, w: DType) -> DType {
 
 /// The exported name `{op}_{x}[_wf32][_rows]`, or `None` for an input dtype without kernels.
 /// `w` must already be [`kernel_weight_dtype`]`(x, ..)`.
-pub(crate) fn kernel_name(fused: bool, x: DType, w: DType, rows_variant: bool) -> Option<String> {
+/// Which kernel of an op and dtype runs: the name's suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// `{op}_{dtype}`: one row per block.
+    Block,
+    /// `{op}_{dtype}_rows`: `rows_per_block` rows per block, `lanes_per_row` lanes each.
+    Rows,
+    /// `{op}_{dtype}_staged`: one row per block, rows staged in shared memory ahead; only
+    /// where copies are asynchronous (NVIDIA sm_80+, `NORM_ASYNC` in `hip/portable.h`).
+    Staged,
+}
+
+impl Variant {
+    fn suffix(self) -> &'static str {
+        match self {
+            Variant::Block => "",
+            Variant::Rows => "_rows",
+            Variant::Staged => "_staged",
+        }
+    }
+}
+
+pub(crate) fn kernel_name(fused: bool, x: DType, w: DType, variant: Variant) -> Option<String> {
     let op = if fused {
         "fused_add_rms_norm"
     } else {
@@ -78,13 +100,19 @@ pub(crate) fn kernel_name(fused: bool, x: DType, w: DType, rows_variant: bool) -
     } else {
         return None;
     };
-    let v = if rows_variant { "_rows" } else { "" };
-    Some(format!("{op}_{xt}{wt}{v}"))
+    Some(format!("{op}_{xt}{wt}{}", variant.suffix()))
 }
 
-/// Every exported kernel name (24): the ROCm code-object audit and the tests check them.
+/// Every kernel name of the portable variants, Block and Rows (24): every code object has them;
+/// the ROCm code-object audit and the tests check them.
 #[cfg(any(feature = "rocm", test))]
-pub fn all_kernel_names() -> Vec<String> {
+pub fn portable_kernel_names() -> Vec<String> {
+    kernel_names(&[Variant::Block, Variant::Rows])
+}
+
+/// Every kernel name of `variants` (12 each).
+#[cfg(any(feature = "rocm", test))]
+pub(crate) fn kernel_names(variants: &[Variant]) -> Vec<String> {
     use crate::error::FLOAT_DTYPES;
     let mut names = Vec::new();
     for fused in [false, true] {
@@ -94,8 +122,8 @@ pub fn all_kernel_names() -> Vec<String> {
                 ws.push(DType::F32);
             }
             for w in ws {
-                for rows in [false, true] {
-                    names.extend(kernel_name(fused, x, w, rows));
+                for &v in variants {
+                    names.extend(kernel_name(fused, x, w, v));
                 }
             }
         }
@@ -109,12 +137,18 @@ mod tests {
 
     #[test]
     fn names() {
-        let all = all_kernel_names();
+        let all = portable_kernel_names();
         assert_eq!(all.len(), 24);
+        let staged = kernel_names(&[Variant::Staged]);
+        assert_eq!(staged.len(), 12);
+        assert!(staged.contains(&"fused_add_rms_norm_bf16_wf32_staged".to_string()));
         assert!(all.contains(&"rms_norm_bf16_wf32_rows".to_string()));
         assert!(all.contains(&"fused_add_rms_norm_f64".to_string()));
         assert_eq!(kernel_weight_dtype(DType::BF16, DType::F16), DType::F32);
-        assert_eq!(kernel_name(false, DType::U8, DType::U8, false), None);
+        assert_eq!(
+            kernel_name(false, DType::U8, DType::U8, Variant::Block),
+            None
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 //! load the named kernel and queue these launches.
 
 use super::abi::{self, NormArgs};
-use super::geometry::{self, Plan, Problem, Variant};
+use super::geometry::{self, Plan, Problem};
 use crate::config::{Rounding, WeightMode};
 use crate::op::NormOp;
 use candle_core::DType;
@@ -78,7 +78,11 @@ impl Call {
         // Also the row stride of a fresh output (`hidden`; its sum half then starts aligned
         // too): an in-place call, whose outputs are its operands, takes the path the
         // out-of-place op takes, so its bits are the same.
-        let mut strides = vec![o.x_stride as usize, o.out_stride as usize, self.hidden as usize];
+        let mut strides = vec![
+            o.x_stride as usize,
+            o.out_stride as usize,
+            self.hidden as usize,
+        ];
         if self.op.fused {
             addrs.extend([o.residual, o.sum_out]);
             strides.extend([o.res_stride as usize, o.sum_stride as usize]);
@@ -95,7 +99,7 @@ impl Call {
             inputs: if self.op.fused { 2 } else { 1 },
         })?;
         let (fused, x, w) = (self.op.fused, self.x_dtype, self.w_dtype);
-        let kernel = abi::kernel_name(fused, x, w, p.variant == Variant::Rows)
+        let kernel = abi::kernel_name(fused, x, w, p.variant)
             .ok_or_else(|| format!("no kernel for input {x:?} with weight {w:?}"))?;
         Ok((kernel, p))
     }
@@ -161,6 +165,7 @@ mod tests {
     use super::*;
     use crate::config::{Backend, NormConfig};
     use crate::error::FLOAT_DTYPES;
+    use crate::gpu::geometry::Variant;
 
     fn call(fused: bool, x: DType, w: DType, rows: u64, hidden: u64, o: Operands) -> Call {
         Call {
@@ -218,7 +223,7 @@ mod tests {
         assert_eq!(p.variant, Variant::Block);
         assert_eq!(p.lanes_per_row, p.block);
         // Every plan names an exported kernel, for both wavefront sizes.
-        let all = abi::all_kernel_names();
+        let all = abi::kernel_names(&[Variant::Block, Variant::Rows, Variant::Staged]);
         for wave in [32, 64] {
             for hidden in [1u64, 7, 64, 128, 256, 257, 1536, 5120, 40000] {
                 for x in FLOAT_DTYPES {
@@ -274,7 +279,14 @@ mod tests {
     fn in_place_takes_the_out_of_place_path() {
         // f32 rows of 130 in a buffer of rows of 136: x alone would allow 16-byte chunks, but
         // the out-of-place op's fresh output (rows of 130) does not, so in place neither.
-        let fresh = call(false, DType::F32, DType::F32, 9, 130, ops(0x1000, 0x2000, 136));
+        let fresh = call(
+            false,
+            DType::F32,
+            DType::F32,
+            9,
+            130,
+            ops(0x1000, 0x2000, 136),
+        );
         let fresh = Call {
             operands: Operands {
                 out_stride: 130,

@@ -30,8 +30,13 @@ pub const REG_CHUNKS: u64 = 2;
 pub const ROWS_BLOCK: u32 = 256;
 /// Block size of the two-read loop for rows longer than registers hold.
 pub const LOOP_BLOCK: u32 = 512;
+/// The most threads a block of the staged kernels is launched with (`NORM_LAUNCH_BOUNDS_STAGED` in
+/// `hip/portable.h`: four such blocks fit a multiprocessor's registers).
+pub const STAGED_BLOCK: u32 = 256;
 /// Row buffers of the staged loop, most first: rows copied into shared memory `S - 1` ahead.
 pub const STAGES: [u32; 3] = [4, 3, 2];
+/// The shortest row (bytes) `rms_norm` stages; the fused op stages any.
+pub const STAGE_MIN_ROW_BYTES: u64 = 8 << 10;
 
 /// Elements in one 16-byte chunk.
 pub fn vector_width(elem_bytes: usize) -> usize {
@@ -85,14 +90,7 @@ fn units_per_block(units: u64, p: &Problem) -> u64 {
     }
 }
 
-/// Which kernel of a name pair runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Variant {
-    /// `{op}_{dtype}`: one row per block.
-    Block,
-    /// `{op}_{dtype}_rows`: `rows_per_block` rows per block, `lanes_per_row` lanes each.
-    Rows,
-}
+pub use super::abi::Variant;
 
 /// A launch configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,11 +196,22 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
     } else {
         (LOOP_BLOCK as u64, 0)
     };
+    let (stages, smem_bytes) = staging(p, vector);
+    // Staged rows: at most STAGED_BLOCK lanes (the staged kernels' register budget assumes it),
+    // each looping over its chunks.
+    let (block, k) = if stages > 0 {
+        ((STAGED_BLOCK as u64).min(round_up(n, w)), 0)
+    } else {
+        (block, k)
+    };
     let rpb = units_per_block(rows, p);
     let per_launch = max_blocks(block as u32) * rpb;
-    let (stages, smem_bytes) = staging(p, vector);
     Ok(Plan {
-        variant: Variant::Block,
+        variant: if stages > 0 {
+            Variant::Staged
+        } else {
+            Variant::Block
+        },
         vector,
         block: block as u32,
         grid: rows.min(per_launch).div_ceil(rpb) as u32,
@@ -220,10 +229,15 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
 /// (0, 0) otherwise.
 fn staging(p: &Problem, vector: bool) -> (u32, u32) {
     let v = vector_width(p.elem_bytes as usize) as u64;
-    if !vector || !p.hidden.is_multiple_of(v) || p.stage_bytes == 0 {
+    let row = p.inputs.max(1) as u64 * p.hidden * p.elem_bytes as u64;
+    // Measured on the H200 (README): staging wins for the fused op at every measured shape
+    // (two inputs a row: the register loop holds few rows in flight), for rms_norm only with
+    // rows of 8 KiB and more (at 1536 bf16 / f32 the register loop, which prefetches the next
+    // row, was faster).
+    let worth = p.inputs >= 2 || row >= STAGE_MIN_ROW_BYTES;
+    if !vector || !p.hidden.is_multiple_of(v) || p.stage_bytes == 0 || !worth {
         return (0, 0);
     }
-    let row = p.inputs.max(1) as u64 * p.hidden * p.elem_bytes as u64;
     STAGES
         .iter()
         .map(|&s| (s, s as u64 * row))
@@ -321,7 +335,7 @@ mod tests {
         let p = plan(&base).unwrap();
         assert_eq!(
             (p.variant, p.block, p.stages, p.smem_bytes),
-            (Variant::Block, 320, 4, 40960)
+            (Variant::Staged, 256, 4, 40960)
         );
         let fused = Problem { inputs: 2, ..base };
         assert_eq!(
@@ -338,7 +352,7 @@ mod tests {
         };
         assert_eq!(plan(&long).unwrap().stages, 0);
         let p = plan(&Problem { inputs: 1, ..long }).unwrap();
-        assert_eq!((p.stages, p.smem_bytes, p.block), (2, 80000, LOOP_BLOCK));
+        assert_eq!((p.stages, p.smem_bytes, p.block), (2, 80000, STAGED_BLOCK));
         // No budget, scalar rows, a partial last chunk, small rows: never staged.
         for q in [
             Problem {

@@ -444,11 +444,13 @@ fn long_rows() {
     }
 }
 
-/// The staged loop with 4, 3 and 2 row buffers (the budget picks them) over blocks of 12 rows,
-/// so the ring wraps several times and copies run ahead of the reduction.
+/// The staged loop with 4, 3 and 2 row buffers (the budget picks them) over blocks of many rows,
+/// so the ring wraps several times and copies run ahead of the reduction. Rows of 8 KiB, the
+/// shortest the plain op stages.
 #[test]
 fn staged_pipelines() {
-    let row = 1000 * 2; // bf16
+    let hidden = 4096;
+    let row = hidden * 2; // bf16
     for stages in [4, 3, 2] {
         for fused in [false, true] {
             for options in [false, true] {
@@ -458,9 +460,9 @@ fn staged_pipelines() {
                     warp: 32,
                     x: DType::BF16,
                     w: Some(DType::F32),
-                    rows: 200,
-                    hidden: 1000,
-                    pad: 24,
+                    rows: 40,
+                    hidden,
+                    pad: 32,
                     misalign: 0,
                     fused,
                     options,
@@ -468,7 +470,9 @@ fn staged_pipelines() {
                 });
                 // The plain op's rows are half the size: the most buffers fit.
                 let want = if fused { stages } else { 4 };
-                assert!(used == 0 || used == want as u32, "{stages} {fused}: {used}");
+                if sim(32).is_some() {
+                    assert_eq!(used, want as u32, "{stages} {fused}");
+                }
             }
         }
     }
@@ -504,7 +508,7 @@ fn views_alignment_options() {
     }
     // Rows whose padding alone makes them 16-byte multiples (130 + 6 f32, 130 + 6 bf16): the
     // out-of-place op's fresh output is not, so the in-place forms must take its path too.
-    for warp in [32, 64] {
+    for (warp, stage_bytes) in [(32, 0), (64, 0), (32, STAGE_BYTES)] {
         for x in [DType::F32, DType::BF16] {
             for fused in [false, true] {
                 check(Case {
@@ -517,6 +521,7 @@ fn views_alignment_options() {
                     misalign: 0,
                     fused,
                     options: false,
+                    stage_bytes,
                 });
             }
         }

@@ -60,7 +60,7 @@ mod stream;
 mod sys;
 
 pub use crate::gpu::abi::{
-    all_kernel_names as kernel_names, kernel_weight_dtype, NORM_ARGS_BYTES as KERNEL_ARG_BYTES,
+    kernel_weight_dtype, portable_kernel_names as kernel_names, NORM_ARGS_BYTES as KERNEL_ARG_BYTES,
 };
 pub use code_objects::{
     base_arch, built_archs, code_objects, compiler, select, CodeObject, KernelResources,
