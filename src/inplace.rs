@@ -204,3 +204,27 @@ pub fn fused_add_rms_norm_inplace_with(
         None => pair.inplace_op2(&x, &InPlace(nop)),
     }
 }
+
+/// Keeps the memory that dropped tensors free in CUDA's memory pool for the next allocation,
+/// instead of handing it back to the driver at each synchronisation (Candle allocates every
+/// output from the device's stream-ordered pool, whose release threshold is 0 by default): back
+/// to back, allocating calls then run at the kernel's speed (measured on the H200 at 75600x5120
+/// bf16: `rms_norm` 662-681 -> 436-438 us a call, kernel 433-436 us; README, "Memory pool").
+/// The in-place ops need no such setting. It changes process-wide state of the device (every
+/// allocation from its default pool keeps its memory until the process ends or the pool is
+/// trimmed), so the crate never does it on its own. A no-op on CPU and Metal devices; on a CUDA
+/// device it needs this crate's `cuda` feature.
+pub fn keep_memory_pool(device: &candle_core::Device) -> Result<()> {
+    match device {
+        #[cfg(feature = "cuda")]
+        candle_core::Device::Cuda(d) => crate::cuda::keep_memory_pool(d),
+        #[cfg(not(feature = "cuda"))]
+        candle_core::Device::Cuda(_) => Err(op_error(
+            "keep_memory_pool",
+            "device",
+            "a device this build supports (a CUDA device needs the `cuda` feature)",
+            "a CUDA device",
+        )),
+        _ => Ok(()),
+    }
+}

@@ -55,7 +55,7 @@ pub use api::{fused_add_rms_norm, fused_add_rms_norm_with, rms_norm, rms_norm_wi
 pub use config::{Backend, NormConfig, Rounding, WeightMode, BACKEND_ENV};
 pub use cpu::cpu_tier_name;
 pub use inplace::{
-    fused_add_rms_norm_inplace, fused_add_rms_norm_inplace_with, residual_pair, rms_norm_inplace,
-    rms_norm_inplace_with,
+    fused_add_rms_norm_inplace, fused_add_rms_norm_inplace_with, keep_memory_pool, residual_pair,
+    rms_norm_inplace, rms_norm_inplace_with,
 };
 pub use module::RmsNorm;

@@ -300,3 +300,18 @@ fn inplace_matrix_and_bitwise() -> Result<()> {
     run_cases(&inplace, &cases)?;
     run_bitwise(&Api::new(&dev, Backend::Cuda), &inplace, &cases).map(|_| ())
 }
+
+/// `keep_memory_pool` on a CUDA device: the driver accepts the setting, and allocating calls
+/// after it still match the reference (the first 64 cases of the matrix).
+#[test]
+fn keep_memory_pool_then_the_matrix() -> Result<()> {
+    let dev = gpu_or_skip!();
+    candle_rmsnorm::keep_memory_pool(&dev)?;
+    let has_elements = |c: &&Case| c.dims.iter().product::<usize>() > 0;
+    let cases: Vec<Case> = matrix()
+        .into_iter()
+        .filter(|c| has_elements(&c))
+        .take(64)
+        .collect();
+    run_cases(&Api::new(&dev, Backend::Cuda), &cases).map(|_| ())
+}

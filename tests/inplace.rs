@@ -7,7 +7,8 @@ mod common;
 use candle_core::{DType, Device, IndexOp, Result, Tensor, Var};
 use candle_rmsnorm::{
     fused_add_rms_norm_inplace, fused_add_rms_norm_inplace_with, fused_add_rms_norm_with,
-    residual_pair, rms_norm_inplace, rms_norm_inplace_with, rms_norm_with, Backend, NormConfig,
+    keep_memory_pool, residual_pair, rms_norm_inplace, rms_norm_inplace_with, rms_norm_with,
+    Backend, NormConfig,
 };
 use common::*;
 
@@ -187,5 +188,17 @@ fn what_cannot_be_written_in_place() -> Result<()> {
 
     let e = err_text(rms_norm_inplace(&xs, &w, -1.0));
     assert!(e.contains("eps"), "{e}");
+    Ok(())
+}
+
+/// `keep_memory_pool` has nothing to keep on the CPU: it succeeds and changes no result.
+#[test]
+fn keep_memory_pool_is_a_no_op_on_the_cpu() -> Result<()> {
+    let x = Tensor::randn(0f32, 1.0, (3, 64), &Device::Cpu)?;
+    let w = Tensor::randn(0f32, 1.0, 64, &Device::Cpu)?;
+    let before = candle_rmsnorm::rms_norm(&x, &w, 1e-6)?.to_vec2::<f32>()?;
+    keep_memory_pool(&Device::Cpu)?;
+    let after = candle_rmsnorm::rms_norm(&x, &w, 1e-6)?.to_vec2::<f32>()?;
+    assert_eq!(before, after);
     Ok(())
 }

@@ -146,25 +146,7 @@ impl Gpu for Cuda {
     }
 
     fn keep_pool(&self) -> Result<()> {
-        use candle_core::cuda::cudarc::driver::sys;
-        let dev = self.stream.context().cu_device();
-        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-        let mut threshold = u64::MAX;
-        // SAFETY: plain driver calls on a valid device handle with pointers to live locals: the
-        // device's default pool (the one `cuMemAllocAsync`, hence Candle, allocates from), then
-        // its release threshold, a u64 attribute.
-        unsafe {
-            sys::cuDeviceGetDefaultMemPool(&mut pool, dev)
-                .result()
-                .map_err(Error::wrap)?;
-            sys::cuMemPoolSetAttribute(
-                pool,
-                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-                &mut threshold as *mut u64 as *mut std::ffi::c_void,
-            )
-            .result()
-            .map_err(Error::wrap)
-        }
+        candle_rmsnorm::keep_memory_pool(&self.dev)
     }
 
     fn candle_nn(&self, c: &Case, set: usize) -> Result<Self::Out> {

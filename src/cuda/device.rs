@@ -93,6 +93,27 @@ fn cache() -> std::sync::MutexGuard<'static, Cache> {
 }
 
 /// Multiprocessor count and warp size of `dev`.
+/// Sets the release threshold of `dev`'s default memory pool (the one Candle allocates from,
+/// through `cuMemAllocAsync`) to the maximum, so memory freed by dropped tensors stays in the
+/// pool for the next allocation instead of going back to the driver at each synchronisation.
+pub(super) fn keep_pool(dev: &CudaDevice) -> Result<()> {
+    let cu = dev.cuda_stream().context().cu_device();
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold = u64::MAX;
+    // SAFETY: plain driver calls on a valid device handle with pointers to live locals: the
+    // device's default pool, then its release threshold, a u64 attribute.
+    unsafe {
+        sys::cuDeviceGetDefaultMemPool(&mut pool, cu).result().w()?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            &mut threshold as *mut u64 as *mut std::ffi::c_void,
+        )
+        .result()
+        .w()
+    }
+}
+
 pub(super) fn shape(dev: &CudaDevice, st: &CudaStream) -> Result<DeviceShape> {
     if let Some(&s) = cache().shape.get(&dev.id()) {
         return Ok(s);

@@ -18,6 +18,11 @@ use candle_core::cuda::cudarc::driver::CudaStream;
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
 use memory::{base_ptr, base_ptr_mut, Out};
 
+/// See [`crate::keep_memory_pool`].
+pub(crate) fn keep_memory_pool(dev: &CudaDevice) -> Result<()> {
+    device::keep_pool(dev)
+}
+
 /// The CUDA forward of every op variant (operands as in `custom_op`).
 pub(crate) fn forward(
     op: &NormOp,
