@@ -379,6 +379,22 @@ mod tests {
     }
 
     #[test]
+    fn staging_rule() {
+        // rms_norm stages rows of 8 KiB and more only; the fused op stages any row that fits.
+        let short = Problem {
+            stage_bytes: 113 << 10,
+            ..prob(32760, 1536, 2, true, 32)
+        };
+        let p = plan(&short).unwrap();
+        assert_eq!((p.variant, p.stages), (Variant::Block, 0));
+        let p = plan(&Problem { inputs: 2, ..short }).unwrap();
+        assert_eq!((p.variant, p.stages), (Variant::Staged, 4));
+        // 4096 bf16 = 8 KiB: staged; 4088 (a whole number of chunks): not.
+        let at = |hidden| plan(&Problem { hidden, ..short }).unwrap().stages;
+        assert_eq!((at(4096), at(4088)), (4, 0));
+    }
+
+    #[test]
     fn chosen_shapes() {
         // Wan 14B: 640 chunks of 8 bf16 -> 320 lanes x 2 chunks, 16 rows a block.
         let p = plan(&prob(75600, 5120, 2, true, 32)).unwrap();
