@@ -62,8 +62,6 @@ pub fn kernel_weight_dtype(x: DType, w: DType) -> DType {
     }
 }
 
-/// The exported name `{op}_{x}[_wf32][_rows]`, or `None` for an input dtype without kernels.
-/// `w` must already be [`kernel_weight_dtype`]`(x, ..)`.
 /// Which kernel of an op and dtype runs: the name's suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
@@ -86,6 +84,8 @@ impl Variant {
     }
 }
 
+/// The exported name `{op}_{x}[_wf32]{suffix}` of `variant`, or `None` for an input dtype
+/// without kernels. `w` must already be [`kernel_weight_dtype`]`(x, ..)`.
 pub(crate) fn kernel_name(fused: bool, x: DType, w: DType, variant: Variant) -> Option<String> {
     let op = if fused {
         "fused_add_rms_norm"

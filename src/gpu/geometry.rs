@@ -112,7 +112,7 @@ pub struct Plan {
     pub chunks_per_lane: u32,
     /// The most rows one launch may cover (grid limits); the launcher splits beyond.
     pub rows_per_launch: u64,
-    /// Row buffers of the staged loop ([`Variant::Block`] only; 0: not staged) and the dynamic
+    /// Row buffers of the staged loop ([`Variant::Staged`] only; 0: not staged) and the dynamic
     /// shared memory they take (the launch's).
     pub stages: u32,
     pub smem_bytes: u32,

@@ -426,6 +426,10 @@ fn sweep(
 /// The H200's staging budget (half its 228 KiB of shared memory a multiprocessor).
 const STAGE_BYTES: u64 = 113 << 10;
 
+/// The devices the sweeps run on, (warp size, staging budget): NVIDIA without staging, AMD
+/// wave64, and NVIDIA sm_80+ with the staged kernels.
+const DEVICES: [(u32, u64); 3] = [(32, 0), (64, 0), (32, STAGE_BYTES)];
+
 /// Small rows: several rows per block, teams of lanes, tails.
 #[test]
 fn small_rows() {
@@ -438,7 +442,7 @@ fn small_rows() {
 /// with a staging budget, as on NVIDIA sm_80+) the staged loop.
 #[test]
 fn long_rows() {
-    for (warp, stage) in [(32, 0), (64, 0), (32, STAGE_BYTES)] {
+    for (warp, stage) in DEVICES {
         sweep(warp, &[1000, 4097, 5120], 2, &DTYPES, stage);
         sweep(warp, &[20000], 2, &DTYPES[..3], stage);
     }
@@ -481,7 +485,7 @@ fn staged_pipelines() {
 /// Strided rows, misaligned operands (the scalar path), the options, staged and not.
 #[test]
 fn views_alignment_options() {
-    for (warp, stage_bytes) in [(32, 0), (64, 0), (32, STAGE_BYTES)] {
+    for (warp, stage_bytes) in DEVICES {
         for (h, rows) in [(40, 9), (1536, 2), (20000, 2)] {
             for (x, w) in [
                 (DType::BF16, Some(DType::F32)),
@@ -508,7 +512,7 @@ fn views_alignment_options() {
     }
     // Rows whose padding alone makes them 16-byte multiples (130 + 6 f32, 130 + 6 bf16): the
     // out-of-place op's fresh output is not, so the in-place forms must take its path too.
-    for (warp, stage_bytes) in [(32, 0), (64, 0), (32, STAGE_BYTES)] {
+    for (warp, stage_bytes) in DEVICES {
         for x in [DType::F32, DType::BF16] {
             for fused in [false, true] {
                 check(Case {
