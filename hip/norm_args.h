@@ -8,9 +8,10 @@
 #define NORM_OFFSET_ONE 1u          // y = n * (1 + w)  (Gemma)
 #define NORM_ROUND_BEFORE_WEIGHT 2u // n rounded to the input dtype before the weight multiply
 #define NORM_VECTOR 4u              // every row start, stride and the weight allow 16-byte chunks
-// Bits 8..10: S, the row buffers of the staged loop (hip/norm_staged.h; 0: not staged). The host
-// sets it only with NORM_VECTOR, hidden a whole number of chunks, and S row buffers (two per row
-// for the fused op) of dynamic shared memory at launch.
+// Bits 8..10: S, the row buffers of the staged loop (hip/norm_staged.h; 0: not staged; the
+// staged kernels take S = 2). The host sets it only with NORM_VECTOR, hidden a whole number of
+// chunks, and min(S, rows_per_block) row buffers (two per row for the fused op) of dynamic shared
+// memory at launch.
 #define NORM_STAGES_SHIFT 8u
 #define NORM_STAGES_MASK 7u
 

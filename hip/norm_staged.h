@@ -14,8 +14,8 @@ namespace rn {
 // i - 1's buffer) only after this lane is done with it; the one barrier per row is the
 // reduction's. Every lane runs every iteration and commits a group each time (empty past the
 // block's rows), so the group count and the barriers stay uniform. The host guarantees the
-// vector layout with hidden a whole number of chunks (src/gpu/geometry.rs) and S * IN * hidden
-// elements of dynamic shared memory. In place: out may be x and sum the residual: a row's inputs
+// vector layout with hidden a whole number of chunks (src/gpu/geometry.rs) and min(S, share) *
+// IN * hidden elements of dynamic shared memory (a block of fewer rows than S uses fewer buffers). In place: out may be x and sum the residual: a row's inputs
 // are in shared memory before its outputs are written.
 template <typename T, typename W, bool FUSED, int S>
 NORM_DEV void norm_staged(const NormArgs& a, long long first, int share, const BlockTeam& team) {

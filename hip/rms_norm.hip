@@ -17,9 +17,9 @@
 //                             residual are read once); the weight is loaded once per block; the
 //                             plain op loads the next row before reducing this one. Longer rows
 //                             are read twice (the second read mostly hits L2).
-//   {op}_{dtype}[_wf32]_staged (NVIDIA sm_80+) one row at a time per block too, rows copied
-//                             into shared memory S - 1 rows ahead (hip/norm_staged.h), any
-//                             length the shared memory holds.
+//   {op}_{dtype}[_wf32]_staged (NVIDIA sm_80+) one or two rows a block, copied into shared
+//                             memory asynchronously (hip/norm_staged.h), the next row's copies
+//                             issued before this row is reduced; any length shared memory holds.
 //   {op}_{dtype}[_wf32]_rows  teams of g lanes (a power of two <= warp size) one row each,
 //                             blockDim / g rows at a time, `rows_per_block` rows in all, reduced
 //                             with shuffles only: small hidden (per-head q/k norm, 1..512 bf16).
@@ -113,11 +113,10 @@ NORM_DEV void staged_entry(const NormArgs& a) {
   // A launch without the layout the copies need is the host's bug: fail it loudly.
   if (!vector_holds<T, W, FUSED>(a) || a.hidden % Tr<T>::V != 0) __builtin_trap();
   const BlockTeam team{(int)norm_tid(), (int)norm_ntid(), red, redd};
-  switch ((a.flags >> NORM_STAGES_SHIFT) & NORM_STAGES_MASK) {
-  case 2: norm_staged<T, W, FUSED, 2>(a, b.first, b.share, team); break;
-  case 3: norm_staged<T, W, FUSED, 3>(a, b.first, b.share, team); break;
-  default: norm_staged<T, W, FUSED, 4>(a, b.first, b.share, team); break;
-  }
+  // Two row buffers (the next row's copies issued before this row is reduced), the one ring the
+  // host plans: a block takes one row, or two when rows are short (src/gpu/geometry.rs).
+  if (((a.flags >> NORM_STAGES_SHIFT) & NORM_STAGES_MASK) != 2) __builtin_trap();
+  norm_staged<T, W, FUSED, 2>(a, b.first, b.share, team);
 }
 #endif
 

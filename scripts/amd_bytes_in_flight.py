@@ -34,11 +34,13 @@ LATENCIES_NS = (600, 1200)
 # The launches at the Wan shapes (src/gpu/geometry.rs): kernel, block threads, bytes a lane has
 # in flight while it works on a row (16-byte chunks: the plain op keeps the next row's chunks
 # loading during this row's reduction and write; the fused op loads x and the residual of its
-# row, two chunks each, and then has nothing in flight until its next row).
+# row, two chunks each, and then has nothing in flight until its next row), per wave size (the
+# plan rounds blocks to whole waves: 1536 bf16 is 96 lanes x 2 chunks on wave32, 192 x 1 on
+# wave64).
 LAUNCHES = [
-    ("rms_norm_bf16", "75600x5120 bf16", 320, 2 * 16),
-    ("fused_add_rms_norm_bf16", "75600x5120 bf16", 320, 2 * 2 * 16),
-    ("rms_norm_bf16", "32760x1536 bf16", 192, 1 * 16),
+    ("rms_norm_bf16", "75600x5120 bf16", {32: (320, 2 * 16), 64: (320, 2 * 16)}),
+    ("fused_add_rms_norm_bf16", "75600x5120 bf16", {32: (320, 2 * 2 * 16), 64: (320, 2 * 2 * 16)}),
+    ("rms_norm_bf16", "32760x1536 bf16", {32: (96, 2 * 16), 64: (192, 1 * 16)}),
 ]
 
 
@@ -60,7 +62,8 @@ def main():
           "need/CU at %d / %d ns | ratio |" % LATENCIES_NS)
     print("|---|---|---|---|---|---|---|---|")
     for arch, (vg, gran, maxw, simds, wave, part, cus, gbs) in ARCH.items():
-        for name, shape, block, lane_bytes in LAUNCHES:
+        for name, shape, by_wave in LAUNCHES:
+            block, lane_bytes = by_wave[wave]
             v = regs[(arch, name)]
             per_simd = min(maxw, vg // (math.ceil(v / gran) * gran))
             waves_per_block = block // wave

@@ -33,10 +33,19 @@ pub const LOOP_BLOCK: u32 = 512;
 /// The most threads a block of the staged kernels is launched with (`NORM_LAUNCH_BOUNDS_STAGED` in
 /// `hip/portable.h`: four such blocks fit a multiprocessor's registers).
 pub const STAGED_BLOCK: u32 = 256;
-/// Row buffers of the staged loop, most first: rows copied into shared memory `S - 1` ahead.
-pub const STAGES: [u32; 3] = [4, 3, 2];
+/// The fewest threads a block of the staged kernels is launched with.
+pub const STAGED_MIN_BLOCK: u32 = 64;
+/// Input bytes of a staged row per lane the block size aims at (5 chunks of 16 bytes).
+pub const STAGED_LANE_BYTES: u64 = 80;
+/// Row buffers the staged kernels are told they have (`S`, the `NORM_STAGES` bits): the copies of
+/// the block's next row are issued before this row is reduced. A block holds `rows_per_block`
+/// (at most `S`) buffers.
+pub const STAGES: u32 = 2;
+/// Staged rows shorter than this (input bytes) go two to a block, so that a block has two rows'
+/// copies in flight; longer rows go one to a block.
+pub const STAGED_PAIR_BELOW: u64 = 4 << 10;
 /// The shortest row (bytes) `rms_norm` stages; the fused op stages any.
-pub const STAGE_MIN_ROW_BYTES: u64 = 8 << 10;
+pub const STAGE_MIN_ROW_BYTES: u64 = 3 << 10;
 
 /// Elements in one 16-byte chunk.
 pub fn vector_width(elem_bytes: usize) -> usize {
@@ -177,7 +186,9 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
         });
     }
     // One row per block. Rows that fit in registers: choose chunks per lane (1 or 2) and the
-    // block so the lanes cover the row with the least idle lanes, preferring blocks near 256.
+    // block so the lanes cover the row with the least idle lanes, preferring more chunks a lane
+    // (measured on the H200, bf16 rows of 1024-2048 at 32760 rows: 2 chunks a lane 86-89% of
+    // copy, 1 chunk 68-72%: smaller blocks, more of them resident, more bytes in flight).
     let (block, k) = if n <= REG_CHUNKS * MAX_BLOCK as u64 {
         let mut best: Option<(f64, u64, u64)> = None;
         for k in 1..=REG_CHUNKS {
@@ -186,7 +197,7 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
                 continue;
             }
             let waste = (t * k - n) as f64 / n as f64;
-            let score = 4.0 * waste + ((t as f64) / 256.0).log2().abs();
+            let score = 4.0 * waste + 0.5 * (REG_CHUNKS - k) as f64;
             if best.is_none_or(|(s, _, _)| score < s) {
                 best = Some((score, t, k));
             }
@@ -196,22 +207,14 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
     } else {
         (LOOP_BLOCK as u64, 0)
     };
-    let (stages, smem_bytes) = staging(p, vector);
-    // Staged rows: at most STAGED_BLOCK lanes (the staged kernels' register budget assumes it),
-    // each looping over its chunks.
-    let (block, k) = if stages > 0 {
-        ((STAGED_BLOCK as u64).min(round_up(n, w)), 0)
-    } else {
-        (block, k)
+    // (variant, block, chunks per lane, rows per block, ring, shared memory)
+    let (variant, block, k, rpb, stages, smem) = match staged(p, vector, n) {
+        Some((block, rpb, smem)) => (Variant::Staged, block, 0, rpb, STAGES, smem),
+        None => (Variant::Block, block, k, units_per_block(rows, p), 0, 0),
     };
-    let rpb = units_per_block(rows, p);
     let per_launch = max_blocks(block as u32) * rpb;
     Ok(Plan {
-        variant: if stages > 0 {
-            Variant::Staged
-        } else {
-            Variant::Block
-        },
+        variant,
         vector,
         block: block as u32,
         grid: rows.min(per_launch).div_ceil(rpb) as u32,
@@ -220,29 +223,39 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
         chunks_per_lane: k as u32,
         rows_per_launch: per_launch,
         stages,
-        smem_bytes,
+        smem_bytes: smem as u32,
     })
 }
 
-/// The staged loop's row buffers and their bytes for a one-row-per-block plan: the most of
-/// [`STAGES`] whose rows (one per input) fit `p.stage_bytes`, for vector rows of whole chunks;
-/// (0, 0) otherwise.
-fn staging(p: &Problem, vector: bool) -> (u32, u32) {
+/// The staged launch for rows of `n` chunks, as (block, rows per block, shared memory bytes),
+/// or None where rows are not staged: no budget (`p.stage_bytes` 0: not NVIDIA sm_80+), scalar
+/// rows or a partial last chunk, an `rms_norm` row shorter than [`STAGE_MIN_ROW_BYTES`], or a
+/// block's rows that do not fit the budget.
+///
+/// Measured on the H200 (README, `scripts/gpu/probe.sh`): blocks of one row each (two below
+/// [`STAGED_PAIR_BELOW`]), as many as the rows, reach 97-99% of a copy at 6-40 KiB rows, where
+/// one wave of persistent blocks with equal shares of the rows and a 4-row ring reached 84-88%
+/// (the slowest multiprocessor sets the end; the hardware's block scheduler balances short
+/// blocks). The block size follows the row: about [`STAGED_LANE_BYTES`] a lane, a power of
+/// two in [`STAGED_MIN_BLOCK`], [`STAGED_BLOCK`] (bf16 5120: 128; fused bf16 5120: 256).
+fn staged(p: &Problem, vector: bool, n: u64) -> Option<(u64, u64, u64)> {
     let v = vector_width(p.elem_bytes as usize) as u64;
     let row = p.inputs.max(1) as u64 * p.hidden * p.elem_bytes as u64;
-    // Measured on the H200 (README): staging wins for the fused op at every measured shape
-    // (two inputs a row: the register loop holds few rows in flight), for rms_norm only with
-    // rows of 8 KiB and more (at 1536 bf16 / f32 the register loop, which prefetches the next
-    // row, was faster).
     let worth = p.inputs >= 2 || row >= STAGE_MIN_ROW_BYTES;
     if !vector || !p.hidden.is_multiple_of(v) || p.stage_bytes == 0 || !worth {
-        return (0, 0);
+        return None;
     }
-    STAGES
-        .iter()
-        .map(|&s| (s, s as u64 * row))
-        .find(|&(_, bytes)| bytes <= p.stage_bytes.min(u32::MAX as u64))
-        .map_or((0, 0), |(s, bytes)| (s, bytes as u32))
+    let rpb: u64 = if row < STAGED_PAIR_BELOW { 2 } else { 1 };
+    let smem = rpb * row;
+    if smem > p.stage_bytes.min(u32::MAX as u64) {
+        return None;
+    }
+    // The power of two nearest (in ratio) to row / STAGED_LANE_BYTES lanes.
+    let lanes = (row as f64 / STAGED_LANE_BYTES as f64).max(1.0);
+    let block = (1u64 << lanes.log2().round() as u32)
+        .clamp(STAGED_MIN_BLOCK as u64, STAGED_BLOCK as u64)
+        .min(round_up(n, p.warp_size as u64));
+    Some((block, rpb, smem))
 }
 
 #[cfg(test)]
@@ -332,27 +345,33 @@ mod tests {
             stage_bytes: 113 << 10,
             ..prob(75600, 5120, 2, true, 32)
         };
-        let p = plan(&base).unwrap();
-        assert_eq!(
-            (p.variant, p.block, p.stages, p.smem_bytes),
-            (Variant::Staged, 256, 4, 40960)
-        );
-        let fused = Problem { inputs: 2, ..base };
-        assert_eq!(
+        let at = |q: &Problem| {
+            let p = plan(q).unwrap();
             (
-                plan(&fused).unwrap().stages,
-                plan(&fused).unwrap().smem_bytes
-            ),
-            (4, 81920)
-        );
-        // 20000 bf16, fused: 80000 bytes a row pair, only one buffer fits: not staged; plain: 2.
+                p.variant,
+                p.block,
+                p.rows_per_block,
+                p.stages,
+                p.smem_bytes,
+                p.grid,
+            )
+        };
+        // bf16 5120: 10 KiB rows, 128 lanes, one row (one buffer) a block, a block per row.
+        assert_eq!(at(&base), (Variant::Staged, 128, 1, STAGES, 10240, 75600));
+        // Fused: 20 KiB a row pair, 256 lanes.
+        let fused = Problem { inputs: 2, ..base };
+        assert_eq!(at(&fused), (Variant::Staged, 256, 1, STAGES, 20480, 75600));
+        // 30000 bf16, fused: 120000 bytes a row pair, more than the budget: not staged; plain:
+        // 60000 bytes, 256 lanes (the most).
         let long = Problem {
-            hidden: 20000,
+            hidden: 30000,
             ..fused
         };
         assert_eq!(plan(&long).unwrap().stages, 0);
-        let p = plan(&Problem { inputs: 1, ..long }).unwrap();
-        assert_eq!((p.stages, p.smem_bytes, p.block), (2, 80000, STAGED_BLOCK));
+        assert_eq!(
+            at(&Problem { inputs: 1, ..long }),
+            (Variant::Staged, STAGED_BLOCK, 1, STAGES, 60000, 75600)
+        );
         // No budget, scalar rows, a partial last chunk, small rows: never staged.
         for q in [
             Problem {
@@ -380,18 +399,65 @@ mod tests {
 
     #[test]
     fn staging_rule() {
-        // rms_norm stages rows of 8 KiB and more only; the fused op stages any row that fits.
+        // rms_norm stages rows of 3 KiB and more; the fused op any row that fits. Rows below
+        // 4 KiB go two to a block; lanes: the power of two nearest row bytes / 80, in 64..=256.
         let short = Problem {
             stage_bytes: 113 << 10,
             ..prob(32760, 1536, 2, true, 32)
         };
-        let p = plan(&short).unwrap();
-        assert_eq!((p.variant, p.stages), (Variant::Block, 0));
-        let p = plan(&Problem { inputs: 2, ..short }).unwrap();
-        assert_eq!((p.variant, p.stages), (Variant::Staged, 4));
-        // 4096 bf16 = 8 KiB: staged; 4088 (a whole number of chunks): not.
-        let at = |hidden| plan(&Problem { hidden, ..short }).unwrap().stages;
-        assert_eq!((at(4096), at(4088)), (4, 0));
+        let at = |q: Problem| {
+            let p = plan(&q).unwrap();
+            (p.variant, p.block, p.rows_per_block, p.smem_bytes)
+        };
+        assert_eq!(at(short), (Variant::Staged, 64, 2, 6144));
+        assert_eq!(
+            at(Problem { inputs: 2, ..short }),
+            (Variant::Staged, 64, 1, 6144)
+        );
+        assert_eq!(
+            at(Problem {
+                hidden: 1024,
+                ..short
+            })
+            .0,
+            Variant::Block
+        );
+        assert_eq!(
+            at(Problem {
+                hidden: 4096,
+                ..short
+            }),
+            (Variant::Staged, 128, 1, 8192)
+        );
+        // f32 1536 (6 KiB): 64 lanes; fused f32 5120 (40 KiB): 256.
+        let f32s = |hidden, inputs| Problem {
+            hidden,
+            inputs,
+            elem_bytes: 4,
+            ..short
+        };
+        assert_eq!(at(f32s(1536, 1)).1, 64);
+        assert_eq!(at(f32s(5120, 2)).1, 256);
+        // The grid covers every row; a block's rows fit its buffers.
+        for hidden in (520..=8192).step_by(8) {
+            for inputs in [1, 2] {
+                let q = Problem {
+                    hidden,
+                    inputs,
+                    ..short
+                };
+                let p = plan(&q).unwrap();
+                if p.variant == Variant::Staged {
+                    assert!(p.grid as u64 * p.rows_per_block as u64 >= q.rows);
+                    assert!(p.rows_per_block <= p.stages);
+                    assert_eq!(
+                        p.smem_bytes as u64,
+                        p.rows_per_block as u64 * inputs as u64 * hidden * 2
+                    );
+                    assert!(p.block >= STAGED_MIN_BLOCK && p.block <= STAGED_BLOCK);
+                }
+            }
+        }
     }
 
     #[test]
@@ -415,9 +481,9 @@ mod tests {
         })
         .unwrap();
         assert_eq!((p.rows_per_block, p.grid), (287, 264));
-        // Wan 1.3B: 192 chunks -> 192 lanes x 1.
+        // Wan 1.3B: 192 chunks -> 96 lanes x 2.
         let p = plan(&prob(32760, 1536, 2, true, 32)).unwrap();
-        assert_eq!((p.block, p.chunks_per_lane), (192, 1));
+        assert_eq!((p.block, p.chunks_per_lane), (96, 2));
         // Per-head q/k norm: 16 chunks -> 8 lanes x 2, 32 rows at a time per 256-thread
         // block, 16 times.
         let p = plan(&prob(3_024_000, 128, 2, true, 32)).unwrap();
