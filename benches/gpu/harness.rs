@@ -14,13 +14,15 @@ const WARM: usize = 5;
 const ROTATE_BYTES: usize = 256 << 20;
 
 pub const USAGE: &str =
-    "usage: gpu [--json FILE] [--quick] [--only RxH] [--first-calls] [--keep-pool]
+    "usage: gpu [--json FILE] [--quick] [--only RxH] [--first-calls] [--keep-pool] [--untracked]
   --json FILE    also write one JSON object per (backend, op, dtype, shape) to FILE
   --quick        bf16 only, a third of the launches
   --only RxH     one shape, e.g. 512x4096
   --first-calls  (CUDA) only time the first call of every kernel variant, module load included
   --keep-pool    (CUDA) set the device's memory pool release threshold to the maximum first, so
-                 synchronising does not hand freed memory back to the driver";
+                 synchronising does not hand freed memory back to the driver
+  --untracked    (CUDA) turn off cudarc's per-buffer event tracking first (Candle's
+                 `disable_event_tracking`: safe for one stream, as here)";
 
 #[derive(Debug, Default)]
 pub struct Args {
@@ -31,6 +33,8 @@ pub struct Args {
     pub first_calls: bool,
     /// Keep freed memory in the allocator's pool (CUDA; see `Gpu::keep_pool`).
     pub keep_pool: bool,
+    /// Turn off the device's per-buffer event tracking (CUDA; see `Gpu::untracked`).
+    pub untracked: bool,
 }
 
 impl Args {
@@ -43,6 +47,7 @@ impl Args {
                 "--quick" => a.quick = true,
                 "--first-calls" => a.first_calls = true,
                 "--keep-pool" => a.keep_pool = true,
+                "--untracked" => a.untracked = true,
                 "--only" => {
                     let v = it.next().ok_or("--only needs RxH, e.g. 512x4096")?;
                     let parsed = v
@@ -139,6 +144,10 @@ pub trait Gpu {
             self.backend()
         )
     }
+    /// Turns off per-buffer event tracking (`--untracked`); backends without it say so.
+    fn untracked(&self) -> Result<()> {
+        candle_core::bail!("--untracked: {} tracks no buffer events", self.backend())
+    }
     /// `candle_nn::ops::rms_norm` on set `set` (only called when `CANDLE_NN`).
     fn candle_nn(&self, case: &Self::Case, set: usize) -> Result<Self::Out>;
     /// Anything else the backend reports, as Markdown, after the main table.
@@ -227,6 +236,10 @@ pub fn run<G: Gpu>(g: &G, args: &Args) -> Result<Vec<Row>> {
     if args.keep_pool {
         g.keep_pool()?;
         eprintln!("memory pool: release threshold set to the maximum (--keep-pool)");
+    }
+    if args.untracked {
+        g.untracked()?;
+        eprintln!("event tracking off (--untracked)");
     }
     let mut out = Vec::new();
     let mut skipped = Vec::new();

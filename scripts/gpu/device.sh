@@ -4,7 +4,7 @@
 # PyTorch on the same shapes, ending with one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
 #   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [sanitizer] [bench] [ab] [pool]
 #   [variants] [ncu] [torch]  (default: all)
-# Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick), POOL_SHAPES,
+# Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick), POOL_SHAPES, POOL_FLAGS,
 #      TEST_FILTER (names of the GPU tests to run, default all), WAN_RUNS (impl:image pairs),
 #      OUT (logs, default ./gpu-out), GPU_WORK_DIR (unpacked binaries, default /tmp/candle-rmsnorm-gpu).
 set -uo pipefail
@@ -135,13 +135,16 @@ fi
 if [[ " $PHASES " == *" pool "* ]]; then
   # Whether keeping Candle's stream-ordered pool from shrinking at each synchronisation (its
   # release threshold) changes the wall clock of back-to-back allocating calls; the in-place
-  # calls allocate nothing. Alternating rounds, bf16, POOL_SHAPES.
-  echo "== memory pool: default release threshold vs --keep-pool (bf16)"
+  # calls allocate nothing. Alternating rounds, bf16, POOL_SHAPES; POOL_FLAGS lists the benchmark
+  # flag sets to compare (`default` for none, commas inside a set: --keep-pool,--untracked).
+  flagsets=${POOL_FLAGS:-default --keep-pool}
+  echo "== memory pool and host path: $flagsets (bf16)"
   for shape in ${POOL_SHAPES:-75600x5120 32760x1536}; do
     for round in 1 2; do
-      for flag in "" --keep-pool; do
-        "$W/gpu_bench" --quick --only "$shape" $flag 2>&1 | tee -a "$OUT/pool.log" \
-          | grep -E '^\| (rms|fused)' | sed "s|^|${flag:-default} |"
+      for set in $flagsets; do
+        flags=${set//,/ }; [ "$set" = default ] && flags=""
+        "$W/gpu_bench" --quick --only "$shape" $flags 2>&1 | tee -a "$OUT/pool.log" \
+          | grep -E '^\| (rms|fused)' | sed "s|^|$set |"
       done
     done
   done
