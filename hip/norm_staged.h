@@ -6,31 +6,38 @@
 
 namespace rn {
 
-// Rows staged in shared memory: a ring of S row buffers per block (x and, fused, the residual),
-// the copies of the next S - 1 rows in flight while this row is reduced and written, so the bytes
-// in flight cost shared memory instead of registers (where copies are asynchronous: NORM_ASYNC).
-// Each lane copies, reads and writes only its own chunks of a row (c = rank + k * size), so its
-// reads need only its own wait, no barrier, and a buffer is refilled (row i + S - 1 into row
-// i - 1's buffer) only after this lane is done with it; the one barrier per row is the
-// reduction's. Every lane runs every iteration and commits a group each time (empty past the
-// block's rows), so the group count and the barriers stay uniform. The host guarantees the
-// vector layout with hidden a whole number of chunks (src/gpu/geometry.rs) and min(S, share) *
-// IN * hidden elements of dynamic shared memory (a block of fewer rows than S uses fewer buffers). In place: out may be x and sum the residual: a row's inputs
-// are in shared memory before its outputs are written.
-template <typename T, typename W, bool FUSED, int S>
-NORM_DEV void norm_staged(const NormArgs& a, long long first, int share, const BlockTeam& team) {
+// Rows staged in shared memory: a ring of S row buffers per team (x and, fused, the residual),
+// the copies of the team's next S - 1 rows in flight while this row is reduced and written, so
+// the bytes in flight cost shared memory instead of registers (where copies are asynchronous:
+// NORM_ASYNC). The team handles the rows `first + i * step` for `i < iters` whose index within
+// the block's share, `local0 + i * step`, is below `share` (a block team: local0 0, step 1; teams
+// of lanes: local0 the team's index in the block, step the teams in the block, as in
+// norm_regs). Each lane copies, reads and writes only its own chunks of a row (c = rank + k *
+// size), so its reads need only its own wait, no barrier, and a buffer is refilled (row i + S - 1
+// into row i - 1's buffer) only after this lane is done with it; a block team's one barrier per
+// row is the reduction's. Every lane runs every iteration and commits a group each time (empty
+// past its rows), so the group count, the shuffles and the barriers stay uniform. The host
+// guarantees the vector layout with hidden a whole number of chunks (src/gpu/geometry.rs) and
+// min(S, iters) * step * IN * hidden elements of dynamic shared memory (iters the iterations
+// below). In place: out may be x and sum the residual: a row's inputs are in shared memory
+// before its outputs are written.
+template <typename T, typename W, bool FUSED, int S, typename Team>
+NORM_DEV void norm_staged(const NormArgs& a, long long first, int local0, int step, int share,
+                          const Team& team) {
   using A = typename Tr<T>::A;
   constexpr int VEC = Tr<T>::V;
   constexpr int IN = FUSED ? 2 : 1;
   const long long n = a.hidden / VEC;
-  Chunk<T, VEC>* buf = (Chunk<T, VEC>*)norm_dyn_smem(); // [S][IN][n]
+  Chunk<T, VEC>* buf = (Chunk<T, VEC>*)norm_dyn_smem(); // [min(S, iters)][step][IN][n]
   auto slot = [&](int i, int which, long long c) __attribute__((always_inline)) {
-    return buf + ((long long)(i % S) * IN + which) * n + c;
+    return buf + (((long long)(i % S) * step + local0) * IN + which) * n + c;
+  };
+  auto valid_at = [&](int i) __attribute__((always_inline)) {
+    return local0 + (long long)i * step < share && first + (long long)i * step < a.rows;
   };
   auto issue = [&](int i) __attribute__((always_inline)) {
-    const long long row = first + i;
-    if (i < share && row < a.rows) {
-      const Row<T, W> p = row_ptrs<T, W, FUSED>(a, row);
+    if (valid_at(i)) {
+      const Row<T, W> p = row_ptrs<T, W, FUSED>(a, first + (long long)i * step);
       for (long long c = team.rank; c < n; c += team.size) {
         norm_async_copy16(slot(i, 0, c), p.x + c * VEC);
         if constexpr (FUSED) norm_async_copy16(slot(i, 1, c), p.r + c * VEC);
@@ -40,14 +47,16 @@ NORM_DEV void norm_staged(const NormArgs& a, long long first, int share, const B
   };
   const bool rb = (a.flags & NORM_ROUND_BEFORE_WEIGHT) != 0;
   const bool off1 = (a.flags & NORM_OFFSET_ONE) != 0;
+  // The same count in every lane: teams of one warp must run the same shuffles.
+  const int iters = (share + step - 1) / step;
 
   for (int i = 0; i < S - 1; ++i) issue(i);
 #pragma unroll 1
-  for (int i = 0; i < share; ++i) {
+  for (int i = 0; i < iters; ++i) {
     issue(i + S - 1);
     norm_async_wait<S - 1>();
-    const long long row = first + i;
-    const bool valid = row < a.rows;
+    const long long row = first + (long long)i * step;
+    const bool valid = valid_at(i);
     const Row<T, W> p = row_ptrs<T, W, FUSED>(a, valid ? row : 0);
     const long long nv = valid ? n : 0;
     // x (+ residual) of chunk c in the compute type: the same bits each time it is needed.

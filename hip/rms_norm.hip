@@ -10,7 +10,7 @@
 // m = max |v|, the sum of (v / m)^2 in f32 and the scale in f64 (see rescue_scale), so huge and
 // tiny rows normalise as on the CPU path (which uses f64 sums). NaN reaches only its own row.
 //
-// Two variants per exported name (three where copies are asynchronous), each one launch over all
+// Two variants per exported name (four where copies are asynchronous), each one launch over all
 // rows, with the geometry the host decided (src/gpu/geometry.rs) in NormArgs:
 //   {op}_{dtype}[_wf32]       a block takes `rows_per_block` consecutive rows, one at a time:
 //                             a row of up to 2 chunks a thread stays in registers (x and the
@@ -23,6 +23,8 @@
 //   {op}_{dtype}[_wf32]_rows  teams of g lanes (a power of two <= warp size) one row each,
 //                             blockDim / g rows at a time, `rows_per_block` rows in all, reduced
 //                             with shuffles only: small hidden (per-head q/k norm, 1..512 bf16).
+//   {op}_{dtype}[_wf32]_rows_staged (NVIDIA sm_80+) the same teams, each team's rows staged in
+//                             shared memory (hip/norm_staged.h).
 // A chunk is 16 bytes (8 bf16/f16, 4 f32, 2 f64) when the host set NORM_VECTOR (every row start
 // and the weight 16-byte aligned), one element otherwise; a row's last hidden % 8 elements are
 // a scalar tail.
@@ -116,7 +118,25 @@ NORM_DEV void staged_entry(const NormArgs& a) {
   // Two row buffers (the next row's copies issued before this row is reduced), the one ring the
   // host plans: a block takes one row, or two when rows are short (src/gpu/geometry.rs).
   if (((a.flags >> NORM_STAGES_SHIFT) & NORM_STAGES_MASK) != 2) __builtin_trap();
-  norm_staged<T, W, FUSED, 2>(a, b.first, b.share, team);
+  norm_staged<T, W, FUSED, 2>(a, b.first, 0, 1, b.share, team);
+}
+
+// Teams of g = lanes_per_row lanes, one row each, blockDim / g rows at a time (as rows_entry),
+// each team's rows staged in shared memory: its next row's copies issued before this row is
+// reduced. The host launches it only with NORM_VECTOR, hidden a whole number of chunks and
+// S = 2 set.
+template <typename T, typename W, bool FUSED>
+NORM_DEV void rows_staged_entry(const NormArgs& a) {
+  const int rpb = a.rows_per_block > 0 ? (int)a.rows_per_block : 1;
+  const long long base = (long long)norm_bid() * rpb;
+  if (base >= a.rows) return; // the whole block
+  if (!vector_holds<T, W, FUSED>(a) || a.hidden % Tr<T>::V != 0) __builtin_trap();
+  if (((a.flags >> NORM_STAGES_SHIFT) & NORM_STAGES_MASK) != 2) __builtin_trap();
+  const int tid = (int)norm_tid();
+  const int g = a.lanes_per_row > 0 ? (int)a.lanes_per_row : 1;
+  const int local0 = tid / g;
+  const GroupTeam team{tid & (g - 1), g};
+  norm_staged<T, W, FUSED, 2>(a, base + local0, local0, (int)norm_ntid() / g, rpb, team);
 }
 #endif
 
@@ -164,6 +184,13 @@ NORM_DEV void rows_entry(const NormArgs& a) {
   }                                                                                                \
   extern "C" __global__ NORM_LAUNCH_BOUNDS_STAGED void fused_add_rms_norm_##TAG##_staged(NormArgs a) { \
     rn::staged_entry<T, W, true>(a);                                                               \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_STAGED void rms_norm_##TAG##_rows_staged(NormArgs a) {  \
+    rn::rows_staged_entry<T, W, false>(a);                                                         \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_STAGED void fused_add_rms_norm_##TAG##_rows_staged(     \
+      NormArgs a) {                                                                                \
+    rn::rows_staged_entry<T, W, true>(a);                                                          \
   }
 #else
 #define NORM_STAGED_KERNELS(TAG, T, W)

@@ -124,14 +124,16 @@ def main():
     def plan(spec):
         suffix, block, rpb, stages, cpl, lanes = parse(spec)
         name = base + (f"_{suffix}" if suffix else "")
-        # A block uses min(S, its rows) of its S row buffers.
+        # A team uses min(S, its rows) of its S row buffers (one team a block, or
+        # block / lanes teams taking rows in turn).
         row = hidden * esz * (2 if fused else 1)
+        conc = block // lanes if lanes else 1
         if rpb == "wave":
-            fit = K.fit(name, block, stages * row)
+            fit = K.fit(name, block, stages * conc * row)
             rpb = -(-rows // (fit * K.mps))
         else:
             rpb = int(rpb)
-        smem = min(stages, rpb) * row
+        smem = min(stages, -(-rpb // conc)) * conc * row
         fit = K.fit(name, block, smem)
         return name, block, rpb, stages, (cpl, lanes), smem, fit
 

@@ -72,6 +72,9 @@ pub enum Variant {
     /// `{op}_{dtype}_staged`: one row per block, rows staged in shared memory ahead; only
     /// where copies are asynchronous (NVIDIA sm_80+, `NORM_ASYNC` in `hip/portable.h`).
     Staged,
+    /// `{op}_{dtype}_rows_staged`: as [`Variant::Rows`], each team's rows staged in shared
+    /// memory; NVIDIA sm_80+ only, as [`Variant::Staged`].
+    RowsStaged,
 }
 
 impl Variant {
@@ -80,6 +83,7 @@ impl Variant {
             Variant::Block => "",
             Variant::Rows => "_rows",
             Variant::Staged => "_staged",
+            Variant::RowsStaged => "_rows_staged",
         }
     }
 }
@@ -139,9 +143,10 @@ mod tests {
     fn names() {
         let all = portable_kernel_names();
         assert_eq!(all.len(), 24);
-        let staged = kernel_names(&[Variant::Staged]);
-        assert_eq!(staged.len(), 12);
+        let staged = kernel_names(&[Variant::Staged, Variant::RowsStaged]);
+        assert_eq!(staged.len(), 24);
         assert!(staged.contains(&"fused_add_rms_norm_bf16_wf32_staged".to_string()));
+        assert!(staged.contains(&"rms_norm_f32_rows_staged".to_string()));
         assert!(all.contains(&"rms_norm_bf16_wf32_rows".to_string()));
         assert!(all.contains(&"fused_add_rms_norm_f64".to_string()));
         assert_eq!(kernel_weight_dtype(DType::BF16, DType::F16), DType::F32);

@@ -223,7 +223,12 @@ mod tests {
         assert_eq!(p.variant, Variant::Block);
         assert_eq!(p.lanes_per_row, p.block);
         // Every plan names an exported kernel, for both wavefront sizes.
-        let all = abi::kernel_names(&[Variant::Block, Variant::Rows, Variant::Staged]);
+        let all = abi::kernel_names(&[
+            Variant::Block,
+            Variant::Rows,
+            Variant::Staged,
+            Variant::RowsStaged,
+        ]);
         for wave in [32, 64] {
             for hidden in [1u64, 7, 64, 128, 256, 257, 1536, 5120, 40000] {
                 for x in FLOAT_DTYPES {

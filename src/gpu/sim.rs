@@ -430,11 +430,12 @@ const STAGE_BYTES: u64 = 113 << 10;
 /// wave64, and NVIDIA sm_80+ with the staged kernels.
 const DEVICES: [(u32, u64); 3] = [(32, 0), (64, 0), (32, STAGE_BYTES)];
 
-/// Small rows: several rows per block, teams of lanes, tails.
+/// Small rows: several rows per block, teams of lanes, tails, staged (warp 32 with a budget)
+/// where rows are whole chunks.
 #[test]
 fn small_rows() {
-    for warp in [32, 64] {
-        sweep(warp, &[1, 3, 8, 33, 100, 130, 512], 37, &DTYPES, 0);
+    for (warp, stage) in DEVICES {
+        sweep(warp, &[1, 3, 8, 33, 100, 128, 130, 512], 37, &DTYPES, stage);
     }
 }
 
@@ -449,13 +450,16 @@ fn long_rows() {
 }
 
 /// The staged loop as planned: blocks of two short rows (the second row's copies in flight while
-/// the first is reduced) and of one row, plain and fused, bf16 rows with f32 weights, options on
+/// the first is reduced), of one row, and teams of lanes with two rows each, plain and fused, bf16 rows with f32 weights, options on
 /// and off, over an odd row count (the last block's second row missing).
 #[test]
 fn staged_pipelines() {
     // (hidden, fused): 1536 plain (3 KiB: two rows a block), 1024 fused (4 KiB: one), 1600
-    // plain and fused, 4096 plain (8 KiB).
+    // plain and fused, 4096 plain (8 KiB); 128 and 264 (teams of lanes, two rows a team).
     for (hidden, fused) in [
+        (128, false),
+        (128, true),
+        (264, true),
         (1536, false),
         (1024, true),
         (1600, false),
