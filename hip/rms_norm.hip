@@ -102,36 +102,39 @@ NORM_DEV void large_entry(const NormArgs& a) {
 }
 
 #if NORM_ASYNC
-// One row at a time per block, staged in shared memory S - 1 rows ahead (hip/norm_staged.h): a
-// kernel of its own, so that its few registers, not the register loop's, set how many blocks
-// (and so how many bytes in flight) a multiprocessor holds. The host launches it only with
-// NORM_VECTOR, hidden a whole number of chunks and S (the NORM_STAGES bits) set.
+// What a staged launch promises (src/gpu/geometry.rs): the layout the copies need (NORM_VECTOR
+// holding, hidden a whole number of chunks) and S = 2, the one ring the host plans (the next
+// row's copies issued before this row is reduced). Anything else is the host's bug: fail it
+// loudly.
+template <typename T, typename W, bool FUSED>
+NORM_DEV void staged_launch_or_trap(const NormArgs& a) {
+  if (!vector_holds<T, W, FUSED>(a) || a.hidden % Tr<T>::V != 0) __builtin_trap();
+  if (((a.flags >> NORM_STAGES_SHIFT) & NORM_STAGES_MASK) != 2) __builtin_trap();
+}
+
+// One or two rows a block, staged in shared memory (hip/norm_staged.h): a kernel of its own, so
+// that its few registers, not the register loop's, set how many blocks (and so how many bytes in
+// flight) a multiprocessor holds.
 template <typename T, typename W, bool FUSED>
 NORM_DEV void staged_entry(const NormArgs& a) {
   __shared__ float red[4 * (1024 / NORM_WARP)];
   __shared__ double redd[2 * (1024 / NORM_WARP)];
   const BlockRows b = block_rows(a);
   if (b.first >= a.rows) return;
-  // A launch without the layout the copies need is the host's bug: fail it loudly.
-  if (!vector_holds<T, W, FUSED>(a) || a.hidden % Tr<T>::V != 0) __builtin_trap();
+  staged_launch_or_trap<T, W, FUSED>(a);
   const BlockTeam team{(int)norm_tid(), (int)norm_ntid(), red, redd};
-  // Two row buffers (the next row's copies issued before this row is reduced), the one ring the
-  // host plans: a block takes one row, or two when rows are short (src/gpu/geometry.rs).
-  if (((a.flags >> NORM_STAGES_SHIFT) & NORM_STAGES_MASK) != 2) __builtin_trap();
   norm_staged<T, W, FUSED, 2>(a, b.first, 0, 1, b.share, team);
 }
 
 // Teams of g = lanes_per_row lanes, one row each, blockDim / g rows at a time (as rows_entry),
 // each team's rows staged in shared memory: its next row's copies issued before this row is
-// reduced. The host launches it only with NORM_VECTOR, hidden a whole number of chunks and
-// S = 2 set.
+// reduced.
 template <typename T, typename W, bool FUSED>
 NORM_DEV void rows_staged_entry(const NormArgs& a) {
   const int rpb = a.rows_per_block > 0 ? (int)a.rows_per_block : 1;
   const long long base = (long long)norm_bid() * rpb;
   if (base >= a.rows) return; // the whole block
-  if (!vector_holds<T, W, FUSED>(a) || a.hidden % Tr<T>::V != 0) __builtin_trap();
-  if (((a.flags >> NORM_STAGES_SHIFT) & NORM_STAGES_MASK) != 2) __builtin_trap();
+  staged_launch_or_trap<T, W, FUSED>(a);
   const int tid = (int)norm_tid();
   const int g = a.lanes_per_row > 0 ? (int)a.lanes_per_row : 1;
   const int local0 = tid / g;

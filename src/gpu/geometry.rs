@@ -174,20 +174,15 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
         }
         let block = block.max(w);
         let conc = block / g;
-        // Where rows can be staged (NVIDIA sm_80+, vector rows of whole chunks), the teams'
-        // rows are: STAGED_TEAM_ITERS rows a team, as many blocks as that takes.
-        let row = p.inputs.max(1) as u64 * p.hidden * p.elem_bytes as u64;
+        // Where rows can be staged, the teams' rows are: STAGED_TEAM_ITERS rows a team, as
+        // many blocks as that takes.
         let team_iters = STAGED_TEAM_ITERS[(p.inputs >= 2) as usize];
-        let buffers = team_iters.min(STAGES as u64) * conc;
-        let staged = vector
-            && p.hidden.is_multiple_of(v)
-            && p.stage_bytes > 0
-            && block <= STAGED_BLOCK as u64
-            && buffers * row <= p.stage_bytes.min(u32::MAX as u64);
-        let (variant, iters, stages, smem) = if staged {
-            (Variant::RowsStaged, team_iters, STAGES, buffers * row)
-        } else {
-            (Variant::Rows, units_per_block(rows.div_ceil(conc), p), 0, 0)
+        let smem = stage_row_bytes(p, vector)
+            .map(|row| team_iters.min(STAGES as u64) * conc * row)
+            .filter(|&bytes| block <= STAGED_BLOCK as u64 && fits_budget(p, bytes));
+        let (variant, iters, stages, smem) = match smem {
+            Some(bytes) => (Variant::RowsStaged, team_iters, STAGES, bytes),
+            None => (Variant::Rows, units_per_block(rows.div_ceil(conc), p), 0, 0),
         };
         let rpb = conc * iters;
         let per_launch = max_blocks(block as u32) * rpb;
@@ -246,6 +241,19 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
     })
 }
 
+/// The input bytes of one row (x, and the residual for the fused op) where rows can be staged at
+/// all: a staging budget (`p.stage_bytes` > 0: NVIDIA sm_80+) and vector rows of whole chunks.
+fn stage_row_bytes(p: &Problem, vector: bool) -> Option<u64> {
+    let v = vector_width(p.elem_bytes as usize) as u64;
+    (vector && p.hidden.is_multiple_of(v) && p.stage_bytes > 0)
+        .then(|| p.inputs.max(1) as u64 * p.hidden * p.elem_bytes as u64)
+}
+
+/// Whether `bytes` of staged rows fit a block's budget (and a launch's u32 shared memory size).
+fn fits_budget(p: &Problem, bytes: u64) -> bool {
+    bytes <= p.stage_bytes.min(u32::MAX as u64)
+}
+
 /// The staged launch for rows of `n` chunks, as (block, rows per block, shared memory bytes),
 /// or None where rows are not staged: no budget (`p.stage_bytes` 0: not NVIDIA sm_80+), scalar
 /// rows or a partial last chunk, an `rms_norm` row shorter than [`STAGE_MIN_ROW_BYTES`], or a
@@ -258,15 +266,13 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
 /// blocks). The block size follows the row: about [`STAGED_LANE_BYTES`] a lane, a power of
 /// two in [`STAGED_MIN_BLOCK`], [`STAGED_BLOCK`] (bf16 5120: 128; fused bf16 5120: 256).
 fn staged(p: &Problem, vector: bool, n: u64) -> Option<(u64, u64, u64)> {
-    let v = vector_width(p.elem_bytes as usize) as u64;
-    let row = p.inputs.max(1) as u64 * p.hidden * p.elem_bytes as u64;
-    let worth = p.inputs >= 2 || row >= STAGE_MIN_ROW_BYTES;
-    if !vector || !p.hidden.is_multiple_of(v) || p.stage_bytes == 0 || !worth {
+    let row = stage_row_bytes(p, vector)?;
+    if p.inputs < 2 && row < STAGE_MIN_ROW_BYTES {
         return None;
     }
     let rpb: u64 = if row < STAGED_PAIR_BELOW { 2 } else { 1 };
     let smem = rpb * row;
-    if smem > p.stage_bytes.min(u32::MAX as u64) {
+    if !fits_budget(p, smem) {
         return None;
     }
     // The power of two nearest (in ratio) to row / STAGED_LANE_BYTES lanes.

@@ -450,12 +450,13 @@ fn long_rows() {
 }
 
 /// The staged loop as planned: blocks of two short rows (the second row's copies in flight while
-/// the first is reduced), of one row, and teams of lanes with two rows each, plain and fused, bf16 rows with f32 weights, options on
-/// and off, over an odd row count (the last block's second row missing).
+/// the first is reduced), of one row, and teams of lanes taking several rows in turn (the ring
+/// of two buffers wrapping for `rms_norm`), plain and fused, bf16 rows with f32 weights, options
+/// on and off, over an odd row count (the last block's second row missing).
 #[test]
 fn staged_pipelines() {
     // (hidden, fused): 1536 plain (3 KiB: two rows a block), 1024 fused (4 KiB: one), 1600
-    // plain and fused, 4096 plain (8 KiB); 128 and 264 (teams of lanes, two rows a team).
+    // plain and fused, 4096 plain (8 KiB); 128 and 264 (teams of lanes).
     for (hidden, fused) in [
         (128, false),
         (128, true),
