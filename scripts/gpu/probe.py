@@ -6,7 +6,7 @@ It answers "what would this launch rule give" without rebuilding the crate; the 
 in src/gpu/geometry.rs. Outputs are checked against a float64 PyTorch reference.
 
   python3 probe.py CUBIN [--shape 75600x5120] [--dtype bf16] [--op rms|fused] [--configs SPEC]
-                         [--only SPEC] [--reps 30] [--triton] [--graph]
+                         [--only SPEC] [--reps 30] [--triton] [--graph] [--round-before-weight]
 
 A config SPEC is KERNEL_SUFFIX:block:rows_per_block:stages[:chunks_per_lane[:lanes_per_row]], e.g. `staged:256:8:4`
 (rms_norm_bf16_staged, 256 threads, 8 rows a block, 4 row buffers) or `:320:16:0:2` (the
@@ -23,6 +23,7 @@ import torch
 DT = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
 VEC = {"bf16": 8, "f16": 8, "f32": 4}
 NORM_VECTOR = 4
+NORM_ROUND_BEFORE_WEIGHT = 2  # hip/norm_args.h
 
 
 class NormArgs(C.Structure):  # hip/norm_args.h
@@ -93,6 +94,8 @@ def main():
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--triton", action="store_true")
     ap.add_argument("--graph", action="store_true")
+    ap.add_argument("--round-before-weight", action="store_true",
+                    help="NORM_ROUND_BEFORE_WEIGHT (Wan's RMSNorm): x * scale rounded to the dtype")
     a = ap.parse_args()
     rows, hidden = map(int, a.shape.split("x"))
     dt, vec = DT[a.dtype], VEC[a.dtype]
@@ -114,12 +117,14 @@ def main():
     dsts = [torch.empty_like(srcs[0]) for _ in range(sets)]
     base = f"{'fused_add_rms_norm' if fused else 'rms_norm'}_{a.dtype}"
 
+    rb_flag = NORM_ROUND_BEFORE_WEIGHT if a.round_before_weight else 0
+
     def args_for(rpb, stages, cl, i=0):
         cpl, lanes = cl
         return NormArgs(outs[i].data_ptr(), sos[i].data_ptr() if fused else None,
                         xs[i].data_ptr(), rs[i].data_ptr() if fused else None, w.data_ptr(),
                         hidden, hidden, hidden, hidden, rows, hidden, 1e-6,
-                        NORM_VECTOR | (stages << 8), rpb, lanes, cpl)
+                        NORM_VECTOR | (stages << 8) | rb_flag, rpb, lanes, cpl)
 
     def plan(spec):
         suffix, block, rpb, stages, cpl, lanes = parse(spec)
@@ -162,7 +167,10 @@ def main():
 
     def check():
         xr = x.double() + (r.double() if fused else 0)
-        ref = xr * torch.rsqrt(xr.pow(2).mean(-1, keepdim=True) + 1e-6) * w.double()
+        n = xr * torch.rsqrt(xr.pow(2).mean(-1, keepdim=True) + 1e-6)
+        if rb_flag:
+            n = n.to(dt).double()
+        ref = n * w.double()
         err = (out.double() - ref).abs().max().item()
         tol = 0.05 if esz == 2 else 1e-4
         ok = err < tol * max(1.0, ref.abs().max().item() / 8)

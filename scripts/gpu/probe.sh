@@ -3,7 +3,7 @@
 # shipped sm_90 cubin, for the shapes and configurations below (override with PROBE_SWEEPS, one
 # sweep per line: "op dtype shape config,config,..."), then ncu on NCU_CONFIGS (lines "op dtype
 # shape config"); PROBE_FILE names a file of sweep lines instead; PROBE_GRAPH=1 times calls in a CUDA
-# graph (small shapes). Logs go to $OUT (default ./gpu-out).
+# graph (small shapes); PROBE_RB=1 rounds before the weight (Wan's RMSNorm). Logs go to $OUT (default ./gpu-out).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
@@ -32,7 +32,7 @@ DEFAULT_NCU=""
 { if [ -n "${PROBE_FILE:-}" ]; then cat "$PROBE_FILE"; else echo "${PROBE_SWEEPS:-$DEFAULT_SWEEPS}"; fi; } | while read -r op dt shape cfgs; do
   [ -n "$op" ] || continue
   python3 "$HERE/probe.py" "$CUBIN" --op "$op" --dtype "$dt" --shape "$shape" --configs "$cfgs" \
-    ${PROBE_TRITON:+--triton} ${PROBE_GRAPH:+--graph} 2>&1 | tee -a "$OUT/probe.log"
+    ${PROBE_TRITON:+--triton} ${PROBE_GRAPH:+--graph} ${PROBE_RB:+--round-before-weight} 2>&1 | tee -a "$OUT/probe.log"
 done
 command -v ncu >/dev/null || { echo "no ncu"; exit 0; }
 echo "${NCU_CONFIGS-$DEFAULT_NCU}" | while read -r op dt shape cfg; do
@@ -44,5 +44,5 @@ echo "${NCU_CONFIGS-$DEFAULT_NCU}" | while read -r op dt shape cfg; do
     --metrics sm__cycles_active.min,sm__cycles_active.avg,sm__cycles_active.max,dram__bytes_read.sum,dram__bytes_write.sum \
     python3 "$HERE/probe.py" "$CUBIN" --op "$op" --dtype "$dt" --shape "$shape" --only "$cfg" > "$f" 2>&1
   echo "== ncu $op $dt $shape $cfg"
-  grep -E 'DRAM Throughput|Memory Throughput|Duration|Achieved Occupancy|Theoretical Occupancy|sm__cycles_active|dram__bytes|Registers Per|Stall|Warp Cycles Per Issued|Eligible Warps|Issued Warp' "$f" | head -30
+  grep -E 'DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Issue Slots Busy|Executed Ipc Active|Duration|Achieved Occupancy|Theoretical Occupancy|sm__cycles_active|dram__bytes|Registers Per|Stall|Warp Cycles Per Issued|Eligible Warps|Issued Warp' "$f" | head -30
 done
