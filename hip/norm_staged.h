@@ -86,11 +86,15 @@ NORM_DEV void norm_staged(const NormArgs& a, long long first, int local0, int st
       }
     };
     const A sc = row_scale(a, ss, valid, team, each_value);
-    for (long long c = team.rank; c < nv; c += team.size) {
-      A v[VEC];
-      value(c, v);
-      write_elems<T, W, VEC, FUSED>(p, c * VEC, v, sc, rb, off1);
-    }
+    with_flags(rb, off1, [&](auto RB, auto OFF1) __attribute__((always_inline)) {
+      for (long long c = team.rank; c < nv; c += team.size) {
+        A v[VEC];
+        value(c, v);
+        // An element index within a staged row, which shared memory holds: an int.
+        constexpr bool R = decltype(RB)::value, O = decltype(OFF1)::value;
+        write_elems<T, W, VEC, FUSED, R, O>(p, (int)(c * VEC), v, sc);
+      }
+    });
   }
   norm_async_wait<0>(); // nothing left in flight when the block ends
 }

@@ -46,6 +46,10 @@ typedef unsigned long long norm_u64;
 // The most threads a block of the one-row-at-a-time kernels is launched with (src/gpu/geometry.rs
 // MAX_BLOCK); it caps the compiler at 85 registers a thread.
 #define NORM_LAUNCH_BOUNDS __attribute__((launch_bounds(768)))
+// The fused op's one-row-at-a-time kernels with an f32 weight for 2-byte input run at most 640
+// threads a block (src/gpu/geometry.rs MAX_BLOCK_WIDE): x, the residual and the f32 weight of two
+// chunks a lane do not fit 80 registers (ptxas spilled 4-8 bytes); 640 threads allow 96.
+#define NORM_LAUNCH_BOUNDS_WIDE __attribute__((launch_bounds(640)))
 // The several-rows-per-block kernels run at most 256 threads a block (src/gpu/geometry.rs ROWS_BLOCK).
 #define NORM_LAUNCH_BOUNDS_ROWS __attribute__((launch_bounds(256)))
 // The staged kernels run at most 256 threads a block (src/gpu/geometry.rs STAGED_BLOCK) and keep
@@ -77,6 +81,7 @@ NORM_DEV int norm_shfl_xor_i(int v, int mask) {
 #define NORM_WARP 32
 #endif
 #define NORM_LAUNCH_BOUNDS __attribute__((amdgpu_flat_work_group_size(1, 768)))
+#define NORM_LAUNCH_BOUNDS_WIDE __attribute__((amdgpu_flat_work_group_size(1, 640)))
 #define NORM_LAUNCH_BOUNDS_ROWS __attribute__((amdgpu_flat_work_group_size(1, 256)))
 NORM_DEV norm_u32 norm_tid() { return __builtin_amdgcn_workitem_id_x(); }
 NORM_DEV norm_u32 norm_ntid() { return __builtin_amdgcn_workgroup_size_x(); }
@@ -97,6 +102,7 @@ NORM_DEV float norm_shfl_xor(float v, int mask) {
 #else // NORM_HOST_SIM: ids, barriers and shuffles from the simulator (tests/sim/sim.cpp)
 #define NORM_WARP NORM_HOST_SIM
 #define NORM_LAUNCH_BOUNDS
+#define NORM_LAUNCH_BOUNDS_WIDE
 #define NORM_LAUNCH_BOUNDS_ROWS
 #define NORM_LAUNCH_BOUNDS_STAGED
 norm_u32 norm_sim_tid();

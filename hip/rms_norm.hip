@@ -165,17 +165,17 @@ NORM_DEV void rows_entry(const NormArgs& a) {
 
 } // namespace rn
 
-#define NORM_KERNELS(TAG, T, W)                                                                    \
+#define NORM_KERNELS(TAG, T, W, FUSED_BOUNDS)                                                      \
   extern "C" __global__ NORM_LAUNCH_BOUNDS void rms_norm_##TAG(NormArgs a) {                       \
     rn::large_entry<T, W, false>(a);                                                               \
   }                                                                                                \
-  extern "C" __global__ NORM_LAUNCH_BOUNDS_ROWS void rms_norm_##TAG##_rows(NormArgs a) {                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_ROWS void rms_norm_##TAG##_rows(NormArgs a) {           \
     rn::rows_entry<T, W, false>(a);                                                                \
   }                                                                                                \
-  extern "C" __global__ NORM_LAUNCH_BOUNDS void fused_add_rms_norm_##TAG(NormArgs a) {             \
+  extern "C" __global__ FUSED_BOUNDS void fused_add_rms_norm_##TAG(NormArgs a) {                   \
     rn::large_entry<T, W, true>(a);                                                                \
   }                                                                                                \
-  extern "C" __global__ NORM_LAUNCH_BOUNDS_ROWS void fused_add_rms_norm_##TAG##_rows(NormArgs a) {      \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_ROWS void fused_add_rms_norm_##TAG##_rows(NormArgs a) { \
     rn::rows_entry<T, W, true>(a);                                                                 \
   }
 
@@ -199,15 +199,15 @@ NORM_DEV void rows_entry(const NormArgs& a) {
 #define NORM_STAGED_KERNELS(TAG, T, W)
 #endif
 
-NORM_KERNELS(f32, float, float)
+NORM_KERNELS(f32, float, float, NORM_LAUNCH_BOUNDS)
 NORM_STAGED_KERNELS(f32, float, float)
-NORM_KERNELS(f64, double, double)
+NORM_KERNELS(f64, double, double, NORM_LAUNCH_BOUNDS)
 NORM_STAGED_KERNELS(f64, double, double)
-NORM_KERNELS(f16, norm_f16, norm_f16)
+NORM_KERNELS(f16, norm_f16, norm_f16, NORM_LAUNCH_BOUNDS)
 NORM_STAGED_KERNELS(f16, norm_f16, norm_f16)
-NORM_KERNELS(f16_wf32, norm_f16, float)
+NORM_KERNELS(f16_wf32, norm_f16, float, NORM_LAUNCH_BOUNDS_WIDE)
 NORM_STAGED_KERNELS(f16_wf32, norm_f16, float)
-NORM_KERNELS(bf16, norm_bf16, norm_bf16)
+NORM_KERNELS(bf16, norm_bf16, norm_bf16, NORM_LAUNCH_BOUNDS)
 NORM_STAGED_KERNELS(bf16, norm_bf16, norm_bf16)
-NORM_KERNELS(bf16_wf32, norm_bf16, float)
+NORM_KERNELS(bf16_wf32, norm_bf16, float, NORM_LAUNCH_BOUNDS_WIDE)
 NORM_STAGED_KERNELS(bf16_wf32, norm_bf16, float)

@@ -97,6 +97,7 @@ impl Call {
             blocks_per_mp,
             stage_bytes: shape.stage_bytes,
             inputs: if self.op.fused { 2 } else { 1 },
+            wide_weight: self.w_dtype.size_in_bytes() > eb,
         })?;
         let (fused, x, w) = (self.op.fused, self.x_dtype, self.w_dtype);
         let kernel = abi::kernel_name(fused, x, w, p.variant)
@@ -237,7 +238,12 @@ mod tests {
                         let c = call(fused, x, w, 1000, hidden, ops(0x1000, 0x2000, hidden));
                         let (k, p) = c.plan(shape(wave, 80), 0).unwrap();
                         assert!(all.contains(&k), "{k}");
-                        assert!(p.block % wave == 0 && p.block <= geometry::MAX_BLOCK);
+                        let max = if fused && w != x {
+                            geometry::MAX_BLOCK_WIDE
+                        } else {
+                            geometry::MAX_BLOCK
+                        };
+                        assert!(p.block % wave == 0 && p.block <= max, "{k} {p:?}");
                     }
                 }
             }

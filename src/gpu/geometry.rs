@@ -19,6 +19,10 @@
 /// The most threads in a block of the one-row-per-block kernels (their launch bounds, which cap
 /// the compiler at 65536 / 768 = 85 registers a thread).
 pub const MAX_BLOCK: u32 = 768;
+/// The same for the fused op's one-row-per-block kernels with an f32 weight for 2-byte input
+/// (`NORM_LAUNCH_BOUNDS_WIDE`): 96 registers a thread, so that two chunks a lane of x, the
+/// residual and the wider weight stay in registers without spilling.
+pub const MAX_BLOCK_WIDE: u32 = 640;
 /// Most rows one block handles (one after another, or `block / lanes_per_row` at a time).
 pub const MAX_ROW_ITERS: u64 = 16;
 /// Blocks wanted per multiprocessor before blocks take several rows each: enough waves that the
@@ -33,6 +37,11 @@ pub const LOOP_BLOCK: u32 = 512;
 /// The most threads a block of the staged kernels is launched with (`NORM_LAUNCH_BOUNDS_STAGED` in
 /// `hip/portable.h`: four such blocks fit a multiprocessor's registers).
 pub const STAGED_BLOCK: u32 = 256;
+/// The most threads a block of the staged several-rows-per-block kernels
+/// ([`Variant::RowsStaged`]) has. Measured on the H200 (probe, 2026-12-02, 3024000x128, 8 rows a
+/// team for `rms_norm`, 2 for the fused op): 128 threads against 256, `rms_norm` bf16 93.3 vs
+/// 92.0% of copy, f16 87.4 vs 86.7%, the fused op bf16 97.1 vs 94.4%.
+pub const STAGED_ROWS_BLOCK: u32 = 128;
 /// The fewest threads a block of the staged kernels is launched with.
 pub const STAGED_MIN_BLOCK: u32 = 64;
 /// Input bytes of a staged row per lane the block size aims at (5 chunks of 16 bytes).
@@ -88,6 +97,19 @@ pub struct Problem {
     pub stage_bytes: u64,
     /// Row inputs a staged row holds: 1 (x), 2 for the fused op (x and the residual).
     pub inputs: u32,
+    /// Whether the weight's elements are wider than the input's (an f32 weight for f16/bf16
+    /// input: the `_wf32` kernels).
+    pub wide_weight: bool,
+}
+
+/// The most threads a block of the one-row-per-block kernel for `p` has: [`MAX_BLOCK_WIDE`]
+/// for the fused op with a wide weight, [`MAX_BLOCK`] otherwise.
+pub fn max_block(p: &Problem) -> u32 {
+    if p.inputs >= 2 && p.wide_weight {
+        MAX_BLOCK_WIDE
+    } else {
+        MAX_BLOCK
+    }
 }
 
 /// Rows per block for `units` row-units (rows, or groups of `conc` rows) over the grid: with a
@@ -173,17 +195,24 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
             block /= 2;
         }
         let block = block.max(w);
-        let conc = block / g;
         // Where rows can be staged, the teams' rows are: STAGED_TEAM_ITERS rows a team, as
-        // many blocks as that takes.
+        // many blocks of at most STAGED_ROWS_BLOCK threads as that takes.
         let team_iters = STAGED_TEAM_ITERS[(p.inputs >= 2) as usize];
+        let staged_block = block.min(STAGED_ROWS_BLOCK as u64).max(w);
         let smem = stage_row_bytes(p, vector)
-            .map(|row| team_iters.min(STAGES as u64) * conc * row)
-            .filter(|&bytes| block <= STAGED_BLOCK as u64 && fits_budget(p, bytes));
-        let (variant, iters, stages, smem) = match smem {
-            Some(bytes) => (Variant::RowsStaged, team_iters, STAGES, bytes),
-            None => (Variant::Rows, units_per_block(rows.div_ceil(conc), p), 0, 0),
+            .map(|row| team_iters.min(STAGES as u64) * (staged_block / g) * row)
+            .filter(|&bytes| fits_budget(p, bytes));
+        let (variant, block, iters, stages, smem) = match smem {
+            Some(bytes) => (Variant::RowsStaged, staged_block, team_iters, STAGES, bytes),
+            None => (
+                Variant::Rows,
+                block,
+                units_per_block(rows.div_ceil(block / g), p),
+                0,
+                0,
+            ),
         };
+        let conc = block / g;
         let rpb = conc * iters;
         let per_launch = max_blocks(block as u32) * rpb;
         return Ok(Plan {
@@ -203,11 +232,12 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
     // block so the lanes cover the row with the least idle lanes, preferring more chunks a lane
     // (measured on the H200, bf16 rows of 1024-2048 at 32760 rows: 2 chunks a lane 86-89% of
     // copy, 1 chunk 68-72%: smaller blocks, more of them resident, more bytes in flight).
-    let (block, k) = if n <= REG_CHUNKS * MAX_BLOCK as u64 {
+    let max = max_block(p) as u64;
+    let (block, k) = if n <= REG_CHUNKS * max {
         let mut best: Option<(f64, u64, u64)> = None;
         for k in 1..=REG_CHUNKS {
             let t = round_up(n.div_ceil(k), w);
-            if t > MAX_BLOCK as u64 {
+            if t > max {
                 continue;
             }
             let waste = (t * k - n) as f64 / n as f64;
@@ -216,7 +246,7 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
                 best = Some((score, t, k));
             }
         }
-        let (_, t, k) = best.expect("k = REG_CHUNKS fits since n <= REG_CHUNKS * MAX_BLOCK");
+        let (_, t, k) = best.expect("k = REG_CHUNKS fits since n <= REG_CHUNKS * max");
         (t, k)
     } else {
         (LOOP_BLOCK as u64, 0)
@@ -298,6 +328,7 @@ mod tests {
             blocks_per_mp: 0,
             stage_bytes: 0,
             inputs: 1,
+            wide_weight: false,
         }
     }
 
@@ -316,46 +347,60 @@ mod tests {
         for warp in [32u32, 64] {
             for eb in [2u32, 4, 8] {
                 for vector in [false, true] {
-                    for hidden in (1..=300u64).chain([511, 512, 1024, 1536, 4096, 5120, 8193]) {
-                        for rows in [1u64, 7, 100, 75600, 3_024_000] {
-                            let p = prob(rows, hidden, eb, vector, warp);
-                            let pl = plan(&p).unwrap();
-                            assert_eq!(pl.block % warp, 0, "{p:?} {pl:?}");
-                            assert!(pl.block <= MAX_BLOCK && pl.block >= warp);
-                            assert!(
-                                pl.lanes_per_row.is_power_of_two() || pl.variant == Variant::Block
-                            );
-                            if pl.variant == Variant::Rows {
-                                let conc = pl.block / pl.lanes_per_row;
-                                assert_eq!(pl.rows_per_block % conc, 0);
-                            } else {
-                                assert_eq!(pl.block, pl.lanes_per_row);
-                            }
-                            assert!(pl.rows_per_block as u64 <= MAX_ROW_ITERS * pl.block as u64);
-                            // With a known occupancy: one wave of equal shares.
-                            let po = plan(&Problem {
-                                blocks_per_mp: 3,
-                                ..p
+                    let hiddens =
+                        (1..=300u64).chain([511, 512, 1024, 1536, 4096, 5120, 8193, 12288]);
+                    let cases = hiddens.flat_map(|h| {
+                        [1u64, 7, 100, 75600, 3_024_000]
+                            .into_iter()
+                            .flat_map(move |r| {
+                                [(1, false), (2, false), (2, true)]
+                                    .into_iter()
+                                    .map(move |io| (h, r, io))
                             })
-                            .unwrap();
-                            assert!(
-                                po.grid as u64 <= 3 * 132
-                                    || po.rows_per_block as u64 * po.lanes_per_row as u64
-                                        <= po.block as u64
-                            );
-                            assert!(po.grid as u64 * po.rows_per_block as u64 >= rows);
-                            assert_eq!((po.block, po.lanes_per_row), (pl.block, pl.lanes_per_row));
-                            assert!(pl.grid as u64 * pl.rows_per_block as u64 >= rows);
-                            // The lanes of a row hold all of it, or the two-read loop runs.
-                            let n = chunks(&p, &pl);
-                            let k = pl.chunks_per_lane as u64;
-                            assert!(k <= REG_CHUNKS, "{p:?} {pl:?}");
-                            assert!(k == 0 || k * pl.lanes_per_row as u64 >= n, "{p:?} {pl:?}");
-                            assert!(k != 0 || n > REG_CHUNKS * pl.lanes_per_row as u64);
-                            assert_eq!(pl.vector, vector && hidden >= 16 / eb as u64);
-                            if pl.variant == Variant::Rows {
-                                assert!(pl.lanes_per_row <= warp);
-                            }
+                    });
+                    for (hidden, rows, (inputs, wide_weight)) in cases {
+                        let p = Problem {
+                            inputs,
+                            wide_weight,
+                            ..prob(rows, hidden, eb, vector, warp)
+                        };
+                        let pl = plan(&p).unwrap();
+                        assert_eq!(pl.block % warp, 0, "{p:?} {pl:?}");
+                        assert!(
+                            pl.block <= max_block(&p) && pl.block >= warp,
+                            "{p:?} {pl:?}"
+                        );
+                        assert!(pl.lanes_per_row.is_power_of_two() || pl.variant == Variant::Block);
+                        if pl.variant == Variant::Rows {
+                            let conc = pl.block / pl.lanes_per_row;
+                            assert_eq!(pl.rows_per_block % conc, 0);
+                        } else {
+                            assert_eq!(pl.block, pl.lanes_per_row);
+                        }
+                        assert!(pl.rows_per_block as u64 <= MAX_ROW_ITERS * pl.block as u64);
+                        // With a known occupancy: one wave of equal shares.
+                        let po = plan(&Problem {
+                            blocks_per_mp: 3,
+                            ..p
+                        })
+                        .unwrap();
+                        assert!(
+                            po.grid as u64 <= 3 * 132
+                                || po.rows_per_block as u64 * po.lanes_per_row as u64
+                                    <= po.block as u64
+                        );
+                        assert!(po.grid as u64 * po.rows_per_block as u64 >= rows);
+                        assert_eq!((po.block, po.lanes_per_row), (pl.block, pl.lanes_per_row));
+                        assert!(pl.grid as u64 * pl.rows_per_block as u64 >= rows);
+                        // The lanes of a row hold all of it, or the two-read loop runs.
+                        let n = chunks(&p, &pl);
+                        let k = pl.chunks_per_lane as u64;
+                        assert!(k <= REG_CHUNKS, "{p:?} {pl:?}");
+                        assert!(k == 0 || k * pl.lanes_per_row as u64 >= n, "{p:?} {pl:?}");
+                        assert!(k != 0 || n > REG_CHUNKS * pl.lanes_per_row as u64);
+                        assert_eq!(pl.vector, vector && hidden >= 16 / eb as u64);
+                        if pl.variant == Variant::Rows {
+                            assert!(pl.lanes_per_row <= warp);
                         }
                     }
                 }
@@ -397,8 +442,8 @@ mod tests {
             at(&Problem { inputs: 1, ..long }),
             (Variant::Staged, STAGED_BLOCK, 1, STAGES, 60000, 75600)
         );
-        // Per-head rows (128 bf16): teams of 8 lanes, 32 rows at a time, eight rows a team
-        // (two buffers each); fused: two rows a team.
+        // Per-head rows (128 bf16): teams of 8 lanes, 16 rows at a time (128-thread blocks),
+        // eight rows a team (two buffers each); fused: two rows a team.
         let heads = Problem {
             hidden: 128,
             rows: 3_024_000,
@@ -407,14 +452,14 @@ mod tests {
         let p = plan(&heads).unwrap();
         assert_eq!(
             (p.variant, p.block, p.lanes_per_row, p.rows_per_block),
-            (Variant::RowsStaged, 256, 8, 256)
+            (Variant::RowsStaged, STAGED_ROWS_BLOCK, 8, 128)
         );
         assert_eq!(
             (p.stages, p.smem_bytes, p.grid),
-            (STAGES, 2 * 32 * 256, 11813)
+            (STAGES, 2 * 16 * 256, 23625)
         );
         let p = plan(&Problem { inputs: 2, ..heads }).unwrap();
-        assert_eq!((p.rows_per_block, p.smem_bytes), (64, 2 * 32 * 512));
+        assert_eq!((p.rows_per_block, p.smem_bytes), (32, 2 * 16 * 512));
         // No budget, scalar rows, a partial last chunk: never staged.
         for q in [
             Problem {

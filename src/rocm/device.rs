@@ -316,50 +316,62 @@ impl RocmEvent {
 #[cfg(test)]
 mod tests {
     use super::code_objects;
-    use crate::gpu::geometry::{plan, Problem, Variant};
+    use crate::gpu::abi;
+    use crate::gpu::geometry::{plan, Problem};
 
     /// Every block size the shared launch geometry can choose fits the work-group bound each
     /// AMD kernel was compiled with (a larger launch would fail on AMD, where the bound is a
-    /// contract).
+    /// contract): both ops, every input dtype, the weight of the input's dtype and f32.
     #[test]
     fn launch_geometry_fits_the_compiled_kernels() {
+        use candle_core::DType;
         for co in code_objects::code_objects() {
             let wave = co.kernels[0].wavefront_size;
-            for eb in [2u32, 4, 8] {
-                for vector in [false, true] {
-                    for hidden in
-                        (1..=300u64).chain([511, 512, 1024, 1536, 4096, 5120, 8193, 40000])
-                    {
-                        for rows in [1u64, 7, 1000, 3_024_000] {
-                            let p = plan(&Problem {
-                                rows,
-                                hidden,
-                                elem_bytes: eb,
-                                vector,
-                                warp_size: wave,
-                                multiprocessors: 104,
-                                blocks_per_mp: 0,
-                                stage_bytes: 0,
-                                inputs: 1,
-                            })
-                            .unwrap();
-                            let rows = if p.variant == Variant::Rows {
-                                "_rows"
-                            } else {
-                                ""
-                            };
-                            let name = format!("rms_norm_f32{rows}");
-                            let k = co.kernel(&name).unwrap();
-                            assert!(
-                                p.block <= k.max_block,
-                                "{}: {name} compiled for <= {} threads, plan {p:?}",
-                                co.arch,
-                                k.max_block
-                            );
-                            assert!(u64::from(p.grid) * u64::from(p.block) <= u64::from(u32::MAX));
+            for x in crate::error::FLOAT_DTYPES {
+                for w in [x, abi::kernel_weight_dtype(x, DType::F32)] {
+                    for fused in [false, true] {
+                        for vector in [false, true] {
+                            check_plans(co, wave, x, w, fused, vector);
                         }
                     }
                 }
+            }
+        }
+    }
+
+    fn check_plans(
+        co: &code_objects::CodeObject,
+        wave: u32,
+        x: candle_core::DType,
+        w: candle_core::DType,
+        fused: bool,
+        vector: bool,
+    ) {
+        let hiddens = (1..=300u64).chain([511, 512, 1024, 1536, 4096, 5120, 8193, 10240, 12288]);
+        for hidden in hiddens.chain([40000]) {
+            for rows in [1u64, 7, 1000, 3_024_000] {
+                let p = plan(&Problem {
+                    rows,
+                    hidden,
+                    elem_bytes: x.size_in_bytes() as u32,
+                    vector,
+                    warp_size: wave,
+                    multiprocessors: 104,
+                    blocks_per_mp: 0,
+                    stage_bytes: 0,
+                    inputs: if fused { 2 } else { 1 },
+                    wide_weight: w.size_in_bytes() > x.size_in_bytes(),
+                })
+                .unwrap();
+                let name = abi::kernel_name(fused, x, w, p.variant).unwrap();
+                let k = co.kernel(&name).unwrap();
+                assert!(
+                    p.block <= k.max_block,
+                    "{}: {name} compiled for <= {} threads, plan {p:?}",
+                    co.arch,
+                    k.max_block
+                );
+                assert!(u64::from(p.grid) * u64::from(p.block) <= u64::from(u32::MAX));
             }
         }
     }
