@@ -32,6 +32,8 @@ struct NormArgs {
   unsigned int rows_per_block;  // rows one block handles in all; 0 means 1
   unsigned int lanes_per_row;   // _rows kernels: lanes of a team (a power of two <= warp size)
   unsigned int chunks_per_lane; // chunks a lane holds in registers (1 or 2); 0: two-read loop
+  long long var_size;           // _var kernels: the mean of squares over a row's first var_size
+                                // elements (1..hidden); the other kernels use hidden
 };
 
-static_assert(sizeof(NormArgs) == 112, "NormArgs must match src/gpu/abi.rs");
+static_assert(sizeof(NormArgs) == 120, "NormArgs must match src/gpu/abi.rs");

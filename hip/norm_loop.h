@@ -8,10 +8,11 @@ namespace rn {
 
 // A row too long for registers: read once for the sum of squares, again for the output. The
 // fused sum is stored in the second pass, after the lane's last read of the residual element it
-// replaces, so the op may run in place (sum = residual, out = x).
+// replaces, so the op may run in place (sum = residual, out = x). With VAR (the _var kernels)
+// the first pass, and the rescue's, covers only the row's first a.var_size elements.
 // On gfx9 the row pointers live in vector registers and the team shape is re-read per row
 // (portable.h, NORM_GFX9): scalar-register relief; elsewhere both are no-ops.
-template <typename T, typename W, int VEC, bool FUSED, typename Team>
+template <typename T, typename W, int VEC, bool FUSED, typename Team, bool VAR = false>
 NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity,
                         const Team& team_in) {
   using A = typename Tr<T>::A;
@@ -42,15 +43,28 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
     return v;
   };
 
+  // The elements squared: the row, or (VAR) its first var_size: whole chunks, then one by one
+  // (on gfx9 those bounds live in vector registers: the fused _wf32 kernels spilled scalar ones).
+  long long nvec_s = nvec, tail0_s = tail0, end_s = end;
+  if constexpr (VAR) {
+    const long long count = var_count<VAR>(a);
+    nvec_s = valid ? count / VEC : 0;
+    tail0_s = (count / VEC) * VEC;
+    end_s = valid ? count : 0;
+    norm_to_lanes(nvec_s);
+    norm_to_lanes(tail0_s);
+    norm_to_lanes(end_s);
+  }
+
   A ss = 0;
 #pragma unroll 2
-  for (long long c = team.rank; c < nvec; c += team.size) {
+  for (long long c = team.rank; c < nvec_s; c += team.size) {
     A v[VEC];
     input(c, v);
 #pragma unroll
     for (int i = 0; i < VEC; ++i) ss += v[i] * v[i];
   }
-  for (long long e = tail0 + team.rank; e < end; e += team.size) {
+  for (long long e = tail0_s + team.rank; e < end_s; e += team.size) {
     const A v = input1(e);
     ss += v * v;
   }
@@ -84,17 +98,17 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
     }
   };
 
-  // f(v) for every value of this lane's part of the row (the rescue's passes).
+  // f(v) for every squared value of this lane's part of the row (the rescue's passes).
   auto each_value = [&](auto f) __attribute__((always_inline)) {
-    for (long long c = team.rank; c < nvec; c += team.size) {
+    for (long long c = team.rank; c < nvec_s; c += team.size) {
       A v[VEC];
       input(c, v);
 #pragma unroll
       for (int i = 0; i < VEC; ++i) f((float)v[i]);
     }
-    for (long long e = tail0 + team.rank; e < end; e += team.size) f((float)input1(e));
+    for (long long e = tail0_s + team.rank; e < end_s; e += team.size) f((float)input1(e));
   };
-  const A sc = row_scale(a, ss, valid, team, each_value);
+  const A sc = row_scale<VAR>(a, ss, valid, team, each_value);
   write([&](A e) { return e * sc; });
 }
 

@@ -25,6 +25,10 @@
 //                             with shuffles only: small hidden (per-head q/k norm, 1..512 bf16).
 //   {op}_{dtype}[_wf32]_rows_staged (NVIDIA sm_80+) the same teams, each team's rows staged in
 //                             shared memory (hip/norm_staged.h).
+//   {op}_{dtype}[_wf32]_var   the mean of squares over each row's first var_size elements
+//                             (NormConfig::with_variance_size): rows as {op}_{dtype}, always
+//                             read twice (hip/norm_loop.h with VAR); kept apart so that the
+//                             option costs the other kernels no register or instruction.
 // A chunk is 16 bytes (8 bf16/f16, 4 f32, 2 f64) when the host set NORM_VECTOR (every row start
 // and the weight 16-byte aligned), one element otherwise; a row's last hidden % 8 elements are
 // a scalar tail.
@@ -98,6 +102,33 @@ NORM_DEV void large_entry(const NormArgs& a) {
     dispatch_k<T, W, Tr<T>::V, FUSED>(a, b.first, 0, 1, b.share, team);
   } else {
     dispatch_k<T, W, 1, FUSED>(a, b.first, 0, 1, b.share, team);
+  }
+}
+
+// The block's rows through the two-read loop with the mean of squares over each row's first
+// var_size elements.
+template <typename T, typename W, int VEC, bool FUSED>
+NORM_DEV void var_rows(const NormArgs& a, const BlockRows& b, const BlockTeam& team) {
+#pragma unroll 1
+  for (int it = 0; it < b.share; ++it) {
+    const long long row = b.first + it;
+    norm_loop<T, W, VEC, FUSED, BlockTeam, true>(a, row, row < a.rows, it & 1, team);
+  }
+}
+
+// As large_entry, with the mean of squares over each row's first var_size elements: the
+// two-read loop only (the option is rare: padded tensor-parallel heads).
+template <typename T, typename W, bool FUSED>
+NORM_DEV void var_entry(const NormArgs& a) {
+  __shared__ float red[4 * (1024 / NORM_WARP)];
+  __shared__ double redd[2 * (1024 / NORM_WARP)];
+  const BlockRows b = block_rows(a);
+  if (b.first >= a.rows) return;
+  const BlockTeam team{(int)norm_tid(), (int)norm_ntid(), red, redd};
+  if (vector_holds<T, W, FUSED>(a)) {
+    var_rows<T, W, Tr<T>::V, FUSED>(a, b, team);
+  } else {
+    var_rows<T, W, 1, FUSED>(a, b, team);
   }
 }
 
@@ -177,6 +208,12 @@ NORM_DEV void rows_entry(const NormArgs& a) {
   }                                                                                                \
   extern "C" __global__ NORM_LAUNCH_BOUNDS_ROWS void fused_add_rms_norm_##TAG##_rows(NormArgs a) { \
     rn::rows_entry<T, W, true>(a);                                                                 \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS void rms_norm_##TAG##_var(NormArgs a) {                 \
+    rn::var_entry<T, W, false>(a);                                                                 \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS void fused_add_rms_norm_##TAG##_var(NormArgs a) {       \
+    rn::var_entry<T, W, true>(a);                                                                  \
   }
 
 // Where copies are asynchronous (NORM_ASYNC): {op}_{TAG}_staged as well.

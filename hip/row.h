@@ -87,18 +87,26 @@ NORM_DEV float rescue_scale(float m, float q, long long hidden, float eps) {
   return (float)(1.0 / (md * __builtin_sqrt((double)q / (double)hidden + (double)eps / (md * md))));
 }
 
-// The scale of a row whose (team-reduced) sum of squares is `ss`: rsqrt(mean + eps), with f32
-// rows that need it rescued (f32_scale, rescue_scale). Every lane of the team calls it; a
-// rescue walks this lane's values of the row twice through `each_value(f)` (f called once per
-// value, as a float): for the max |v|, then for the sum of (v / m)^2. `valid`: this lane's row
-// exists (lanes past the last row still join the team's reductions).
-template <typename A, typename Team, typename Each>
+// The elements of a row whose squares are summed: the row, or (VAR, the _var kernels) its first
+// var_size. Read from the argument where it is used: a copy held in a register across the row
+// loops costs the register kernels spills (measured, ptxas sm_90).
+template <bool VAR> NORM_DEV long long var_count(const NormArgs& a) {
+  return VAR ? a.var_size : a.hidden;
+}
+
+// The scale of a row whose (team-reduced) sum of squares is `ss`: rsqrt(ss / count + eps) with
+// count = var_count<VAR>, with f32 rows that need it rescued (f32_scale, rescue_scale). Every
+// lane of the team calls it; a rescue walks this lane's values of the summed elements twice
+// through `each_value(f)` (f called once per value, as a float): for the max |v|, then for the
+// sum of (v / m)^2. `valid`: this lane's row exists (lanes past the last row still join the
+// team's reductions).
+template <bool VAR = false, typename A, typename Team, typename Each>
 NORM_DEV A row_scale(const NormArgs& a, A ss, bool valid, const Team& team, Each each_value) {
   if constexpr (same_type<A, double>::value) {
-    return norm_rsqrt(ss / (double)a.hidden + a.eps);
+    return norm_rsqrt(ss / (double)var_count<VAR>(a) + a.eps);
   } else {
     bool rescue;
-    const float scale = f32_scale(ss, a.hidden, (float)a.eps, &rescue);
+    const float scale = f32_scale(ss, var_count<VAR>(a), (float)a.eps, &rescue);
     rescue = rescue && valid;
     if (!team.any(rescue)) return scale;
     float m = 0.0f, q = 0.0f;
@@ -112,7 +120,7 @@ NORM_DEV A row_scale(const NormArgs& a, A ss, bool valid, const Team& team, Each
       });
     }
     q = team.rescue_sum(q);
-    return rescue ? rescue_scale(m, q, a.hidden, (float)a.eps) : scale;
+    return rescue ? rescue_scale(m, q, var_count<VAR>(a), (float)a.eps) : scale;
   }
 }
 

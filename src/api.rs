@@ -150,6 +150,16 @@ pub(crate) fn check_common(
         same_device(op, "weight", w, xs)?;
     }
     check_eps(op, cfg.eps())?;
+    if let Some(n) = cfg.variance_size() {
+        if n == 0 || n > hidden {
+            return Err(op_error(
+                op,
+                "variance_size",
+                format!("in 1..={hidden} (the last dim of xs {:?})", xs.dims()),
+                n.to_string(),
+            ));
+        }
+    }
     Ok(hidden)
 }
 

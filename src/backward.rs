@@ -1,14 +1,27 @@
 //! Gradients, written with Candle tensor ops in f32 (f64 for f64 inputs).
 //!
-//! With `s = xs (+ residual)`, `r = (mean(s^2) + eps)^-1/2`, `n = s * r` and `w'` the effective
-//! weight (`w`, `1 + w`, or ones):
-//! `d weight = sum_rows(g * n)`, `d s = r * (g * w' - n * mean(g * w' * n))`, and for the fused
-//! op `d xs = d residual = d s + g_sum`. [`Rounding::BeforeWeight`](crate::Rounding) is treated
+//! With `s = xs (+ residual)`, `r = (mean(s^2) + eps)^-1/2` (the mean over the first `N`
+//! elements of a row, the variance size, `N = hidden` by default), `n = s * r` and `w'` the
+//! effective weight (`w`, `1 + w`, or ones):
+//! `d weight = sum_rows(g * n)`, `d s = r * (g * w' - m * n * sum(g * w' * n) / N)` with `m` 1 on
+//! the first `N` elements and 0 past them, and for the fused op `d xs = d residual = d s + g_sum`. [`Rounding::BeforeWeight`](crate::Rounding) is treated
 //! as the identity (straight-through), as autograd of the reference code does for a dtype cast.
 
 use crate::config::WeightMode;
 use crate::op::{compute_dtype, NormOp};
 use candle_core::{Result, Tensor, D};
+
+/// `v` masked to its first `n` elements along the last dim (the rest 0); `v` itself when `n`
+/// covers the row.
+fn first_n(v: Tensor, n: usize) -> Result<Tensor> {
+    let hidden = v.dim(D::Minus1)?;
+    if n >= hidden {
+        return Ok(v);
+    }
+    let mask: Vec<f64> = (0..hidden).map(|i| if i < n { 1.0 } else { 0.0 }).collect();
+    let mask = Tensor::new(mask, v.device())?.to_dtype(v.dtype())?;
+    v.broadcast_mul(&mask)
+}
 
 type Grads = (Tensor, Option<Tensor>, Option<Tensor>);
 
@@ -30,7 +43,8 @@ pub(crate) fn grads(
     if let Some(r) = residual {
         s = (s + r.to_dtype(cdt)?)?;
     }
-    let r = (s.sqr()?.mean_keepdim(D::Minus1)? + op.eps)?
+    let nv = op.var_size(s.dim(D::Minus1)?);
+    let r = (s.narrow(D::Minus1, 0, nv)?.sqr()?.mean_keepdim(D::Minus1)? + op.eps)?
         .sqrt()?
         .recip()?;
     let n = s.broadcast_mul(&r)?;
@@ -45,8 +59,8 @@ pub(crate) fn grads(
         }
         None => g.clone(),
     };
-    let dot = (&gw_eff * &n)?.mean_keepdim(D::Minus1)?;
-    let mut ds = (gw_eff - n.broadcast_mul(&dot)?)?.broadcast_mul(&r)?;
+    let dot = ((&gw_eff * &n)?.sum_keepdim(D::Minus1)? / nv as f64)?;
+    let mut ds = (gw_eff - first_n(n.broadcast_mul(&dot)?, nv)?)?.broadcast_mul(&r)?;
     if let Some(gs) = g_sum {
         ds = (ds + gs)?;
     }

@@ -105,7 +105,8 @@ pub enum Rounding {
     BeforeWeight,
 }
 
-/// The options of one norm: `eps`, [`WeightMode`], [`Rounding`] and [`Backend`].
+/// The options of one norm: `eps`, [`WeightMode`], [`Rounding`], the variance size and
+/// [`Backend`].
 ///
 /// ```
 /// use candle_rmsnorm::{Backend, NormConfig, Rounding, WeightMode};
@@ -120,6 +121,7 @@ pub struct NormConfig {
     eps: f64,
     weight_mode: WeightMode,
     rounding: Rounding,
+    variance_size: Option<usize>,
     backend: Option<Backend>,
 }
 
@@ -131,6 +133,7 @@ impl NormConfig {
             eps: eps.into(),
             weight_mode: WeightMode::Scale,
             rounding: Rounding::AtEnd,
+            variance_size: None,
             backend: None,
         }
     }
@@ -144,6 +147,15 @@ impl NormConfig {
     /// Sets where rounding to the input dtype happens.
     pub fn with_rounding(mut self, rounding: Rounding) -> Self {
         self.rounding = rounding;
+        self
+    }
+
+    /// Takes the mean of squares over the first `n` elements of each row only (sglang's
+    /// `variance_size_override`: tensor-parallel heads padded past the model's real width); every
+    /// element of the row is still scaled and written. `n` must lie in `1..=hidden` of the tensors
+    /// the config is used with (checked per call). Without it the mean is over the whole row.
+    pub fn with_variance_size(mut self, n: usize) -> Self {
+        self.variance_size = Some(n);
         self
     }
 
@@ -172,6 +184,12 @@ impl NormConfig {
     /// Where rounding happens.
     pub fn rounding(&self) -> Rounding {
         self.rounding
+    }
+
+    /// The elements of a row the mean of squares is taken over, when set with
+    /// [`NormConfig::with_variance_size`]; `None`: the whole row.
+    pub fn variance_size(&self) -> Option<usize> {
+        self.variance_size
     }
 
     /// The backend pinned with [`NormConfig::with_backend`], if any.

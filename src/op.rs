@@ -24,6 +24,9 @@ pub(crate) struct NormOp {
     pub eps: f64,
     pub weight_mode: WeightMode,
     pub rounding: Rounding,
+    /// The mean of squares over the first `n` elements of a row (`NormConfig::variance_size`,
+    /// checked `1..=hidden` before any backend runs); `None`: the whole row.
+    pub variance_size: Option<usize>,
     pub backend: Backend,
     pub fused: bool,
 }
@@ -35,9 +38,15 @@ impl NormOp {
             eps: cfg.eps(),
             weight_mode: cfg.weight_mode(),
             rounding: cfg.rounding(),
+            variance_size: cfg.variance_size(),
             backend,
             fused,
         }
+    }
+
+    /// The elements of a row of `hidden` the mean of squares is taken over.
+    pub fn var_size(&self, hidden: usize) -> usize {
+        self.variance_size.unwrap_or(hidden).min(hidden)
     }
 
     /// The name errors and Candle's op graph use.

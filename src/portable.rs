@@ -3,7 +3,8 @@
 //! crate's `cuda` feature, the CPU) and keeps the numerics contract of `docs/numerics.md`:
 //!
 //! - `s = xs (+ residual)` in f32 (f64 for f64 input); the fused op returns `s` rounded;
-//! - the sum of squares of `s` in that dtype; `scale = 1 / sqrt(ss / hidden + eps)`;
+//! - the sum of squares of `s` in that dtype (of its first `n` elements a row with a variance
+//!   size `n`); `scale = 1 / sqrt(ss / n + eps)`, `n = hidden` by default;
 //! - `n = s * scale`, rounded to the input dtype first with `Rounding::BeforeWeight`, times the
 //!   effective weight (`w`, `1 + w` or none), rounded once to the input dtype;
 //! - rows whose sum of squares overflows, or whose `mean + eps` is tiny, are rescued without
@@ -58,11 +59,16 @@ fn sum_sq(t: &Tensor) -> Result<Tensor> {
 }
 
 /// The per-row factor `f` and divisor `k` with `normalised = (s / k) * f`: `k = 1` and
-/// `f = 1 / sqrt(ss / hidden + eps)` for ordinary rows, the rescue for the others.
-fn row_factors(s: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+/// `f = 1 / sqrt(ss / n + eps)` for ordinary rows, the rescue for the others; `ss`, and the
+/// rescue's max, over the first `n` elements of each row (`NormOp::var_size`).
+fn row_factors(s: &Tensor, eps: f64, n: usize) -> Result<(Tensor, Tensor)> {
     let cdt = s.dtype();
-    let hidden = s.dim(D::Minus1)?;
-    let inv_h = 1.0 / hidden as f64;
+    let s = if n < s.dim(D::Minus1)? {
+        &s.narrow(D::Minus1, 0, n)?
+    } else {
+        s
+    };
+    let inv_h = 1.0 / n as f64;
     // eps as the kernels see it: rounded to the compute dtype.
     let eps = if cdt == DType::F64 {
         eps
@@ -97,7 +103,7 @@ fn row_factors(s: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
 /// The normalised rows of `s` (in the compute dtype) as the input dtype `dt`.
 fn normalise(op: &NormOp, s: &Tensor, dt: DType, weight: Option<&Tensor>) -> Result<Tensor> {
     let cdt = s.dtype();
-    let (k, f) = row_factors(s, op.eps)?;
+    let (k, f) = row_factors(s, op.eps, op.var_size(s.dim(D::Minus1)?))?;
     let mut n = s.broadcast_div(&k)?.broadcast_mul(&f)?;
     if op.rounding == Rounding::BeforeWeight {
         n = n.to_dtype(dt)?.to_dtype(cdt)?;

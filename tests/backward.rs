@@ -6,8 +6,20 @@ use candle_core::{DType, Device, Result, Tensor, Var, D};
 use candle_rmsnorm::{fused_add_rms_norm_with, rms_norm_with, Backend, NormConfig, WeightMode};
 use common::*;
 
-fn composite(x: &Tensor, w: Option<&Tensor>, eps: f64, mode: WeightMode) -> Result<Tensor> {
-    let n = x.broadcast_div(&(x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?)?;
+/// The formula in Candle ops (autograd gives its gradients), the mean of squares over the
+/// first `var` elements of each row.
+fn composite(
+    x: &Tensor,
+    w: Option<&Tensor>,
+    eps: f64,
+    mode: WeightMode,
+    var: usize,
+) -> Result<Tensor> {
+    let ms = x
+        .narrow(D::Minus1, 0, var)?
+        .sqr()?
+        .mean_keepdim(D::Minus1)?;
+    let n = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
     match (w, mode) {
         (None, _) => Ok(n),
         (Some(w), WeightMode::Scale) => n.broadcast_mul(w),
@@ -50,7 +62,14 @@ fn compare(
 fn grads_match_composite_autograd() -> Result<()> {
     let (mut rng, _) = rng();
     for (dt, tol) in [(DType::F64, 1e-10), (DType::F32, 1e-4)] {
-        for &(rows, h) in &[(3usize, 1usize), (4, 7), (5, 130)] {
+        let shapes = [
+            (3usize, 1usize, 1usize),
+            (4, 7, 7),
+            (5, 130, 130),
+            (4, 7, 3),
+            (5, 130, 77),
+        ];
+        for (rows, h, var) in shapes {
             for (weighted, mode) in [
                 (true, WeightMode::Scale),
                 (true, WeightMode::OffsetOne),
@@ -58,6 +77,7 @@ fn grads_match_composite_autograd() -> Result<()> {
             ] {
                 let cfg = NormConfig::new(1e-5)
                     .with_weight_mode(mode)
+                    .with_variance_size(var)
                     .with_backend(Backend::Cpu);
                 let x =
                     Var::from_tensor(&tensor(&randn(&mut rng, rows * h, 1.0), &[rows, h], dt)?)?;
@@ -67,13 +87,13 @@ fn grads_match_composite_autograd() -> Result<()> {
                 let gy = tensor(&randn(&mut rng, rows * h, 1.0), &[rows, h], dt)?;
                 let gs = tensor(&randn(&mut rng, rows * h, 1.0), &[rows, h], dt)?;
                 let wopt = weighted.then_some(w.as_tensor());
-                let what = format!("{dt:?} {rows}x{h} {weighted} {mode:?}");
+                let what = format!("{dt:?} {rows}x{h} var {var} {weighted} {mode:?}");
 
                 // rms_norm
                 let ours = (rms_norm_with(&x, wopt, &cfg)? * &gy)?
                     .sum_all()?
                     .backward()?;
-                let theirs = (composite(&x, wopt, 1e-5, mode)? * &gy)?
+                let theirs = (composite(&x, wopt, 1e-5, mode, var)? * &gy)?
                     .sum_all()?
                     .backward()?;
                 let mut vars = vec![("dx", &x)];
@@ -86,7 +106,7 @@ fn grads_match_composite_autograd() -> Result<()> {
                 let (n, s) = fused_add_rms_norm_with(&x, &r, wopt, &cfg)?;
                 let ours = ((n * &gy)?.sum_all()? + (s * &gs)?.sum_all()?)?.backward()?;
                 let sum = (x.as_tensor() + r.as_tensor())?;
-                let n2 = composite(&sum, wopt, 1e-5, mode)?;
+                let n2 = composite(&sum, wopt, 1e-5, mode, var)?;
                 let theirs = ((n2 * &gy)?.sum_all()? + (sum * &gs)?.sum_all()?)?.backward()?;
                 vars.push(("dres", &r));
                 compare(&ours, &theirs, &vars, tol, &format!("fused {what}"))?;

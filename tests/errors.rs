@@ -170,3 +170,31 @@ fn empty_hidden_and_rows_are_not_errors() -> Result<()> {
     assert_eq!((a.dims(), b.dims()), (&[0usize, 5][..], &[0usize, 5][..]));
     Ok(())
 }
+
+#[test]
+fn variance_size_out_of_range() -> Result<()> {
+    let x = Tensor::zeros((2, 8), DType::F32, &dev())?;
+    let w = Tensor::ones(8, DType::F32, &dev())?;
+    for n in [0usize, 9] {
+        let cfg = NormConfig::new(1e-6).with_variance_size(n);
+        let given = n.to_string();
+        expect_err(
+            rms_norm_with(&x, Some(&w), &cfg),
+            &["rms_norm", "variance_size", "1..=8", &given],
+        );
+        expect_err(
+            fused_add_rms_norm_with(&x, &x, None, &cfg),
+            &["fused_add_rms_norm", "variance_size", "1..=8", &given],
+        );
+        let module = candle_rmsnorm::RmsNorm::with_config(Some(w.clone()), cfg);
+        expect_err(
+            candle_core::Module::forward(&module, &x),
+            &["variance_size", &given],
+        );
+    }
+    // In range: every n of 1..=8 runs.
+    for n in 1..=8 {
+        rms_norm_with(&x, Some(&w), &NormConfig::new(1e-6).with_variance_size(n))?;
+    }
+    Ok(())
+}

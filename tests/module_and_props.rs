@@ -67,7 +67,8 @@ fn dtype_strategy() -> impl Strategy<Value = DType> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Random shapes, dtypes, weight dtypes, options and magnitudes: both ops match the reference.
+    /// Random shapes, dtypes, weight dtypes, options, variance sizes and magnitudes: both ops
+    /// match the reference.
     #[test]
     fn random_shapes_match_reference(
         lead in proptest::collection::vec(0usize..5, 0..3),
@@ -77,6 +78,7 @@ proptest! {
         offset_one in any::<bool>(),
         before in any::<bool>(),
         log_scale in -3i32..4,
+        part in proptest::option::of(1usize..300),
         seed in any::<u64>(),
     ) {
         use rand::SeedableRng;
@@ -90,12 +92,16 @@ proptest! {
         let w = quantize(&randn(&mut rng, h, 1.0), wdt);
         let mode = if offset_one { WeightMode::OffsetOne } else { WeightMode::Scale };
         let rounding = if before { Rounding::BeforeWeight } else { Rounding::AtEnd };
-        let cfg = NormConfig::new(1e-6).with_weight_mode(mode).with_rounding(rounding);
+        let var_size = part.map(|p| p.min(h));
+        let mut cfg = NormConfig::new(1e-6).with_weight_mode(mode).with_rounding(rounding);
+        if let Some(n) = var_size {
+            cfg = cfg.with_variance_size(n);
+        }
         let xt = tensor(&x, &dims, dt).unwrap();
         let rt = tensor(&r, &dims, dt).unwrap();
         let wt = tensor(&w, &[h], wdt).unwrap();
-        let o = Opts { eps: 1e-6, mode, rounding };
-        let what = format!("{dims:?} {dt:?} {wdt:?} {mode:?} {rounding:?}");
+        let o = Opts { eps: 1e-6, mode, rounding, var_size };
+        let what = format!("{dims:?} {dt:?} {wdt:?} {mode:?} {rounding:?} {var_size:?}");
         let y = candle_rmsnorm::rms_norm_with(&xt, Some(&wt), &cfg).unwrap();
         let want = reference(dt, &x, None, Some(&w), h, &o);
         check(&what, dt, Quantity::Normed, h, &values(&y).unwrap(), &want.normed);

@@ -32,10 +32,10 @@ class NormArgs(C.Structure):  # hip/norm_args.h
         for n in ("out_stride", "sum_stride", "x_stride", "res_stride", "rows", "hidden")
     ] + [("eps", C.c_double)] + [
         (n, C.c_uint) for n in ("flags", "rows_per_block", "lanes_per_row", "chunks_per_lane")
-    ]
+    ] + [("var_size", C.c_longlong)]
 
 
-assert C.sizeof(NormArgs) == 112
+assert C.sizeof(NormArgs) == 120
 cu = C.CDLL("libcuda.so.1")
 
 

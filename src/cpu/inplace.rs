@@ -51,6 +51,7 @@ pub(super) fn run<T: Copy + Send + Sync, C: Copy + Sync>(
         residual: None,
         weight: &weight,
         hidden: h,
+        var_size: op.var_size(h),
         eps: conv(op.eps),
         rounding: op.rounding,
     };

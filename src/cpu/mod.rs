@@ -121,6 +121,7 @@ fn run<T, C: Copy>(
         residual,
         weight: &weight,
         hidden: xl.hidden,
+        var_size: op.var_size(xl.hidden),
         eps: conv(op.eps),
         rounding: op.rounding,
     };

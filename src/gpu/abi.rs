@@ -35,10 +35,12 @@ pub(crate) struct NormArgs {
     pub rows_per_block: u32,
     pub lanes_per_row: u32,
     pub chunks_per_lane: u32,
+    /// [`Variant::Partial`]: the elements of a row the mean of squares is over.
+    pub var_size: i64,
 }
 
 /// Bytes of `NormArgs`, the one kernel argument (also checked in the code-object metadata).
-pub const NORM_ARGS_BYTES: usize = 112;
+pub const NORM_ARGS_BYTES: usize = 120;
 const _: () = assert!(std::mem::size_of::<NormArgs>() == NORM_ARGS_BYTES);
 
 fn dtype_tag(dt: DType) -> Option<&'static str> {
@@ -75,6 +77,9 @@ pub enum Variant {
     /// `{op}_{dtype}_rows_staged`: as [`Variant::Rows`], each team's rows staged in shared
     /// memory; NVIDIA sm_80+ only, as [`Variant::Staged`].
     RowsStaged,
+    /// `{op}_{dtype}_var`: as [`Variant::Block`] with rows read twice, the mean of squares over
+    /// each row's first `var_size` elements (`NormConfig::with_variance_size`).
+    Partial,
 }
 
 impl Variant {
@@ -84,6 +89,7 @@ impl Variant {
             Variant::Rows => "_rows",
             Variant::Staged => "_staged",
             Variant::RowsStaged => "_rows_staged",
+            Variant::Partial => "_var",
         }
     }
 }
@@ -107,11 +113,11 @@ pub(crate) fn kernel_name(fused: bool, x: DType, w: DType, variant: Variant) -> 
     Some(format!("{op}_{xt}{wt}{}", variant.suffix()))
 }
 
-/// Every kernel name of the portable variants, Block and Rows (24): every code object has them;
-/// the ROCm code-object audit and the tests check them.
+/// Every kernel name of the portable variants, Block, Rows and Partial (36): every code object
+/// has them; the ROCm code-object audit and the tests check them.
 #[cfg(any(feature = "rocm", test))]
 pub fn portable_kernel_names() -> Vec<String> {
-    kernel_names(&[Variant::Block, Variant::Rows])
+    kernel_names(&[Variant::Block, Variant::Rows, Variant::Partial])
 }
 
 /// Every kernel name of `variants` (12 each).
@@ -142,7 +148,8 @@ mod tests {
     #[test]
     fn names() {
         let all = portable_kernel_names();
-        assert_eq!(all.len(), 24);
+        assert_eq!(all.len(), 36);
+        assert!(all.contains(&"fused_add_rms_norm_bf16_wf32_var".to_string()));
         let staged = kernel_names(&[Variant::Staged, Variant::RowsStaged]);
         assert_eq!(staged.len(), 24);
         assert!(staged.contains(&"fused_add_rms_norm_bf16_wf32_staged".to_string()));

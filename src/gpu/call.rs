@@ -98,6 +98,7 @@ impl Call {
             stage_bytes: shape.stage_bytes,
             inputs: if self.op.fused { 2 } else { 1 },
             wide_weight: self.w_dtype.size_in_bytes() > eb,
+            partial_variance: self.op.var_size(self.hidden as usize) < self.hidden as usize,
         })?;
         let (fused, x, w) = (self.op.fused, self.x_dtype, self.w_dtype);
         let kernel = abi::kernel_name(fused, x, w, p.variant)
@@ -157,6 +158,7 @@ impl Call {
             rows_per_block: plan.rows_per_block,
             lanes_per_row: plan.lanes_per_row,
             chunks_per_lane: plan.chunks_per_lane,
+            var_size: self.op.var_size(self.hidden as usize) as i64,
         }
     }
 }
@@ -229,6 +231,7 @@ mod tests {
             Variant::Rows,
             Variant::Staged,
             Variant::RowsStaged,
+            Variant::Partial,
         ]);
         for wave in [32, 64] {
             for hidden in [1u64, 7, 64, 128, 256, 257, 1536, 5120, 40000] {

@@ -100,6 +100,9 @@ pub struct Problem {
     /// Whether the weight's elements are wider than the input's (an f32 weight for f16/bf16
     /// input: the `_wf32` kernels).
     pub wide_weight: bool,
+    /// Whether the mean of squares is over part of the row only (a variance size below hidden):
+    /// [`Variant::Partial`].
+    pub partial_variance: bool,
 }
 
 /// The most threads a block of the one-row-per-block kernel for `p` has: [`MAX_BLOCK_WIDE`]
@@ -184,6 +187,25 @@ pub fn plan(p: &Problem) -> Result<Plan, String> {
     let vector = p.vector && p.hidden >= v;
     let n = if vector { p.hidden / v } else { p.hidden };
     let rows = p.rows.max(1);
+    if p.partial_variance {
+        // The two-read loop, one row a block at a time, as many lanes as chunks up to
+        // LOOP_BLOCK.
+        let block = round_up(n, w).min(LOOP_BLOCK as u64);
+        let rpb = units_per_block(rows, p);
+        let per_launch = max_blocks(block as u32) * rpb;
+        return Ok(Plan {
+            variant: Variant::Partial,
+            vector,
+            block: block as u32,
+            grid: rows.min(per_launch).div_ceil(rpb) as u32,
+            rows_per_block: rpb as u32,
+            lanes_per_row: block as u32,
+            chunks_per_lane: 0,
+            rows_per_launch: per_launch,
+            stages: 0,
+            smem_bytes: 0,
+        });
+    }
     if n <= REG_CHUNKS * w {
         // Small rows: a team of `g` lanes per row, `k <= REG_CHUNKS` chunks per lane.
         let g = n.div_ceil(REG_CHUNKS).next_power_of_two().min(w);
@@ -329,6 +351,7 @@ mod tests {
             stage_bytes: 0,
             inputs: 1,
             wide_weight: false,
+            partial_variance: false,
         }
     }
 
@@ -362,6 +385,7 @@ mod tests {
                         let p = Problem {
                             inputs,
                             wide_weight,
+                            partial_variance: rows == 7,
                             ..prob(rows, hidden, eb, vector, warp)
                         };
                         let pl = plan(&p).unwrap();
@@ -370,7 +394,11 @@ mod tests {
                             pl.block <= max_block(&p) && pl.block >= warp,
                             "{p:?} {pl:?}"
                         );
-                        assert!(pl.lanes_per_row.is_power_of_two() || pl.variant == Variant::Block);
+                        assert!(
+                            pl.lanes_per_row.is_power_of_two()
+                                || matches!(pl.variant, Variant::Block | Variant::Partial)
+                        );
+                        assert_eq!(pl.variant == Variant::Partial, p.partial_variance);
                         if pl.variant == Variant::Rows {
                             let conc = pl.block / pl.lanes_per_row;
                             assert_eq!(pl.rows_per_block % conc, 0);
@@ -397,7 +425,11 @@ mod tests {
                         let k = pl.chunks_per_lane as u64;
                         assert!(k <= REG_CHUNKS, "{p:?} {pl:?}");
                         assert!(k == 0 || k * pl.lanes_per_row as u64 >= n, "{p:?} {pl:?}");
-                        assert!(k != 0 || n > REG_CHUNKS * pl.lanes_per_row as u64);
+                        assert!(
+                            k != 0
+                                || n > REG_CHUNKS * pl.lanes_per_row as u64
+                                || pl.variant == Variant::Partial
+                        );
                         assert_eq!(pl.vector, vector && hidden >= 16 / eb as u64);
                         if pl.variant == Variant::Rows {
                             assert!(pl.lanes_per_row <= warp);

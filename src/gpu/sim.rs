@@ -183,6 +183,27 @@ struct Case {
     options: bool,
     /// Shared memory a block may stage rows in (0: not staged, as on AMD).
     stage_bytes: u64,
+    /// The variance size (`NormConfig::with_variance_size`); 0: the whole row.
+    var_size: usize,
+}
+
+impl Case {
+    /// `rows` contiguous aligned rows of `hidden`, input `x` and weight `w`, no options.
+    fn plain(warp: u32, (x, w): (DType, Option<DType>), rows: usize, hidden: usize) -> Self {
+        Self {
+            warp,
+            x,
+            w,
+            rows,
+            hidden,
+            pad: 0,
+            misalign: 0,
+            fused: false,
+            options: false,
+            stage_bytes: 0,
+            var_size: 0,
+        }
+    }
 }
 
 /// The outputs of a run: normed and (fused) sum, row-major contiguous.
@@ -227,6 +248,9 @@ fn run(s: &Sim, c: Case, dest: Dest, seed: u64) -> (Outs, u32) {
         _ => (r.addr(), stride),
     };
     let mut cfg = NormConfig::new(1e-5);
+    if c.var_size > 0 {
+        cfg = cfg.with_variance_size(c.var_size);
+    }
     if c.options {
         cfg = cfg
             .with_weight_mode(WeightMode::OffsetOne)
@@ -314,14 +338,18 @@ fn reference(c: Case, seed: u64) -> Outs {
                 }
             })
             .collect();
-        let ss: f64 = v.iter().map(|a| a * a).sum();
-        let scale = 1.0 / (ss / h as f64 + 1e-5).sqrt();
+        let nv = if c.var_size > 0 { c.var_size } else { h };
+        let ss: f64 = v[..nv].iter().map(|a| a * a).sum();
+        let scale = 1.0 / (ss / nv as f64 + 1e-5).sqrt();
         for (e, a) in v.iter().enumerate() {
             let mut y = a * scale;
             let mut we = if c.w.is_some() { w[e] } else { 1.0 };
             if c.options {
                 y = round(y, c.x);
-                we = round(1.0 + we, acc);
+                // `1 + w` for a weight; no weight is ones whatever the mode.
+                if c.w.is_some() {
+                    we = round(1.0 + we, acc);
+                }
             }
             normed.push(y * we);
             if c.fused {
@@ -405,19 +433,11 @@ fn sweep(
     for &h in hidden {
         for &(x, w) in dtypes {
             for fused in [false, true] {
-                let c = Case {
-                    warp,
-                    x,
-                    w,
-                    rows,
-                    hidden: h,
-                    pad: 0,
-                    misalign: 0,
+                check(Case {
                     fused,
-                    options: false,
                     stage_bytes,
-                };
-                check(c);
+                    ..Case::plain(warp, (x, w), rows, h)
+                });
             }
         }
     }
@@ -469,16 +489,11 @@ fn staged_pipelines() {
     ] {
         for options in [false, true] {
             let used = check(Case {
-                warp: 32,
-                x: DType::BF16,
-                w: Some(DType::F32),
-                rows: 41,
-                hidden,
                 pad: 32,
-                misalign: 0,
                 fused,
                 options,
                 stage_bytes: STAGE_BYTES,
+                ..Case::plain(32, (DType::BF16, Some(DType::F32)), 41, hidden)
             });
             if sim(32).is_some() {
                 assert_eq!(used, super::geometry::STAGES, "{hidden} {fused}");
@@ -499,16 +514,12 @@ fn views_alignment_options() {
                 for fused in [false, true] {
                     for (pad, misalign, options) in [(8, 0, false), (3, 1, false), (0, 0, true)] {
                         check(Case {
-                            warp,
-                            x,
-                            w,
-                            rows,
-                            hidden: h,
                             pad,
                             misalign,
                             fused,
                             options,
                             stage_bytes,
+                            ..Case::plain(warp, (x, w), rows, h)
                         });
                     }
                 }
@@ -521,17 +532,40 @@ fn views_alignment_options() {
         for x in [DType::F32, DType::BF16] {
             for fused in [false, true] {
                 check(Case {
-                    warp,
-                    x,
-                    w: Some(x),
-                    rows: 3,
-                    hidden: 130,
                     pad: 6,
-                    misalign: 0,
                     fused,
-                    options: false,
                     stage_bytes,
+                    ..Case::plain(warp, (x, Some(x)), 3, 130)
                 });
+            }
+        }
+    }
+}
+
+/// A variance size below the row (`NormConfig::with_variance_size`): the `_var` kernels, vector
+/// and scalar rows, tails inside and past the variance part, every dtype (the long rows: the
+/// 2- and 4-byte ones), plain and fused, strided and misaligned views, the options, warp sizes
+/// 32 and 64 (the kernels never stage, so no staging budget).
+#[test]
+fn partial_variance() {
+    for warp in [32, 64] {
+        for (h, rows) in [(7usize, 9usize), (40, 9), (130, 5), (1536, 2), (5120, 2)] {
+            let dtypes = if h >= 1536 { &DTYPES[..4] } else { &DTYPES[..] };
+            for var_size in [1, h.div_ceil(2) + 1, h - 1] {
+                for &(x, w) in dtypes {
+                    for fused in [false, true] {
+                        for (pad, misalign, options) in [(0, 0, false), (8, 1, true)] {
+                            check(Case {
+                                pad,
+                                misalign,
+                                fused,
+                                options,
+                                var_size,
+                                ..Case::plain(warp, (x, w), rows, h)
+                            });
+                        }
+                    }
+                }
             }
         }
     }

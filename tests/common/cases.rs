@@ -34,6 +34,8 @@ pub enum Group {
     Views,
     /// GPU only (see [`many_rows_per_block`]): grids of one wave of blocks, many rows each.
     ManyRowsPerBlock,
+    /// The mean of squares over the first `n` elements of a row (`with_variance_size`).
+    VarianceSize,
 }
 
 /// How the input values are drawn.
@@ -68,6 +70,8 @@ pub struct Case {
     pub zero_residual: bool,
     /// A flat index of `x` set to NaN.
     pub nan_at: Option<usize>,
+    /// `NormConfig::with_variance_size`.
+    pub var_size: Option<usize>,
 }
 
 /// The values of one case's inputs as stored in their dtypes.
@@ -93,6 +97,7 @@ impl Case {
             values: Values::Normal(1.0),
             zero_residual: false,
             nan_at: None,
+            var_size: None,
         }
     }
 
@@ -103,6 +108,14 @@ impl Case {
     pub fn opt(mut self, mode: WeightMode, rounding: Rounding, eps: f64) -> Self {
         (self.mode, self.rounding, self.eps) = (mode, rounding, eps);
         self
+    }
+
+    /// The mean of squares over the first `n` elements of each row.
+    pub fn var(self, n: usize) -> Self {
+        Self {
+            var_size: Some(n),
+            ..self
+        }
     }
 
     pub fn vals(self, values: Values) -> Self {
@@ -126,14 +139,19 @@ impl Case {
             eps: self.eps,
             mode: self.mode,
             rounding: self.rounding,
+            var_size: self.var_size,
         }
     }
 
     /// The options without a backend: the caller pins one.
     pub fn config(&self) -> NormConfig {
-        NormConfig::new(self.eps)
+        let cfg = NormConfig::new(self.eps)
             .with_weight_mode(self.mode)
-            .with_rounding(self.rounding)
+            .with_rounding(self.rounding);
+        match self.var_size {
+            Some(n) => cfg.with_variance_size(n),
+            None => cfg,
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -141,7 +159,7 @@ impl Case {
             .view
             .map_or(String::new(), |v| format!(" view {:?}", v.name));
         format!(
-            "case {} ({:?}): {:?} {:?}{view} w {:?} {:?} {:?} eps {:e} {:?}{}",
+            "case {} ({:?}): {:?} {:?}{view} w {:?} {:?} {:?} eps {:e} {:?}{}{}",
             self.id,
             self.group,
             self.dtype,
@@ -152,7 +170,9 @@ impl Case {
             self.eps,
             self.values,
             self.nan_at
-                .map_or(String::new(), |i| format!(" NaN at {i}"))
+                .map_or(String::new(), |i| format!(" NaN at {i}")),
+            self.var_size
+                .map_or(String::new(), |n| format!(" variance size {n}"))
         )
     }
 
@@ -255,6 +275,7 @@ pub fn matrix() -> Vec<Case> {
         m.push(Case::new(ManyRows, dt, &[333, 1537]).opt(Scale, BeforeWeight, 1e-6));
     }
     extremes(&mut m);
+    variance_sizes(&mut m);
     for view in VIEWS {
         for dt in DTYPES {
             for w in [None, Some(F32), Some(dt)] {
@@ -268,6 +289,62 @@ pub fn matrix() -> Vec<Case> {
         }
     }
     m.0
+}
+
+/// The mean of squares over part of each row: every dtype, weights of the input dtype, f32 and
+/// none, with the options; parts ending inside and past the SIMD blocks and GPU chunks, of one
+/// element, of all but one; huge and tiny values (the rescue over the part), a NaN past the
+/// part (only its own element turns NaN), strided views.
+fn variance_sizes(m: &mut Matrix) {
+    use {DType::*, Group::VarianceSize as G, Rounding::*, Values::*, WeightMode::*};
+    let parts = [
+        (7, 3),
+        (64, 48),
+        (130, 1),
+        (1536, 1000),
+        (5120, 5119),
+        (20000, 12345),
+    ];
+    for (h, n) in parts {
+        for dt in DTYPES {
+            for (w, mode, rounding) in [
+                (Some(dt), Scale, AtEnd),
+                (Some(F32), OffsetOne, BeforeWeight),
+                (None, Scale, AtEnd),
+            ] {
+                let c = Case::new(G, dt, &[9, h]).w(w).opt(mode, rounding, 1e-6);
+                m.push(c.var(n));
+            }
+        }
+    }
+    for dt in [F32, BF16] {
+        m.push(
+            Case::new(G, dt, &[5, 1536])
+                .vals(Normal(1e30))
+                .w(Some(F32))
+                .var(1000),
+        );
+        m.push(
+            Case::new(G, dt, &[5, 300])
+                .vals(Normal(1e-25))
+                .opt(Scale, AtEnd, 0.0)
+                .var(17),
+        );
+    }
+    for dt in [F32, F16] {
+        m.push(
+            Case::new(G, dt, &[4, 1000])
+                .zero_residual(Some(2 * 1000 + 900))
+                .var(800),
+        );
+    }
+    for view in VIEWS {
+        let c = Case::new(G, BF16, view.base).w(Some(F32));
+        m.push(Case {
+            view: Some(view),
+            ..c.var(view.hidden.div_ceil(2))
+        });
+    }
 }
 
 fn extremes(m: &mut Matrix) {

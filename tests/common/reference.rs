@@ -7,7 +7,8 @@
 //! `s = x + residual` is an addition in it. The sum of squares is taken here in f64, the ideal value of the
 //! kernels' f32 accumulation. The fused op normalises that unrounded `s` and returns `s`
 //! rounded to the input dtype. [`Rounding::BeforeWeight`] rounds `x * rsqrt(mean + eps)` to
-//! the input dtype before the weight multiply. The final output is left unrounded: the
+//! the input dtype before the weight multiply. With a variance size `n` the mean of squares is
+//! over the first `n` elements of each row only. The final output is left unrounded: the
 //! comparison (`compare.rs`) accounts for that rounding. A NaN in a row makes the row NaN
 //! through the sum of squares; an infinity makes the scale 0.
 
@@ -99,6 +100,8 @@ pub struct Opts {
     pub eps: f64,
     pub mode: WeightMode,
     pub rounding: Rounding,
+    /// The mean of squares over the first `n` elements of a row; `None`: all of it.
+    pub var_size: Option<usize>,
 }
 
 impl Opts {
@@ -107,6 +110,7 @@ impl Opts {
             eps,
             mode: WeightMode::Scale,
             rounding: Rounding::AtEnd,
+            var_size: None,
         }
     }
 }
@@ -158,11 +162,12 @@ pub fn reference(
                 out.sum[base + i] = round_to(s[i], dt);
             }
         }
+        let nv = o.var_size.unwrap_or(hidden);
         let mut ss = 0.0;
-        for v in &s {
+        for v in &s[..nv] {
             ss += v * v;
         }
-        let scale = 1.0 / (ss / hidden as f64 + eps).sqrt();
+        let scale = 1.0 / (ss / nv as f64 + eps).sqrt();
         for i in 0..hidden {
             let mut n = s[i] * scale;
             if o.rounding == Rounding::BeforeWeight {

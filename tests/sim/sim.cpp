@@ -92,7 +92,9 @@ struct Entry {
       {"rms_norm_" #TAG "_staged", rms_norm_##TAG##_staged},                                     \
       {"fused_add_rms_norm_" #TAG "_staged", fused_add_rms_norm_##TAG##_staged},                 \
       {"rms_norm_" #TAG "_rows_staged", rms_norm_##TAG##_rows_staged},                           \
-      {"fused_add_rms_norm_" #TAG "_rows_staged", fused_add_rms_norm_##TAG##_rows_staged}
+      {"fused_add_rms_norm_" #TAG "_rows_staged", fused_add_rms_norm_##TAG##_rows_staged},       \
+      {"rms_norm_" #TAG "_var", rms_norm_##TAG##_var},                                           \
+      {"fused_add_rms_norm_" #TAG "_var", fused_add_rms_norm_##TAG##_var}
 
 const Entry KERNELS[] = {SIM_ENTRIES(f32),      SIM_ENTRIES(f64),  SIM_ENTRIES(f16),
                          SIM_ENTRIES(f16_wf32), SIM_ENTRIES(bf16), SIM_ENTRIES(bf16_wf32)};

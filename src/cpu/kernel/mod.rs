@@ -33,6 +33,8 @@ pub(crate) struct Job<'a, T, C> {
     pub residual: Option<Rows<'a, T>>,
     pub weight: &'a [C],
     pub hidden: usize,
+    /// The mean of squares is over the first `var_size` elements (`1..=hidden`) of each row.
+    pub var_size: usize,
     pub eps: C,
     pub rounding: Rounding,
 }
@@ -86,26 +88,26 @@ fn input<T: Elem>(x: &[T], r: &[T], i: usize, fused: bool) -> f32 {
 }
 
 /// The rare rows whose f32 sum of squares overflows (|x| above ~1e19) or is too small to carry
-/// `eps`: recomputed with an f64 sum, so huge and tiny rows still normalise correctly.
+/// `eps`: recomputed with an f64 sum (over the job's first `var_size` elements), so huge and
+/// tiny rows still normalise correctly.
 #[cold]
 #[inline(never)]
 fn rescue_row<T: Elem>(
+    job: &Job<'_, T, f32>,
     x: &[T],
     r: &[T],
-    w: &[f32],
     out: &mut [MaybeUninit<T>],
-    eps: f32,
     fused: bool,
     rb: bool,
 ) {
-    let h = x.len();
-    let ss: f64 = (0..h)
+    let (h, nv, w) = (x.len(), job.var_size, job.weight);
+    let ss: f64 = (0..nv)
         .map(|i| {
             let v = input(x, r, i, fused) as f64;
             v * v
         })
         .sum();
-    let scale = 1.0 / (ss / h as f64 + eps as f64).sqrt();
+    let scale = 1.0 / (ss / nv as f64 + job.eps as f64).sqrt();
     for i in 0..h {
         let mut n = (input(x, r, i, fused) as f64 * scale) as f32;
         if rb {
@@ -127,7 +129,11 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
 ) {
     let h = job.hidden;
     let n16 = h / 16 * 16;
-    let inv_h = 1.0 / h as f32;
+    // The squares summed: the first v16 elements in the 16-lane blocks, v16..nv one by one
+    // (with nv = h that is the row's tail, as without the option).
+    let nv = job.var_size;
+    let v16 = nv / 16 * 16;
+    let inv_n = 1.0 / nv as f32;
     let eps = job.eps;
     let w = job.weight;
     let (wb, wt) = w.split_at(n16);
@@ -147,38 +153,39 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
         if FUSED {
             let s = sums.next().expect("sum has one row per output row");
             let (sb, st) = s.split_at_mut(n16);
-            for ((xc, rc), sc) in xb
+            for (c, ((xc, rc), sc)) in xb
                 .chunks_exact(16)
                 .zip(rb.chunks_exact(16))
                 .zip(sb.chunks_exact_mut(16))
+                .enumerate()
             {
                 let v = isa.add(T::load(isa, arr(xc)), T::load(isa, arr(rc)));
-                acc = isa.add(acc, isa.mul(v, v));
+                if c * 16 < v16 {
+                    acc = isa.add(acc, isa.mul(v, v));
+                }
                 T::store(isa, v, arr_mut(sc));
             }
             for k in 0..xt.len() {
-                let v = xt[k].to_f32() + rt[k].to_f32();
-                st[k].write(T::from_f32(v));
-                tail[k] = v * v;
+                st[k].write(T::from_f32(xt[k].to_f32() + rt[k].to_f32()));
             }
         } else {
-            for xc in xb.chunks_exact(16) {
+            for xc in xb[..v16].chunks_exact(16) {
                 let v = T::load(isa, arr(xc));
                 acc = isa.add(acc, isa.mul(v, v));
             }
-            for k in 0..xt.len() {
-                let v = xt[k].to_f32();
-                tail[k] = v * v;
-            }
+        }
+        for k in v16..nv {
+            let v = input(x, r, k, FUSED);
+            tail[k - v16] = v * v;
         }
         let mut lanes = isa.to_array(acc);
         for k in 0..16 {
             lanes[k] += tail[k];
         }
         let ss = hsum16(lanes);
-        let denom = ss * inv_h + eps;
+        let denom = ss * inv_n + eps;
         if ss.is_infinite() || denom < RESCUE_MEAN_BELOW {
-            rescue_row(x, r, w, o, eps, FUSED, RB);
+            rescue_row(job, x, r, o, FUSED, RB);
             continue;
         }
         let scale = 1.0 / denom.sqrt();
@@ -336,7 +343,7 @@ pub(crate) fn run_f64(
             None => x[i],
         };
         let mut acc = [0f64; 4];
-        for i in 0..h {
+        for i in 0..job.var_size {
             let e = v(i);
             acc[i % 4] += e * e;
         }
@@ -346,7 +353,7 @@ pub(crate) fn run_f64(
             }
         }
         let ss = (acc[0] + acc[2]) + (acc[1] + acc[3]);
-        let scale = 1.0 / (ss / h as f64 + job.eps).sqrt();
+        let scale = 1.0 / (ss / job.var_size as f64 + job.eps).sqrt();
         for (i, oi) in o.iter_mut().enumerate() {
             oi.write(v(i) * scale * job.weight[i]);
         }

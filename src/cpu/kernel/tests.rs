@@ -30,7 +30,10 @@ mod tiers {
             let r: Vec<T> = (0..rows * h).map(|_| cvt(lcg(&mut seed))).collect();
             let w: Vec<f32> = (0..h).map(|_| lcg(&mut seed)).collect();
             for fused in [false, true] {
-                for rounding in [Rounding::AtEnd, Rounding::BeforeWeight] {
+                let options = [Rounding::AtEnd, Rounding::BeforeWeight]
+                    .into_iter()
+                    .flat_map(|rounding| [(rounding, h), (rounding, h.div_ceil(3))]);
+                for (rounding, var_size) in options {
                     let job = Job {
                         x: Rows {
                             data: &x,
@@ -44,6 +47,7 @@ mod tiers {
                         }),
                         weight: &w,
                         hidden: h,
+                        var_size,
                         eps: 1e-6,
                         rounding,
                     };
@@ -120,6 +124,7 @@ mod cost_split {
                 residual: None,
                 weight: &w,
                 hidden: h,
+                var_size: h,
                 eps: 1e-6,
                 rounding: Rounding::AtEnd,
             };
