@@ -8,6 +8,7 @@
 #define NORM_OFFSET_ONE 1u          // y = n * (1 + w)  (Gemma)
 #define NORM_ROUND_BEFORE_WEIGHT 2u // n rounded to the input dtype before the weight multiply
 #define NORM_VECTOR 4u              // every row start, stride and the weight allow 16-byte chunks
+#define NORM_CLAMP_NORM 8u          // scale = sqrt(n) / max(sqrt(ss), eps) (EpsMode::ClampNorm)
 // Bits 8..10: S, the row buffers of the staged loop (hip/norm_staged.h; 0: not staged; the
 // staged kernels take S = 2). The host sets it only with NORM_VECTOR, hidden a whole number of
 // chunks, and min(S, rows_per_block) row buffers (two per row for the fused op) of dynamic shared

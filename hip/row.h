@@ -67,24 +67,33 @@ NORM_DEV void write_elems(const Row<T, W>& p, int e, const A* v, A scale) {
   store_chunk<T, N>(p.o + e, y);
 }
 
-// The f32 normalisation decision: the scale, or `rescue` when the f32 sum overflowed or the
-// mean + eps is too small to carry (the row is then redone with f64 sums).
-NORM_DEV float f32_scale(float ss, long long hidden, float eps, bool* rescue) {
+// What the scale's root is taken of (src/op.rs, under_root): mean + eps, or with
+// NORM_CLAMP_NORM max(mean, eps), NaN-propagating, where the host passed eps = eps_user^2 / n
+// so that the scale is sqrt(n) / max(sqrt(ss), eps_user) (EpsMode::ClampNorm).
+template <typename A> NORM_DEV A under_root(A mean, A eps, bool clamp) {
+  return clamp ? (mean < eps ? eps : mean) : mean + eps;
+}
+
+// The f32 normalisation decision: the scale, or `rescue` when the f32 sum overflowed or what
+// goes under the root is too small to carry (the row is then redone with f64 sums).
+NORM_DEV float f32_scale(float ss, long long hidden, float eps, bool clamp, bool* rescue) {
   const float inv_h = 1.0f / (float)hidden;
-  const float denom = ss * inv_h + eps;
+  const float denom = under_root(ss * inv_h, eps, clamp);
   *rescue = __builtin_isinf(ss) || denom < 1e-30f;
   return norm_rsqrt(denom);
 }
 
 // The rescue of a row whose f32 sum of squares overflowed or whose mean + eps fell below 1e-30:
 // with m = max |v| (a team reduction) and q = sum (v / m)^2 in f32 (no overflow, no underflow),
-// scale = 1 / (m * sqrt(q / hidden + eps / m^2)) in f64. An infinite m (inf in the row) gives
-// scale 0 (inf * 0 = NaN, the rest 0) and m = 0 gives 1 / sqrt(eps), as the f64 CPU path does.
-NORM_DEV float rescue_scale(float m, float q, long long hidden, float eps) {
+// scale = 1 / (m * sqrt(under_root(q / hidden, eps / m^2))) in f64. An infinite m (inf in the
+// row) gives scale 0 (inf * 0 = NaN, the rest 0) and m = 0 gives 1 / sqrt(eps), as the f64 CPU
+// path does.
+NORM_DEV float rescue_scale(float m, float q, long long hidden, float eps, bool clamp) {
   if (!(m <= 3.4028234663852886e38f)) return 0.0f;
   if (m == 0.0f) return (float)(1.0 / __builtin_sqrt((double)eps));
   const double md = m;
-  return (float)(1.0 / (md * __builtin_sqrt((double)q / (double)hidden + (double)eps / (md * md))));
+  return (float)(1.0 / (md * __builtin_sqrt(under_root((double)q / (double)hidden,
+                                                       (double)eps / (md * md), clamp))));
 }
 
 // The elements of a row whose squares are summed: the row, or (VAR, the _var kernels) its first
@@ -102,11 +111,12 @@ template <bool VAR> NORM_DEV long long var_count(const NormArgs& a) {
 // team's reductions).
 template <bool VAR = false, typename A, typename Team, typename Each>
 NORM_DEV A row_scale(const NormArgs& a, A ss, bool valid, const Team& team, Each each_value) {
+  const bool clamp = (a.flags & NORM_CLAMP_NORM) != 0;
   if constexpr (same_type<A, double>::value) {
-    return norm_rsqrt(ss / (double)var_count<VAR>(a) + a.eps);
+    return norm_rsqrt(under_root(ss / (double)var_count<VAR>(a), a.eps, clamp));
   } else {
     bool rescue;
-    const float scale = f32_scale(ss, var_count<VAR>(a), (float)a.eps, &rescue);
+    const float scale = f32_scale(ss, var_count<VAR>(a), (float)a.eps, clamp, &rescue);
     rescue = rescue && valid;
     if (!team.any(rescue)) return scale;
     float m = 0.0f, q = 0.0f;
@@ -120,7 +130,7 @@ NORM_DEV A row_scale(const NormArgs& a, A ss, bool valid, const Team& team, Each
       });
     }
     q = team.rescue_sum(q);
-    return rescue ? rescue_scale(m, q, var_count<VAR>(a), (float)a.eps) : scale;
+    return rescue ? rescue_scale(m, q, var_count<VAR>(a), (float)a.eps, clamp) : scale;
   }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::config::{Backend, NormConfig};
 use crate::error::{backend_unavailable, check_eps, check_float, op_error};
-use crate::layout::RowLayout;
+use crate::layout::{ChannelLayout, RowLayout};
 use crate::op::NormOp;
 use candle_core::{Device, Result, Tensor};
 
@@ -120,7 +120,7 @@ pub(crate) fn resolve_backend(op: &str, cfg: &NormConfig, device: &Device) -> Re
     }
 }
 
-/// Validates everything but the residual; returns the hidden size.
+/// Validates everything but the residual; returns the size of the dimension normalised over.
 pub(crate) fn check_common(
     op: &str,
     xs: &Tensor,
@@ -136,13 +136,27 @@ pub(crate) fn check_common(
         ));
     }
     check_float(op, "xs", xs.dtype())?;
-    let hidden = xs.dims()[xs.rank() - 1];
+    let dim = cfg.dim().unwrap_or(xs.rank() - 1);
+    if dim >= xs.rank() {
+        return Err(op_error(
+            op,
+            "dim",
+            format!("below the rank of xs {:?} ({})", xs.dims(), xs.rank()),
+            dim.to_string(),
+        ));
+    }
+    let hidden = xs.dims()[dim];
+    let which = if dim + 1 == xs.rank() {
+        "the last dim".to_string()
+    } else {
+        format!("dim {dim}")
+    };
     if let Some(w) = weight {
         if w.rank() != 1 || w.dims()[0] != hidden {
             return Err(op_error(
                 op,
                 "weight",
-                format!("of shape [{hidden}] (the last dim of xs {:?})", xs.dims()),
+                format!("of shape [{hidden}] ({which} of xs {:?})", xs.dims()),
                 format!("shape {:?}", w.dims()),
             ));
         }
@@ -155,7 +169,7 @@ pub(crate) fn check_common(
             return Err(op_error(
                 op,
                 "variance_size",
-                format!("in 1..={hidden} (the last dim of xs {:?})", xs.dims()),
+                format!("in 1..={hidden} ({which} of xs {:?})", xs.dims()),
                 n.to_string(),
             ));
         }
@@ -163,13 +177,42 @@ pub(crate) fn check_common(
     Ok(hidden)
 }
 
-/// A layout the kernels read directly, or a contiguous copy (see the crate docs).
-pub(crate) fn readable(t: &Tensor) -> Result<Tensor> {
-    if RowLayout::of(t.layout()).is_some() {
+/// A layout the kernels read directly, or a contiguous copy (see the crate docs): rows, or with
+/// a norm over dimension `axis` (not the last), the channel geometry.
+pub(crate) fn readable(t: &Tensor, axis: Option<usize>) -> Result<Tensor> {
+    let direct = match axis {
+        None => RowLayout::of(t.layout()).is_some(),
+        Some(d) => ChannelLayout::of(t.layout(), d).is_some(),
+    };
+    if direct {
         Ok(t.clone())
     } else {
         t.contiguous()
     }
+}
+
+/// Whether `backend` has kernels of its own for a norm over another dimension than the last;
+/// the others run the row kernels on a copy with that dimension last (see [`swapped`]).
+fn has_channel_kernels(backend: Backend) -> bool {
+    matches!(backend, Backend::Cpu)
+}
+
+/// `f` applied to `t` with dimensions `d` and the last swapped, contiguous, and the results
+/// swapped back (contiguous): the row kernels on a copy, for backends without channel kernels.
+fn swapped(
+    ts: &[&Tensor],
+    d: usize,
+    f: impl FnOnce(&[Tensor]) -> Result<Vec<Tensor>>,
+) -> Result<Vec<Tensor>> {
+    let last = ts[0].rank() - 1;
+    let moved = ts
+        .iter()
+        .map(|t| t.transpose(d, last)?.contiguous())
+        .collect::<Result<Vec<_>>>()?;
+    f(&moved)?
+        .iter()
+        .map(|t| t.transpose(d, last)?.contiguous())
+        .collect()
 }
 
 /// RMSNorm over the last dimension: `xs * rsqrt(mean(xs^2) + eps) * weight`.
@@ -220,7 +263,18 @@ fn rms_norm_impl(
     if backend == Backend::Candle {
         return crate::portable::rms_norm(&nop, xs, weight);
     }
-    let x = readable(xs)?;
+    let axis = nop.axis(xs.rank());
+    if let (Some(d), false) = (axis, has_channel_kernels(backend)) {
+        let rows = NormOp { dim: None, ..nop };
+        let y = swapped(&[xs], d, |t| Ok(vec![rms_norm_rows(rows, &t[0], weight)?]))?;
+        return Ok(y[0].clone());
+    }
+    let x = readable(xs, axis)?;
+    rms_norm_rows(nop, &x, weight)
+}
+
+/// The custom op on a readable `x`.
+fn rms_norm_rows(nop: NormOp, x: &Tensor, weight: Option<&Tensor>) -> Result<Tensor> {
     match weight {
         Some(w) => x.apply_op2(&w.contiguous()?, nop),
         None => x.apply_op1(nop),
@@ -286,11 +340,33 @@ fn fused_impl(
     if backend == Backend::Candle {
         return crate::portable::fused_add_rms_norm(&nop, xs, residual, weight);
     }
-    let x = readable(xs)?;
-    let r = readable(residual)?;
+    let axis = nop.axis(xs.rank());
+    if let (Some(d), false) = (axis, has_channel_kernels(backend)) {
+        let rows = NormOp { dim: None, ..nop };
+        let y = swapped(&[xs, residual], d, |t| {
+            let (n, s) = fused_rows(rows, &t[0], &t[1], weight)?;
+            Ok(vec![n, s])
+        })?;
+        return Ok((y[0].clone(), y[1].clone()));
+    }
+    fused_rows(
+        nop,
+        &readable(xs, axis)?,
+        &readable(residual, axis)?,
+        weight,
+    )
+}
+
+/// The fused custom op on readable `x` and `r`.
+fn fused_rows(
+    nop: NormOp,
+    x: &Tensor,
+    r: &Tensor,
+    weight: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
     let both = match weight {
-        Some(w) => x.apply_op3(&r, &w.contiguous()?, nop),
-        None => x.apply_op2(&r, nop),
+        Some(w) => x.apply_op3(r, &w.contiguous()?, nop),
+        None => x.apply_op2(r, nop),
     }?;
     Ok((both.get(0)?, both.get(1)?))
 }

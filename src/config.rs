@@ -105,8 +105,20 @@ pub enum Rounding {
     BeforeWeight,
 }
 
-/// The options of one norm: `eps`, [`WeightMode`], [`Rounding`], the variance size and
-/// [`Backend`].
+/// How `eps` enters the scale of a row of `n` values with sum of squares `ss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum EpsMode {
+    /// `1 / sqrt(ss / n + eps)`: RMSNorm as LLaMA, T5, Wan and `candle_nn` write it.
+    #[default]
+    AddToMean,
+    /// `sqrt(n) / max(sqrt(ss), eps)`: PyTorch's `F.normalize(x, dim) * sqrt(n)`, the norm
+    /// clamped from below by `eps` (Wan's VAE `RMS_norm`, with `eps = 1e-12`). Equal to
+    /// `AddToMean` with `eps = 0` wherever the L2 norm of the row exceeds `eps`.
+    ClampNorm,
+}
+
+/// The options of one norm: `eps`, [`EpsMode`], [`WeightMode`], [`Rounding`], the dimension
+/// normalised over, the variance size and [`Backend`].
 ///
 /// ```
 /// use candle_rmsnorm::{Backend, NormConfig, Rounding, WeightMode};
@@ -121,6 +133,8 @@ pub struct NormConfig {
     eps: f64,
     weight_mode: WeightMode,
     rounding: Rounding,
+    eps_mode: EpsMode,
+    dim: Option<usize>,
     variance_size: Option<usize>,
     backend: Option<Backend>,
 }
@@ -133,6 +147,8 @@ impl NormConfig {
             eps: eps.into(),
             weight_mode: WeightMode::Scale,
             rounding: Rounding::AtEnd,
+            eps_mode: EpsMode::AddToMean,
+            dim: None,
             variance_size: None,
             backend: None,
         }
@@ -147,6 +163,23 @@ impl NormConfig {
     /// Sets where rounding to the input dtype happens.
     pub fn with_rounding(mut self, rounding: Rounding) -> Self {
         self.rounding = rounding;
+        self
+    }
+
+    /// Sets how `eps` enters the scale ([`EpsMode`]).
+    pub fn with_eps_mode(mut self, mode: EpsMode) -> Self {
+        self.eps_mode = mode;
+        self
+    }
+
+    /// Normalises over dimension `dim` (counted from the front, as `Tensor::dim` takes a
+    /// `usize`) instead of the last one: each "row" is the `dims[dim]` values found by moving
+    /// along `dim` with every other index fixed, e.g. the channels of a `[B, C, T, H, W]` video
+    /// tensor with `dim = 1`. The weight then has `dims[dim]` elements, the variance size counts
+    /// along `dim`, and the output has the shape of `xs` (contiguous). Strided layouts are read
+    /// in place; no permuted copy is made. `dim` must be below the rank (checked per call).
+    pub fn with_dim(mut self, dim: usize) -> Self {
+        self.dim = Some(dim);
         self
     }
 
@@ -184,6 +217,17 @@ impl NormConfig {
     /// Where rounding happens.
     pub fn rounding(&self) -> Rounding {
         self.rounding
+    }
+
+    /// How `eps` enters the scale.
+    pub fn eps_mode(&self) -> EpsMode {
+        self.eps_mode
+    }
+
+    /// The dimension normalised over, when set with [`NormConfig::with_dim`]; `None`: the
+    /// last.
+    pub fn dim(&self) -> Option<usize> {
+        self.dim
     }
 
     /// The elements of a row the mean of squares is taken over, when set with

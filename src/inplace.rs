@@ -20,6 +20,25 @@ fn storage_addr(t: &Tensor) -> usize {
     &*s as *const candle_core::Storage as usize
 }
 
+/// The in-place ops normalise over the last dimension only: their kernels write each row where
+/// they read it.
+fn check_last_dim(op: &str, xs: &Tensor, cfg: &NormConfig) -> Result<()> {
+    match cfg.dim() {
+        Some(d) if d + 1 != xs.rank() => Err(op_error(
+            op,
+            "dim",
+            format!(
+                "the last dim of xs {:?} ({}): the in-place ops normalise over the last \
+                 dimension only; use the out-of-place op",
+                xs.dims(),
+                xs.rank() - 1
+            ),
+            d.to_string(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Checks that `target` can be written in place and shares no storage with `others`.
 fn check_target(op: &str, arg: &str, target: &Tensor, others: &[(&str, &Tensor)]) -> Result<()> {
     if target.track_op() {
@@ -111,6 +130,7 @@ pub fn rms_norm_inplace(xs: &Tensor, weight: &Tensor, eps: impl Into<f64>) -> Re
 /// As [`rms_norm_inplace`].
 pub fn rms_norm_inplace_with(xs: &Tensor, weight: Option<&Tensor>, cfg: &NormConfig) -> Result<()> {
     check_common(RMS_NORM, xs, weight, cfg)?;
+    check_last_dim(RMS_NORM, xs, cfg)?;
     let others: Vec<_> = weight.iter().map(|w| ("weight", *w)).collect();
     check_target(RMS_NORM, "xs", xs, &others)?;
     let backend = resolve_backend(RMS_NORM, cfg, xs.device())?;
@@ -183,6 +203,7 @@ pub fn fused_add_rms_norm_inplace_with(
     cfg: &NormConfig,
 ) -> Result<()> {
     check_common(FUSED, xs, weight, cfg)?;
+    check_last_dim(FUSED, xs, cfg)?;
     let mut want = vec![2];
     want.extend_from_slice(xs.dims());
     check_like(FUSED, "pair", pair, xs, &want, "[2, ..xs]")?;
@@ -198,7 +219,7 @@ pub fn fused_add_rms_norm_inplace_with(
         let (n, s) = crate::portable::fused_add_rms_norm(&nop, xs, &pair.get(1)?, weight)?;
         return write_back(FUSED, "pair", pair, &[(&n, Some(0)), (&s, Some(1))]);
     }
-    let x = readable(xs)?;
+    let x = readable(xs, None)?;
     match weight {
         Some(w) => pair.inplace_op3(&x, &w.contiguous()?, &InPlace(nop)),
         None => pair.inplace_op2(&x, &InPlace(nop)),

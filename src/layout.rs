@@ -1,5 +1,6 @@
-//! Row geometry shared by every backend: a tensor seen as `rows` rows of `hidden` contiguous
-//! elements, row `r` starting at `offset + r * row_stride`.
+//! Geometry shared by every backend: a tensor seen as `rows` rows of `hidden` contiguous
+//! elements, row `r` starting at `offset + r * row_stride` ([`RowLayout`]), or, for a norm over
+//! another dimension, as `outer x channels x inner` with one stride each ([`ChannelLayout`]).
 
 use crate::error::op_error;
 use candle_core::{Layout, Result};
@@ -116,6 +117,107 @@ impl RowLayout {
     }
 }
 
+/// Collapses `dims` (with `strides`) into one count and one stride: `Some((count, stride))`
+/// when every dim of size > 1 steps by the product of the inner ones' counts times the
+/// innermost stride (dims of size 1 ignored; no dim: one element, stride 1).
+fn collapse(dims: &[usize], strides: &[usize]) -> Option<(usize, usize)> {
+    let mut stride = None;
+    let mut span = 1usize;
+    for (&d, &s) in dims.iter().zip(strides).rev() {
+        if d == 1 {
+            continue;
+        }
+        match stride {
+            None => stride = Some(s),
+            Some(st) if s != st * span => return None,
+            Some(_) => {}
+        }
+        span *= d;
+    }
+    Some((dims.iter().product(), stride.unwrap_or(1)))
+}
+
+/// A tensor normalised over one dimension, seen as `outer x channels x inner`: element
+/// `(o, c, i)` at `offset + o * outer_stride + c * c_stride + i * inner_stride`, the norm taken
+/// over `c` for each `(o, i)`. The outputs of such a norm are contiguous in the input's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChannelLayout {
+    pub offset: usize,
+    pub outer: usize,
+    pub outer_stride: usize,
+    pub channels: usize,
+    pub c_stride: usize,
+    pub inner: usize,
+    pub inner_stride: usize,
+}
+
+impl ChannelLayout {
+    /// `Some` when the dims before `dim` collapse into one stride and so do the dims after it
+    /// (any contiguous tensor, offset and narrowed views, a permutation that keeps each side
+    /// nested). Strides of 0 (broadcasts) are allowed: the layout is only read.
+    pub fn of(layout: &Layout, dim: usize) -> Option<Self> {
+        let (dims, strides) = (layout.dims(), layout.stride());
+        if dim >= dims.len() {
+            return None;
+        }
+        let (outer, outer_stride) = collapse(&dims[..dim], &strides[..dim])?;
+        let (inner, inner_stride) = collapse(&dims[dim + 1..], &strides[dim + 1..])?;
+        Some(Self {
+            offset: layout.start_offset(),
+            outer,
+            outer_stride,
+            channels: dims[dim],
+            c_stride: strides[dim],
+            inner,
+            inner_stride,
+        })
+    }
+
+    /// The layout of operand `arg` of `op` over `dim` in a storage of `len` elements.
+    ///
+    /// # Errors
+    /// A layout [`ChannelLayout::of`] rejects, or elements past the storage end.
+    pub fn checked(op: &str, arg: &str, l: &Layout, dim: usize, len: usize) -> Result<Self> {
+        let cl = Self::of(l, dim).ok_or_else(|| {
+            op_error(
+                op,
+                arg,
+                format!("dims before and after dim {dim} that each collapse into one stride"),
+                format!("strides {:?} for shape {:?}", l.stride(), l.dims()),
+            )
+        })?;
+        if cl.end() > len {
+            return Err(op_error(
+                op,
+                arg,
+                format!("a storage of at least {} elements", cl.end()),
+                len,
+            ));
+        }
+        Ok(cl)
+    }
+
+    /// The index of element `(o, c, i)`.
+    #[inline(always)]
+    pub fn at(&self, o: usize, c: usize, i: usize) -> usize {
+        self.offset + o * self.outer_stride + c * self.c_stride + i * self.inner_stride
+    }
+
+    /// Elements in all.
+    pub fn len(&self) -> usize {
+        self.outer * self.channels * self.inner
+    }
+
+    /// One past the last element read.
+    pub fn end(&self) -> usize {
+        if self.len() == 0 {
+            self.offset
+        } else {
+            self.at(self.outer - 1, self.channels - 1, self.inner - 1) + 1
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +269,48 @@ mod tests {
         assert_eq!(rl(&b), None);
         let e = Tensor::zeros((0, 8), candle_core::DType::F32, &Device::Cpu)?;
         assert_eq!(rl(&e).map(|r| (r.rows, r.end())), Some((0, 0)));
+        Ok(())
+    }
+
+    #[test]
+    fn channel_geometry() -> candle_core::Result<()> {
+        let t = Tensor::zeros((2, 3, 4, 5), candle_core::DType::F32, &Device::Cpu)?;
+        let cl = |t: &Tensor, d| ChannelLayout::of(t.layout(), d);
+        let c = cl(&t, 1).expect("contiguous");
+        assert_eq!(
+            (
+                c.outer,
+                c.outer_stride,
+                c.channels,
+                c.c_stride,
+                c.inner,
+                c.inner_stride
+            ),
+            (2, 60, 3, 20, 20, 1)
+        );
+        assert_eq!(
+            (c.end(), cl(&t, 3).map(|c| (c.inner, c.c_stride))),
+            (120, Some((1, 1)))
+        );
+        let v = t.narrow(3, 1, 3)?; // inner dims no longer nest
+        assert_eq!(cl(&v, 1), None);
+        assert_eq!(
+            cl(&v, 2).map(|c| (c.inner, c.offset, c.outer)),
+            Some((3, 1, 6))
+        );
+        // Channels moved last by a permute: normalised over dim 2, read in place.
+        let p =
+            Tensor::zeros((3, 4, 5), candle_core::DType::F32, &Device::Cpu)?.permute((1, 2, 0))?;
+        let c = cl(&p, 2).expect("permuted");
+        assert_eq!(
+            (c.c_stride, c.inner, c.outer, c.outer_stride),
+            (20, 1, 20, 1)
+        );
+        assert_eq!(cl(&p, 3), None);
+        assert_eq!(cl(&t.permute((0, 2, 3, 1))?, 3), None); // outer dims do not nest
+        let b =
+            Tensor::zeros((3, 1), candle_core::DType::F32, &Device::Cpu)?.broadcast_as((3, 5))?;
+        assert_eq!(cl(&b, 0).map(|c| (c.inner, c.inner_stride)), Some((5, 0)));
         Ok(())
     }
 

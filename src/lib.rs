@@ -18,6 +18,10 @@
 //! would overflow (|x| above about 1e19) are recomputed with an f64 sum, so huge values still
 //! normalise correctly.
 //!
+//! # Other dimensions
+//! [`NormConfig::with_dim`] normalises over any dimension (the channels of a video tensor),
+//! reading strided layouts in place; [`EpsMode::ClampNorm`] gives `F.normalize`'s eps clamp.
+//!
 //! # Layouts
 //! Any rank >= 1 and any hidden size. Views whose last dimension is contiguous and whose leading
 //! dimensions collapse into one row stride (offsets, narrowed rows, row steps) are read in place;
@@ -52,7 +56,7 @@ mod portable;
 pub mod rocm;
 
 pub use api::{fused_add_rms_norm, fused_add_rms_norm_with, rms_norm, rms_norm_with};
-pub use config::{Backend, NormConfig, Rounding, WeightMode, BACKEND_ENV};
+pub use config::{Backend, EpsMode, NormConfig, Rounding, WeightMode, BACKEND_ENV};
 pub use cpu::cpu_tier_name;
 pub use inplace::{
     fused_add_rms_norm_inplace, fused_add_rms_norm_inplace_with, keep_memory_pool, residual_pair,

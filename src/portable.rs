@@ -4,13 +4,17 @@
 //!
 //! - `s = xs (+ residual)` in f32 (f64 for f64 input); the fused op returns `s` rounded;
 //! - the sum of squares of `s` in that dtype (of its first `n` elements a row with a variance
-//!   size `n`); `scale = 1 / sqrt(ss / n + eps)`, `n = hidden` by default;
+//!   size `n`); `scale = 1 / sqrt(ss / n + eps)`, `n = hidden` by default, or with
+//!   `EpsMode::ClampNorm` `sqrt(n) / max(sqrt(ss), eps)`; a norm over another dimension than
+//!   the last runs on a transposed view of `s` (rows are then strided; Candle copies where it
+//!   must);
 //! - `n = s * scale`, rounded to the input dtype first with `Rounding::BeforeWeight`, times the
 //!   effective weight (`w`, `1 + w` or none), rounded once to the input dtype;
 //! - rows whose sum of squares overflows, or whose `mean + eps` is tiny, are rescued without
 //!   f64 (Metal has none): with `k = max(max |s|, sqrt(eps))` the row is normalised as
 //!   `(s / k) / sqrt(sum((s / k)^2) / hidden + (sqrt(eps) / k)^2)`, in which no term can
-//!   overflow or vanish. Rows holding an infinity are left to the plain formula (their infinite
+//!   overflow or vanish (with the clamp: `k = max(max |s|, eps)` and
+//!   `(s / k) * sqrt(n) / max(sqrt(sum((s / k)^2)), eps / k)`). Rows holding an infinity are left to the plain formula (their infinite
 //!   lanes become NaN, the rest zero), and NaN stays in its row.
 //!
 //! Every row goes through the same tensor ops (no host synchronisation, nothing data-dependent
@@ -18,7 +22,7 @@
 //! Candle's autograd; each branch of the rescue is fed only values that are finite where the
 //! branch is not taken, so no NaN leaks into gradients of ordinary rows.
 
-use crate::config::{Rounding, WeightMode};
+use crate::config::{EpsMode, Rounding, WeightMode};
 use crate::op::{compute_dtype, NormOp, RESCUE_MEAN_BELOW};
 use candle_core::{DType, Result, Tensor, D};
 
@@ -59,9 +63,10 @@ fn sum_sq(t: &Tensor) -> Result<Tensor> {
 }
 
 /// The per-row factor `f` and divisor `k` with `normalised = (s / k) * f`: `k = 1` and
-/// `f = 1 / sqrt(ss / n + eps)` for ordinary rows, the rescue for the others; `ss`, and the
-/// rescue's max, over the first `n` elements of each row (`NormOp::var_size`).
-fn row_factors(s: &Tensor, eps: f64, n: usize) -> Result<(Tensor, Tensor)> {
+/// `f = 1 / sqrt(ss / n + eps)` (or `sqrt(n) / max(sqrt(ss), eps)`) for ordinary rows, the
+/// rescue for the others; `ss`, and the rescue's max, over the first `n` elements of each row
+/// (`NormOp::var_size`).
+fn row_factors(s: &Tensor, eps: f64, n: usize, mode: EpsMode) -> Result<(Tensor, Tensor)> {
     let cdt = s.dtype();
     let s = if n < s.dim(D::Minus1)? {
         &s.narrow(D::Minus1, 0, n)?
@@ -81,29 +86,50 @@ fn row_factors(s: &Tensor, eps: f64, n: usize) -> Result<(Tensor, Tensor)> {
         (f32::MAX as f64, f64::from(RESCUE_MEAN_BELOW))
     };
     let ss = sum_sq(s)?;
-    let denom = ss.affine(inv_h, eps)?;
+    // What must not be tiny, and the floor of the rescue's divisor k.
+    let (under_root, floor) = match mode {
+        EpsMode::AddToMean => (ss.affine(inv_h, eps)?, eps.sqrt()),
+        EpsMode::ClampNorm => (ss.maximum(&full_like(&ss, eps * eps)?)?, eps),
+    };
     let m = s.abs()?.max_keepdim(D::Minus1)?;
-    // Rescue a row when its sum overflowed or `mean + eps` is tiny, unless it holds an
+    // Rescue a row when its sum overflowed or `under_root` is tiny, unless it holds an
     // infinity (or NaN: `m <= max` is false for both).
     let overflow = ss.ge(&full_like(&ss, max)?)?.to_dtype(cdt)?;
-    let small = denom.lt(&full_like(&denom, tiny)?)?.to_dtype(cdt)?;
+    let small = under_root
+        .lt(&full_like(&under_root, tiny)?)?
+        .to_dtype(cdt)?;
     let finite = m.le(&full_like(&m, max)?)?.to_dtype(cdt)?;
     let rescue = ((overflow + small)? * finite)?.gt(&full_like(&m, 0.0)?)?;
 
     let one = full_like(&m, 1.0)?;
-    let sqrt_eps = eps.sqrt();
-    let k = rescue.where_cond(&m.maximum(&full_like(&m, sqrt_eps)?)?, &one)?;
-    let plain = rescue.where_cond(&one, &denom)?.sqrt()?.recip()?;
+    let k = rescue.where_cond(&m.maximum(&full_like(&m, floor)?)?, &one)?;
     let u = s.broadcast_div(&k)?;
-    let q = (sum_sq(&u)?.affine(inv_h, 0.0)? + k.recip()?.affine(sqrt_eps, 0.0)?.sqr()?)?;
-    let f = rescue.where_cond(&q.sqrt()?.recip()?, &plain)?;
+    let sq = sum_sq(&u)?;
+    let (plain, rescued) = match mode {
+        EpsMode::AddToMean => (
+            rescue.where_cond(&one, &under_root)?.sqrt()?.recip()?,
+            (sq.affine(inv_h, 0.0)? + k.recip()?.affine(floor, 0.0)?.sqr()?)?
+                .sqrt()?
+                .recip()?,
+        ),
+        EpsMode::ClampNorm => {
+            let root_n = full_like(&m, (n as f64).sqrt())?;
+            let clamp =
+                |v: &Tensor, e: &Tensor| -> Result<Tensor> { root_n.div(&v.sqrt()?.maximum(e)?) };
+            (
+                clamp(&rescue.where_cond(&one, &ss)?, &full_like(&ss, eps)?)?,
+                clamp(&sq, &k.recip()?.affine(eps, 0.0)?)?,
+            )
+        }
+    };
+    let f = rescue.where_cond(&rescued, &plain)?;
     Ok((k, f))
 }
 
 /// The normalised rows of `s` (in the compute dtype) as the input dtype `dt`.
 fn normalise(op: &NormOp, s: &Tensor, dt: DType, weight: Option<&Tensor>) -> Result<Tensor> {
     let cdt = s.dtype();
-    let (k, f) = row_factors(s, op.eps, op.var_size(s.dim(D::Minus1)?))?;
+    let (k, f) = row_factors(s, op.eps, op.var_size(s.dim(D::Minus1)?), op.eps_mode)?;
     let mut n = s.broadcast_div(&k)?.broadcast_mul(&f)?;
     if op.rounding == Rounding::BeforeWeight {
         n = n.to_dtype(dt)?.to_dtype(cdt)?;
@@ -114,11 +140,25 @@ fn normalise(op: &NormOp, s: &Tensor, dt: DType, weight: Option<&Tensor>) -> Res
     n.to_dtype(dt)?.contiguous()
 }
 
+/// [`normalise`] over the op's dimension: `s` with that dimension swapped with the last, the
+/// result swapped back.
+fn normalise_over(op: &NormOp, s: &Tensor, dt: DType, weight: Option<&Tensor>) -> Result<Tensor> {
+    match op.axis(s.rank()) {
+        None => normalise(op, s, dt, weight),
+        Some(d) => {
+            let last = s.rank() - 1;
+            normalise(op, &s.transpose(d, last)?, dt, weight)?
+                .transpose(d, last)?
+                .contiguous()
+        }
+    }
+}
+
 /// `rms_norm` on the device of `x`, for any layout. The caller has checked shapes, dtypes,
 /// devices and eps.
 pub(crate) fn rms_norm(op: &NormOp, x: &Tensor, weight: Option<&Tensor>) -> Result<Tensor> {
     let dt = x.dtype();
-    normalise(op, &x.to_dtype(compute_dtype(dt))?, dt, weight)
+    normalise_over(op, &x.to_dtype(compute_dtype(dt))?, dt, weight)
 }
 
 /// The fused op: `(normed, sum)`, both contiguous; checked by the caller as [`rms_norm`].
@@ -132,7 +172,7 @@ pub(crate) fn fused_add_rms_norm(
     let cdt = compute_dtype(dt);
     let s = (x.to_dtype(cdt)? + residual.to_dtype(cdt)?)?;
     Ok((
-        normalise(op, &s, dt, weight)?,
+        normalise_over(op, &s, dt, weight)?,
         s.to_dtype(dt)?.contiguous()?,
     ))
 }

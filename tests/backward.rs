@@ -3,7 +3,9 @@
 mod common;
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};
-use candle_rmsnorm::{fused_add_rms_norm_with, rms_norm_with, Backend, NormConfig, WeightMode};
+use candle_rmsnorm::{
+    fused_add_rms_norm_with, rms_norm_with, Backend, EpsMode, NormConfig, WeightMode,
+};
 use common::*;
 
 /// The formula in Candle ops (autograd gives its gradients), the mean of squares over the
@@ -127,5 +129,62 @@ fn grads_keep_input_dtypes() -> Result<()> {
         .backward()?;
     assert_eq!(g.get(&x).unwrap().dtype(), DType::BF16);
     assert_eq!(g.get(&w).unwrap().dtype(), DType::F32);
+    Ok(())
+}
+
+/// A norm over dim 1 of a 4-d tensor, with `EpsMode::AddToMean` and with the clamp (`eps` 1e-5:
+/// never active; 3.0: active for some columns, whose gradient then has no mean's term), against
+/// autograd of the formula written over dim 1.
+#[test]
+fn grads_over_a_dim_and_with_the_clamp() -> Result<()> {
+    let (mut rng, _) = rng();
+    let dims = [2usize, 5, 3, 4];
+    let n: usize = dims.iter().product();
+    for (dt, tol) in [(DType::F64, 1e-10), (DType::F32, 1e-4)] {
+        for (mode, eps) in [
+            (EpsMode::AddToMean, 1e-5),
+            (EpsMode::ClampNorm, 1e-5),
+            (EpsMode::ClampNorm, 3.0),
+        ] {
+            let cfg = NormConfig::new(eps)
+                .with_dim(1)
+                .with_eps_mode(mode)
+                .with_backend(Backend::Cpu);
+            let x = Var::from_tensor(&tensor(&randn(&mut rng, n, 1.0), &dims, dt)?)?;
+            let r = Var::from_tensor(&tensor(&randn(&mut rng, n, 1.0), &dims, dt)?)?;
+            let w = Var::from_tensor(&tensor(&randn(&mut rng, 5, 1.0), &[5], dt)?)?;
+            let gy = tensor(&randn(&mut rng, n, 1.0), &dims, dt)?;
+            let gs = tensor(&randn(&mut rng, n, 1.0), &dims, dt)?;
+            let formula = |x: &Tensor| -> Result<Tensor> {
+                let ss = x.sqr()?.sum_keepdim(1)?;
+                let scale = match mode {
+                    EpsMode::AddToMean => ((ss / 5.0)? + eps)?.sqrt()?.recip()?,
+                    EpsMode::ClampNorm => {
+                        let norm = ss.sqrt()?;
+                        let floor = norm.ones_like()?.affine(eps, 0.0)?;
+                        let active = norm.gt(&floor)?;
+                        (active.where_cond(&norm, &floor)?.recip()? * 5f64.sqrt())?
+                    }
+                };
+                x.broadcast_mul(&scale)?
+                    .broadcast_mul(&w.as_tensor().reshape((1, 5, 1, 1))?)
+            };
+            let what = format!("{dt:?} {mode:?} eps {eps}");
+            let ours = (rms_norm_with(&x, Some(&w), &cfg)? * &gy)?
+                .sum_all()?
+                .backward()?;
+            let theirs = (formula(&x)? * &gy)?.sum_all()?.backward()?;
+            let mut vars = vec![("dx", &x), ("dw", &w)];
+            compare(&ours, &theirs, &vars, tol, &what)?;
+
+            let (nn, s) = fused_add_rms_norm_with(&x, &r, Some(&w), &cfg)?;
+            let ours = ((nn * &gy)?.sum_all()? + (s * &gs)?.sum_all()?)?.backward()?;
+            let sum = (x.as_tensor() + r.as_tensor())?;
+            let theirs =
+                ((formula(&sum)? * &gy)?.sum_all()? + (sum * &gs)?.sum_all()?)?.backward()?;
+            vars.push(("dres", &r));
+            compare(&ours, &theirs, &vars, tol, &format!("fused {what}"))?;
+        }
+    }
     Ok(())
 }

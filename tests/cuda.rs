@@ -97,6 +97,11 @@ fn matrix_variance_size() -> Result<()> {
     matrix_group(Group::VarianceSize)
 }
 
+#[test]
+fn matrix_dims() -> Result<()> {
+    matrix_group(Group::Dims)
+}
+
 /// A small part of the matrix covering every kernel and path, cheap enough for
 /// compute-sanitizer: the hidden sizes of each code path with the two weight kinds, blocks that
 /// take several rows (one after another, and several teams at a time), views in bf16 and f32,
@@ -110,7 +115,7 @@ fn sanitizer_cases(c: &Case) -> bool {
         Group::ManyRows => c.dims == [3000, 1536] || c.dims == [40000, 64],
         Group::Views => matches!(c.dtype, DType::BF16 | DType::F32),
         Group::Extremes => true,
-        Group::VarianceSize => matches!(c.dtype, DType::BF16 | DType::F32),
+        Group::VarianceSize | Group::Dims => matches!(c.dtype, DType::BF16 | DType::F32),
         _ => false,
     }
 }

@@ -198,3 +198,44 @@ fn variance_size_out_of_range() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn dim_out_of_range_wrong_weight_and_in_place() -> Result<()> {
+    let x = Tensor::zeros((2, 3, 4), DType::F32, &dev())?;
+    let cfg = NormConfig::new(1e-6).with_dim(3);
+    expect_err(
+        rms_norm_with(&x, None, &cfg),
+        &["rms_norm", "dim", "rank", "3"],
+    );
+    expect_err(
+        fused_add_rms_norm_with(&x, &x, None, &cfg),
+        &["fused_add_rms_norm", "dim", "3"],
+    );
+    // The weight has the size of the dimension normalised over.
+    let w = Tensor::ones(4, DType::F32, &dev())?;
+    let cfg = NormConfig::new(1e-6).with_dim(1);
+    expect_err(
+        rms_norm_with(&x, Some(&w), &cfg),
+        &["weight", "[3]", "dim 1", "shape [4]"],
+    );
+    expect_err(
+        rms_norm_with(&x, None, &cfg.with_variance_size(4)),
+        &["variance_size", "1..=3", "dim 1"],
+    );
+    // The in-place ops normalise over the last dimension only.
+    let t = x.copy()?;
+    expect_err(
+        candle_rmsnorm::rms_norm_inplace_with(&t, None, &cfg),
+        &["rms_norm", "dim", "in-place", "1"],
+    );
+    let pair = candle_rmsnorm::residual_pair(&x)?;
+    expect_err(
+        candle_rmsnorm::fused_add_rms_norm_inplace_with(&pair, &x, None, &cfg),
+        &["fused_add_rms_norm", "dim", "in-place"],
+    );
+    // The last dim named explicitly is the default.
+    let a = rms_norm_with(&x, None, &NormConfig::new(1e-6).with_dim(2))?;
+    let b = rms_norm_with(&x, None, &NormConfig::new(1e-6))?;
+    assert_eq!(a.to_vec3::<f32>()?, b.to_vec3::<f32>()?);
+    Ok(())
+}

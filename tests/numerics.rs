@@ -59,6 +59,11 @@ fn matrix_variance_size() -> Result<()> {
     cpu(Group::VarianceSize)
 }
 
+#[test]
+fn matrix_dims() -> Result<()> {
+    cpu(Group::Dims)
+}
+
 /// The reference itself: a NaN makes its row NaN and only that row, an infinity makes its
 /// element NaN and the rest of its row 0, and the fused sum is formed in f32 and rounded to
 /// the dtype. (The matrix checks every backend's NaN positions against these.)

@@ -52,7 +52,8 @@ pub(super) fn run<T: Copy + Send + Sync, C: Copy + Sync>(
         weight: &weight,
         hidden: h,
         var_size: op.var_size(h),
-        eps: conv(op.eps),
+        eps: conv(op.eps_arg(op.var_size(h))),
+        eps_mode: op.eps_mode,
         rounding: op.rounding,
     };
     let per_task = |rows| kernel::rows_per_task(rows, h, std::mem::size_of::<T>());

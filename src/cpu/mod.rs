@@ -1,5 +1,6 @@
 //! The CPU backend: converts Candle storages to row jobs and runs the SIMD kernel.
 
+mod channel;
 mod inplace;
 mod kernel;
 mod simd;
@@ -9,10 +10,11 @@ pub(crate) use kernel::{tier, Tier};
 use crate::config::WeightMode;
 use crate::error::{float_error, op_error};
 use crate::host::weight_values;
-use crate::layout::RowLayout;
+use crate::layout::{ChannelLayout, RowLayout};
 use crate::op::{Inputs, NormOp};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Shape};
+use channel::{ChannelJob, Planes};
 use half::{bf16, f16};
 use kernel::{Job, Rows};
 use simd::Elem;
@@ -99,16 +101,64 @@ fn rows_of<'a, T>(
 /// The kernel entry of one precision: rows of `T`, arithmetic and weight in `C`.
 type Kernel<T, C> = fn(&Job<'_, T, C>, &mut [MaybeUninit<T>], &mut [MaybeUninit<T>]);
 
+/// The kernel entry of a norm over another dimension than the last.
+type ChannelKernel<T, C> = fn(&ChannelJob<'_, T, C>, &mut [MaybeUninit<T>], &mut [MaybeUninit<T>]);
+
+/// One precision's arithmetic: weight conversion and the two kernels.
+struct Math<T, C> {
+    conv: fn(f64) -> C,
+    rows: Kernel<T, C>,
+    channels: ChannelKernel<T, C>,
+}
+
+/// A norm over dimension `dim` (not the last) of `x`: the channel job, into a new output.
+fn run_channels<T, C: Copy>(
+    op: &NormOp,
+    dim: usize,
+    x: (&[T], &Layout),
+    r: Option<(&[T], &Layout)>,
+    w: Option<(&CpuStorage, &Layout)>,
+    m: &Math<T, C>,
+) -> Result<Vec<T>> {
+    fn planes<'a, T>(
+        op: &NormOp,
+        dim: usize,
+        arg: &str,
+        x: (&'a [T], &Layout),
+    ) -> Result<Planes<'a, T>> {
+        let l = ChannelLayout::checked(op.name(), arg, x.1, dim, x.0.len())?;
+        Ok(Planes { data: x.0, l })
+    }
+    let xp = planes(op, dim, "xs", x)?;
+    let residual = r.map(|r| planes(op, dim, "residual", r)).transpose()?;
+    let (channels, n) = (xp.l.channels, xp.l.len());
+    let job = ChannelJob {
+        x: xp,
+        residual,
+        weight: &weight_as(op, w, channels, m.conv)?,
+        var_size: op.var_size(channels),
+        eps: (m.conv)(op.eps_arg(op.var_size(channels))),
+        eps_mode: op.eps_mode,
+        rounding: op.rounding,
+    };
+    let len = if job.residual.is_some() { 2 * n } else { n };
+    Ok(fill_output(len, n, |out, sum| (m.channels)(&job, out, sum)))
+}
+
 /// Builds the row job for `x` (and `residual`), converts the weight to `C` with `conv`, and
-/// runs `kernel` into a new output (`[normed; sum]` for the fused op, see `ops`).
+/// runs the kernel into a new output (`[normed; sum]` for the fused op, see `ops`); a norm
+/// over another dimension than the last goes to [`run_channels`].
 fn run<T, C: Copy>(
     op: &NormOp,
     x: (&[T], &Layout),
     r: Option<(&[T], &Layout)>,
     w: Option<(&CpuStorage, &Layout)>,
-    conv: fn(f64) -> C,
-    kernel: Kernel<T, C>,
+    m: &Math<T, C>,
 ) -> Result<Vec<T>> {
+    if let Some(dim) = op.axis(x.1.dims().len()) {
+        return run_channels(op, dim, x, r, w, m);
+    }
+    let (conv, kernel) = (m.conv, m.rows);
     let (xr, xl) = rows_of(op, "xs", x.0, x.1)?;
     let residual = match r {
         Some((d, l)) => Some(rows_of(op, "residual", d, l)?.0),
@@ -122,21 +172,30 @@ fn run<T, C: Copy>(
         weight: &weight,
         hidden: xl.hidden,
         var_size: op.var_size(xl.hidden),
-        eps: conv(op.eps),
+        eps: conv(op.eps_arg(op.var_size(xl.hidden))),
+        eps_mode: op.eps_mode,
         rounding: op.rounding,
     };
     let len = if job.residual.is_some() { 2 * n } else { n };
     Ok(fill_output(len, n, |out, sum| kernel(&job, out, sum)))
 }
 
-/// The arithmetic of f32, f16 and bf16 storage: the weight and eps in f32, the f32 kernel.
-fn f32_math<T: Elem>() -> (fn(f64) -> f32, Kernel<T, f32>) {
-    (|v| v as f32, kernel::run_f32::<T>)
+/// The arithmetic of f32, f16 and bf16 storage: the weight and eps in f32, the f32 kernels.
+fn f32_math<T: Elem>() -> Math<T, f32> {
+    Math {
+        conv: |v| v as f32,
+        rows: kernel::run_f32::<T>,
+        channels: channel::run_f32::<T>,
+    }
 }
 
 /// The arithmetic of f64 storage: f64 throughout.
-fn f64_math() -> (fn(f64) -> f64, Kernel<f64, f64>) {
-    (|v| v, kernel::run_f64)
+fn f64_math() -> Math<f64, f64> {
+    Math {
+        conv: |v| v,
+        rows: kernel::run_f64,
+        channels: channel::run_f64,
+    }
 }
 
 /// The CPU forward of every op variant.
@@ -149,7 +208,7 @@ pub(crate) fn forward(op: &NormOp, inputs: Inputs<'_, CpuStorage>) -> Result<(Cp
     let shape = op.out_shape(x.1.shape());
     macro_rules! go {
         ($variant:ident, $math:expr) => {{
-            let (conv, k) = $math;
+            let m = $math;
             let xs = match x.0 {
                 CpuStorage::$variant(d) => d.as_slice(),
                 _ => unreachable!(),
@@ -166,7 +225,7 @@ pub(crate) fn forward(op: &NormOp, inputs: Inputs<'_, CpuStorage>) -> Result<(Cp
                     ))
                 }
             };
-            CpuStorage::$variant(run(op, (xs, x.1), rs, w, conv, k)?)
+            CpuStorage::$variant(run(op, (xs, x.1), rs, w, &m)?)
         }};
     }
     let storage = match x.0.dtype() {
@@ -191,7 +250,7 @@ pub(crate) fn forward_inplace(
     let dtype = storage.dtype();
     macro_rules! go {
         ($variant:ident, $math:expr) => {{
-            let (conv, k) = $math;
+            let Math { conv, rows: k, .. } = $math;
             let CpuStorage::$variant(d) = storage else {
                 unreachable!()
             };

@@ -9,6 +9,8 @@ pub(crate) const NORM_OFFSET_ONE: u32 = 1;
 pub(crate) const NORM_ROUND_BEFORE_WEIGHT: u32 = 2;
 /// Every operand allows 16-byte chunks (decided on the host: `geometry::vector_ok`).
 pub(crate) const NORM_VECTOR: u32 = 4;
+/// `scale = sqrt(n) / max(sqrt(ss), eps)` (`EpsMode::ClampNorm`).
+pub(crate) const NORM_CLAMP_NORM: u32 = 8;
 /// Where the staged loop's row-buffer count goes in the flags (`geometry::Plan::stages`).
 pub(crate) const NORM_STAGES_SHIFT: u32 = 8;
 

@@ -4,7 +4,7 @@
 
 use super::abi::{self, NormArgs};
 use super::geometry::{self, Plan, Problem};
-use crate::config::{Rounding, WeightMode};
+use crate::config::{EpsMode, Rounding, WeightMode};
 use crate::op::NormOp;
 use candle_core::DType;
 
@@ -64,6 +64,9 @@ pub(crate) fn option_flags(op: &NormOp) -> u32 {
     }
     if op.rounding == Rounding::BeforeWeight {
         f |= abi::NORM_ROUND_BEFORE_WEIGHT;
+    }
+    if op.eps_mode == EpsMode::ClampNorm {
+        f |= abi::NORM_CLAMP_NORM;
     }
     f
 }
@@ -153,7 +156,7 @@ impl Call {
             res_stride: o.res_stride as i64,
             rows: rows as i64,
             hidden: self.hidden as i64,
-            eps: self.op.eps,
+            eps: self.op.eps_arg(self.op.var_size(self.hidden as usize)),
             flags,
             rows_per_block: plan.rows_per_block,
             lanes_per_row: plan.lanes_per_row,
@@ -403,5 +406,7 @@ mod tests {
         assert_eq!(f(WeightMode::Scale, Rounding::AtEnd), 0);
         assert_eq!(f(WeightMode::OffsetOne, Rounding::AtEnd), 1);
         assert_eq!(f(WeightMode::OffsetOne, Rounding::BeforeWeight), 3);
+        let clamp = NormConfig::new(1e-12).with_eps_mode(EpsMode::ClampNorm);
+        assert_eq!(option_flags(&NormOp::new(&clamp, Backend::Auto, false)), 8);
     }
 }

@@ -185,6 +185,14 @@ struct Case {
     stage_bytes: u64,
     /// The variance size (`NormConfig::with_variance_size`); 0: the whole row.
     var_size: usize,
+    /// `EpsMode::ClampNorm` with eps [`clamp_eps`] (active for some rows), instead of eps 1e-5.
+    clamp: bool,
+}
+
+/// The clamp's eps for rows of `h` inputs uniform in [-2, 2) (L2 norm about 1.15 sqrt(h)):
+/// some rows fall below it.
+fn clamp_eps(h: usize) -> f64 {
+    1.2 * (h as f64).sqrt()
 }
 
 impl Case {
@@ -202,6 +210,7 @@ impl Case {
             options: false,
             stage_bytes: 0,
             var_size: 0,
+            clamp: false,
         }
     }
 }
@@ -248,6 +257,11 @@ fn run(s: &Sim, c: Case, dest: Dest, seed: u64) -> (Outs, u32) {
         _ => (r.addr(), stride),
     };
     let mut cfg = NormConfig::new(1e-5);
+    if c.clamp {
+        cfg = cfg
+            .with_eps(clamp_eps(h))
+            .with_eps_mode(crate::config::EpsMode::ClampNorm);
+    }
     if c.var_size > 0 {
         cfg = cfg.with_variance_size(c.var_size);
     }
@@ -340,7 +354,11 @@ fn reference(c: Case, seed: u64) -> Outs {
             .collect();
         let nv = if c.var_size > 0 { c.var_size } else { h };
         let ss: f64 = v[..nv].iter().map(|a| a * a).sum();
-        let scale = 1.0 / (ss / nv as f64 + 1e-5).sqrt();
+        let scale = if c.clamp {
+            (nv as f64).sqrt() / ss.sqrt().max(clamp_eps(h))
+        } else {
+            1.0 / (ss / nv as f64 + 1e-5).sqrt()
+        };
         for (e, a) in v.iter().enumerate() {
             let mut y = a * scale;
             let mut we = if c.w.is_some() { w[e] } else { 1.0 };
@@ -564,6 +582,31 @@ fn partial_variance() {
                                 ..Case::plain(warp, (x, w), rows, h)
                             });
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `EpsMode::ClampNorm` (NORM_CLAMP_NORM) with an eps that some rows' norms fall below: every
+/// dtype, plain and fused, the options, a variance size, warp sizes 32 and 64, the register
+/// kernels, the team kernels and the two-read loop.
+#[test]
+fn clamp_norm() {
+    for warp in [32, 64] {
+        for (h, rows) in [(7usize, 9usize), (40, 9), (130, 5), (1536, 2), (20000, 1)] {
+            let dtypes = if h >= 1536 { &DTYPES[..4] } else { &DTYPES[..] };
+            for &(x, w) in dtypes {
+                for fused in [false, true] {
+                    for (options, var_size) in [(false, 0), (true, h.div_ceil(2))] {
+                        check(Case {
+                            fused,
+                            options,
+                            var_size,
+                            clamp: true,
+                            ..Case::plain(warp, (x, w), rows, h)
+                        });
                     }
                 }
             }

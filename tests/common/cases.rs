@@ -5,9 +5,9 @@
 use super::compare::test_seed;
 use super::random::{draw, store, SplitMix64};
 use super::reference::Opts;
-use super::views::{View, VIEWS};
+use super::views::{View, DIM_VIEWS, VIEWS};
 use candle_core::DType;
-use candle_rmsnorm::{NormConfig, Rounding, WeightMode};
+use candle_rmsnorm::{EpsMode, NormConfig, Rounding, WeightMode};
 
 pub const DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::BF16, DType::F64];
 /// Hidden sizes that reach every code path: several rows per block, one row per block with one
@@ -36,6 +36,8 @@ pub enum Group {
     ManyRowsPerBlock,
     /// The mean of squares over the first `n` elements of a row (`with_variance_size`).
     VarianceSize,
+    /// A norm over another dimension than the last (`with_dim`), and `EpsMode::ClampNorm`.
+    Dims,
 }
 
 /// How the input values are drawn.
@@ -72,6 +74,9 @@ pub struct Case {
     pub nan_at: Option<usize>,
     /// `NormConfig::with_variance_size`.
     pub var_size: Option<usize>,
+    /// `NormConfig::with_dim`: the dimension normalised over (`None`: the last).
+    pub dim: Option<usize>,
+    pub eps_mode: EpsMode,
 }
 
 /// The values of one case's inputs as stored in their dtypes.
@@ -98,6 +103,24 @@ impl Case {
             zero_residual: false,
             nan_at: None,
             var_size: None,
+            dim: None,
+            eps_mode: EpsMode::AddToMean,
+        }
+    }
+
+    /// Normalised over dimension `d`.
+    pub fn over(self, d: usize) -> Self {
+        Self {
+            dim: Some(d),
+            ..self
+        }
+    }
+
+    /// With `EpsMode::ClampNorm`.
+    pub fn clamp(self) -> Self {
+        Self {
+            eps_mode: EpsMode::ClampNorm,
+            ..self
         }
     }
 
@@ -128,10 +151,10 @@ impl Case {
         self
     }
 
-    /// The hidden size the ops see.
+    /// The size of the dimension the ops normalise over (a view's `hidden` is that size).
     pub fn hidden(&self) -> usize {
-        self.view
-            .map_or_else(|| *self.dims.last().unwrap(), |v| v.hidden)
+        let d = self.dim.unwrap_or(self.dims.len() - 1);
+        self.view.map_or_else(|| self.dims[d], |v| v.hidden)
     }
 
     pub fn opts(&self) -> Opts {
@@ -140,14 +163,19 @@ impl Case {
             mode: self.mode,
             rounding: self.rounding,
             var_size: self.var_size,
+            clamp: self.eps_mode == EpsMode::ClampNorm,
         }
     }
 
     /// The options without a backend: the caller pins one.
     pub fn config(&self) -> NormConfig {
-        let cfg = NormConfig::new(self.eps)
+        let mut cfg = NormConfig::new(self.eps)
             .with_weight_mode(self.mode)
-            .with_rounding(self.rounding);
+            .with_rounding(self.rounding)
+            .with_eps_mode(self.eps_mode);
+        if let Some(d) = self.dim {
+            cfg = cfg.with_dim(d);
+        }
         match self.var_size {
             Some(n) => cfg.with_variance_size(n),
             None => cfg,
@@ -172,8 +200,13 @@ impl Case {
             self.nan_at
                 .map_or(String::new(), |i| format!(" NaN at {i}")),
             self.var_size
-                .map_or(String::new(), |n| format!(" variance size {n}"))
-        )
+                .map_or(String::new(), |n| format!(" variance size {n}")),
+        ) + &self.dim.map_or(String::new(), |d| format!(" over dim {d}"))
+            + if self.eps_mode == EpsMode::ClampNorm {
+                " clamp"
+            } else {
+                ""
+            }
     }
 
     /// The inputs, from the test's seed and this case's id.
@@ -276,6 +309,7 @@ pub fn matrix() -> Vec<Case> {
     }
     extremes(&mut m);
     variance_sizes(&mut m);
+    dims(&mut m);
     for view in VIEWS {
         for dt in DTYPES {
             for w in [None, Some(F32), Some(dt)] {
@@ -344,6 +378,74 @@ fn variance_sizes(m: &mut Matrix) {
             view: Some(view),
             ..c.var(view.hidden.div_ceil(2))
         });
+    }
+}
+
+/// Norms over another dimension than the last: channels of video- and image-shaped tensors
+/// (inner sizes in and past the 16-lane blocks, inner 1 and 2, one channel), every dtype and
+/// weight kind, the options, the variance size along the dimension, `EpsMode::ClampNorm` with
+/// the clamp inactive and active, huge values (the rescue), a NaN (its column only), and views
+/// read in place or copied first.
+fn dims(m: &mut Matrix) {
+    use {DType::*, Group::Dims as G, Rounding::*, Values::*, WeightMode::*};
+    let shapes: [(&[usize], usize); 8] = [
+        (&[2, 7, 3, 5], 1),
+        (&[1, 24, 3, 10, 13], 1),
+        (&[3, 16, 130], 1),
+        (&[5, 9], 0),
+        (&[4, 33, 2], 1),
+        (&[2, 3, 4], 2),
+        (&[6, 1, 40], 1),
+        (&[64, 1], 0),
+    ];
+    for (dims, d) in shapes {
+        for dt in DTYPES {
+            for w in [None, Some(F32), Some(dt)] {
+                m.push(Case::new(G, dt, dims).w(w).over(d));
+            }
+            let c = Case::new(G, dt, dims).w(Some(F32)).over(d);
+            m.push(c.clone().opt(OffsetOne, BeforeWeight, 1e-5));
+            m.push(c.clone().opt(Scale, AtEnd, 1e-12).clamp());
+            m.push(c.var(dims[d].div_ceil(2)));
+        }
+    }
+    for dt in DTYPES {
+        // The clamp with eps 0.5 (active for many columns) and with tiny values; rows too.
+        let c = Case::new(G, dt, &[2, 8, 37]).w(Some(dt)).over(1);
+        m.push(c.clone().opt(Scale, AtEnd, 0.5).clamp().vals(Uniform(0.3)));
+        m.push(
+            c.opt(Scale, BeforeWeight, 1e-12)
+                .clamp()
+                .vals(Normal(1e-14)),
+        );
+        let c = Case::new(G, dt, &[9, 130])
+            .opt(OffsetOne, AtEnd, 1e-3)
+            .clamp();
+        m.push(c.vals(Uniform(0.2)));
+    }
+    for dt in [F32, BF16] {
+        m.push(Case::new(G, dt, &[2, 40, 33]).over(1).vals(Normal(1e30)));
+        let c = Case::new(G, dt, &[2, 40, 33])
+            .over(1)
+            .clamp()
+            .vals(Normal(1e30));
+        m.push(c.opt(Scale, AtEnd, 1e-12));
+        let nan = Some(12 * 20 + 5 * 20 + 7);
+        m.push(Case::new(G, dt, &[3, 12, 20]).over(1).zero_residual(nan));
+        let c = Case::new(G, dt, &[3, 12, 20])
+            .opt(Scale, AtEnd, 1e-12)
+            .clamp();
+        m.push(c.clone().over(1).zero_residual(nan));
+        m.push(c.zero_residual(nan));
+    }
+    for view in DIM_VIEWS {
+        for dt in [F32, BF16] {
+            let c = Case::new(G, dt, view.base).w(Some(F32)).over(1);
+            m.push(Case {
+                view: Some(view),
+                ..c
+            });
+        }
     }
 }
 

@@ -102,6 +102,8 @@ pub struct Opts {
     pub rounding: Rounding,
     /// The mean of squares over the first `n` elements of a row; `None`: all of it.
     pub var_size: Option<usize>,
+    /// `EpsMode::ClampNorm`: scale `sqrt(n) / max(sqrt(ss), eps)`.
+    pub clamp: bool,
 }
 
 impl Opts {
@@ -111,6 +113,7 @@ impl Opts {
             mode: WeightMode::Scale,
             rounding: Rounding::AtEnd,
             var_size: None,
+            clamp: false,
         }
     }
 }
@@ -167,7 +170,13 @@ pub fn reference(
         for v in &s[..nv] {
             ss += v * v;
         }
-        let scale = 1.0 / (ss / nv as f64 + eps).sqrt();
+        let scale = if o.clamp {
+            // F.normalize's clamp; a NaN norm stays NaN (f64::max would drop it).
+            let norm = ss.sqrt();
+            (nv as f64).sqrt() / if norm < o.eps { o.eps } else { norm }
+        } else {
+            1.0 / (ss / nv as f64 + eps).sqrt()
+        };
         for i in 0..hidden {
             let mut n = s[i] * scale;
             if o.rounding == Rounding::BeforeWeight {
@@ -177,6 +186,29 @@ pub fn reference(
                 Some(w) => n * w[i],
                 None => n,
             };
+        }
+    }
+    out
+}
+
+/// `vals` of a row-major tensor of shape `dims` with dimension `d` moved last (`back`: the
+/// inverse), for the reference of a norm over `d`.
+pub fn move_dim_last(vals: &[f64], dims: &[usize], d: usize, back: bool) -> Vec<f64> {
+    let outer: usize = dims[..d].iter().product();
+    let c = dims[d];
+    let inner: usize = dims[d + 1..].iter().product();
+    let mut out = vec![0.0; vals.len()];
+    for o in 0..outer {
+        for ch in 0..c {
+            for i in 0..inner {
+                let first = (o * c + ch) * inner + i;
+                let last = (o * inner + i) * c + ch;
+                if back {
+                    out[first] = vals[last];
+                } else {
+                    out[last] = vals[first];
+                }
+            }
         }
     }
     out

@@ -6,7 +6,7 @@
 
 use super::cases::{matrix, Case, Inputs};
 use super::compare::{check, Quantity, Stats};
-use super::reference::reference;
+use super::reference::{move_dim_last, reference, Expected};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_rmsnorm::{
     fused_add_rms_norm_inplace_with, fused_add_rms_norm_with, residual_pair, rms_norm_inplace_with,
@@ -118,9 +118,10 @@ impl Target for InPlace {
         )
     }
 
-    /// Candle writes only contiguous tensors in place (the portable backend).
+    /// Candle writes only contiguous tensors in place (the portable backend); the in-place ops
+    /// normalise over the last dimension only.
     fn supports(&self, c: &Case) -> bool {
-        self.backend != Backend::Candle || c.view.is_none()
+        (self.backend != Backend::Candle || c.view.is_none()) && c.dim.is_none()
     }
 
     fn place(&self, t: &Tensor) -> Result<Tensor> {
@@ -261,7 +262,8 @@ pub fn run_case(t: &dyn Target, c: &Case) -> Result<Vec<Stats>> {
     let (x, r) = placed(t, c, &xb, &rb)?;
     let (xv, rv) = match c.view {
         Some(v) => {
-            assert_eq!(x.dims().last(), Some(&v.hidden), "{what}: view hidden");
+            let d = c.dim.unwrap_or(x.rank() - 1);
+            assert_eq!(x.dims()[d], v.hidden, "{what}: view hidden");
             (values(&(v.x)(&xb)?)?, values(&(v.r)(&rb)?)?)
         }
         None => (inputs.x, inputs.r),
@@ -278,11 +280,25 @@ pub fn run_case(t: &dyn Target, c: &Case) -> Result<Vec<Stats>> {
         Ok(())
     };
 
-    let want = reference(dt, &xv, None, wv, hidden, &c.opts());
+    // A norm over dimension d: the reference on the values with d moved last, moved back.
+    let over = c.dim.filter(|&d| d + 1 < x.rank());
+    let expect = |r: Option<&[f64]>| -> Expected {
+        let Some(d) = over else {
+            return reference(dt, &xv, r, wv, hidden, &c.opts());
+        };
+        let mv = |v: &[f64], back| move_dim_last(v, x.dims(), d, back);
+        let rl = r.map(|r| mv(r, false));
+        let e = reference(dt, &mv(&xv, false), rl.as_deref(), wv, hidden, &c.opts());
+        Expected {
+            normed: mv(&e.normed, true),
+            sum: if r.is_some() { mv(&e.sum, true) } else { e.sum },
+        }
+    };
+    let want = expect(None);
     let (y, _) = t.call(c, &x, None, wt.as_ref())?;
     outcome("rms_norm", Quantity::Normed, &y, &want.normed)?;
 
-    let want = reference(dt, &xv, Some(&rv), wv, hidden, &c.opts());
+    let want = expect(Some(&rv));
     let (yn, ys) = t.call(c, &x, Some(&r), wt.as_ref())?;
     let ys = ys.expect("the fused op returns the sum");
     outcome("fused normed", Quantity::Normed, &yn, &want.normed)?;

@@ -43,3 +43,16 @@ pub const VIEWS: [View; 14] = [
     View { name: "narrowed columns, row range", base: &[10, 40], hidden: 33,
         x: |t| t.narrow(1, 3, 33)?.i(1..9), r: |t| t.narrow(1, 0, 33)?.i(2..10) },
 ];
+
+/// Views for norms over dim 1 (`hidden`: the size of dim 1 in the view).
+#[rustfmt::skip]
+pub const DIM_VIEWS: [View; 4] = [
+    View { name: "dim 1, outer narrowed", base: &[4, 9, 20], hidden: 9,
+        x: |t| t.narrow(0, 1, 2), r: |t| t.narrow(0, 2, 2) },
+    View { name: "dim 1, inner narrowed", base: &[4, 9, 20], hidden: 9,
+        x: |t| t.narrow(2, 3, 17), r: |t| t.narrow(2, 0, 17) },
+    View { name: "dim 1, inner dims transposed (copied)", base: &[2, 8, 5, 6], hidden: 8,
+        x: |t| t.transpose(2, 3), r: |t| t.transpose(2, 3) },
+    View { name: "dim 1 of a channels-last tensor", base: &[2, 5, 6, 8], hidden: 8,
+        x: |t| t.permute((0, 3, 1, 2)), r: |t| t.permute((0, 3, 1, 2)) },
+];

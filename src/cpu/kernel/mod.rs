@@ -4,8 +4,8 @@
 use super::simd::{hsum16, Elem, Isa, Portable};
 #[cfg(target_arch = "x86_64")]
 use super::simd::{Avx2, Avx512};
-use crate::config::Rounding;
-use crate::op::RESCUE_MEAN_BELOW;
+use crate::config::{EpsMode, Rounding};
+use crate::op::{scale_f32, scale_f64};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
@@ -36,6 +36,7 @@ pub(crate) struct Job<'a, T, C> {
     /// The mean of squares is over the first `var_size` elements (`1..=hidden`) of each row.
     pub var_size: usize,
     pub eps: C,
+    pub eps_mode: EpsMode,
     pub rounding: Rounding,
 }
 
@@ -107,7 +108,7 @@ fn rescue_row<T: Elem>(
             v * v
         })
         .sum();
-    let scale = 1.0 / (ss / nv as f64 + job.eps as f64).sqrt();
+    let scale = scale_f64(ss, nv, job.eps as f64, job.eps_mode);
     for i in 0..h {
         let mut n = (input(x, r, i, fused) as f64 * scale) as f32;
         if rb {
@@ -133,7 +134,6 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
     // (with nv = h that is the row's tail, as without the option).
     let nv = job.var_size;
     let v16 = nv / 16 * 16;
-    let inv_n = 1.0 / nv as f32;
     let eps = job.eps;
     let w = job.weight;
     let (wb, wt) = w.split_at(n16);
@@ -183,12 +183,10 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
             lanes[k] += tail[k];
         }
         let ss = hsum16(lanes);
-        let denom = ss * inv_n + eps;
-        if ss.is_infinite() || denom < RESCUE_MEAN_BELOW {
+        let Some(scale) = scale_f32(ss, nv, eps, job.eps_mode) else {
             rescue_row(job, x, r, o, FUSED, RB);
             continue;
-        }
-        let scale = 1.0 / denom.sqrt();
+        };
         let vscale = isa.splat(scale);
 
         // Pass 2: scale, optionally round, multiply by the weight, round.
@@ -353,7 +351,7 @@ pub(crate) fn run_f64(
             }
         }
         let ss = (acc[0] + acc[2]) + (acc[1] + acc[3]);
-        let scale = 1.0 / (ss / job.var_size as f64 + job.eps).sqrt();
+        let scale = scale_f64(ss, job.var_size, job.eps, job.eps_mode);
         for (i, oi) in o.iter_mut().enumerate() {
             oi.write(v(i) * scale * job.weight[i]);
         }

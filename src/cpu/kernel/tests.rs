@@ -49,6 +49,11 @@ mod tiers {
                         hidden: h,
                         var_size,
                         eps: 1e-6,
+                        eps_mode: if var_size == h {
+                            crate::config::EpsMode::AddToMean
+                        } else {
+                            crate::config::EpsMode::ClampNorm
+                        },
                         rounding,
                     };
                     let mut first: Option<(Vec<T>, Vec<T>)> = None;
@@ -126,6 +131,7 @@ mod cost_split {
                 hidden: h,
                 var_size: h,
                 eps: 1e-6,
+                eps_mode: crate::config::EpsMode::AddToMean,
                 rounding: Rounding::AtEnd,
             };
             let mut warm: Vec<MaybeUninit<bf16>> = Vec::with_capacity(n);
