@@ -112,5 +112,47 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(cpu, benches);
+/// A norm over dim 1 of `[1, 384, 21, 60, 104]` (the Wan VAE decoder's first stage at 480p; issue
+/// 11's shape), bf16 and f32: ours over the dimension in place (`with_dim(1)`), against moving
+/// channels last, our row norm, and moving them back (what it replaces), and a copy.
+/// `cargo bench --bench cpu -- dim1`.
+fn channel_benches(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let tier = candle_rmsnorm::cpu_tier_name();
+    let dims = (1usize, 384usize, 21usize, 60usize, 104usize);
+    for dt in [DType::BF16, DType::F32] {
+        let x = Tensor::randn(0f32, 1., dims, &dev)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap();
+        let w = Tensor::randn(1f32, 0.1, dims.1, &dev)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap();
+        let bytes = x.elem_count() * dt.size_in_bytes();
+        let cfg = candle_rmsnorm::NormConfig::new(1e-12)
+            .with_dim(1)
+            .with_eps_mode(candle_rmsnorm::EpsMode::ClampNorm);
+        let mut g = c.benchmark_group(format!("dim1/{}/1x384x21x60x104", name(dt)));
+        g.throughput(Throughput::Bytes(2 * bytes as u64));
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(3));
+        g.bench_function(BenchmarkId::new("ours_dim1", tier), |b| {
+            b.iter(|| candle_rmsnorm::rms_norm_with(&x, Some(&w), &cfg).unwrap())
+        });
+        let rows = cfg.with_dim(4);
+        g.bench_function(BenchmarkId::new("permute_ours_permute", tier), |b| {
+            b.iter(|| {
+                let xl = x.transpose(1, 4).unwrap().contiguous().unwrap();
+                let y = candle_rmsnorm::rms_norm_with(&xl, Some(&w), &rows).unwrap();
+                y.transpose(1, 4).unwrap().contiguous().unwrap()
+            })
+        });
+        bench_copy(&mut g, bytes);
+        g.finish();
+    }
+}
+
+criterion_group!(cpu, benches, channel_benches);
 criterion_main!(cpu);

@@ -7,7 +7,7 @@
 //! the same function; in bf16/f16 the rounding order would differ in the last bit.
 
 use candle_core::{Result, Tensor};
-use candle_rmsnorm::{fused_add_rms_norm_with, rms_norm_with, NormConfig, Rounding};
+use candle_rmsnorm::{fused_add_rms_norm_with, rms_norm_with, EpsMode, NormConfig, Rounding};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
@@ -102,34 +102,45 @@ impl Norm {
     }
 }
 
-/// The Wan VAE's channel-first `RMS_norm`: `F.normalize(x, dim=channels) * sqrt(C) * gamma`.
+/// The Wan VAE's channel-first `RMS_norm`: `F.normalize(x, dim=1) * sqrt(C) * gamma`.
 ///
-/// `F.normalize` divides by `max(||x||_2, 1e-12)`, so with `ms = mean(x^2)` over the C channels
-/// the reference is `x / max(sqrt(ms), 1e-12 / sqrt(C)) * gamma`. This crate computes
-/// `x / sqrt(ms + eps) * gamma`; with `eps = 1e-24 / C` (the square of the clamp) the two are
-/// equal for all-zero rows and differ by a relative `eps / (2 ms)` elsewhere, which is below f32
-/// resolution for every row with `ms > 1e-17 / C` (and at most a factor sqrt(2), at `ms = eps`,
-/// for rows of values near 1e-12).
+/// `ours`: one call over dim 1 of the tensor as it lies (`NormConfig::with_dim(1)`), with
+/// `EpsMode::ClampNorm` and eps 1e-12: `F.normalize`'s clamp exactly. `candle`: channels moved
+/// last (a copy), `candle_nn::ops::rms_norm`, moved back (a copy), with `eps = 1e-24 / C` (the
+/// square of the clamp over C: equal for all-zero rows, and for every other row a relative
+/// difference `eps / (2 ms)`, below f32 resolution for every row with `ms > 1e-17 / C`). Both are
+/// timed whole, copies included.
 #[derive(Debug, Clone)]
 pub struct ChannelNorm {
-    norm: Norm,
+    gamma: Tensor,
+    imp: NormImpl,
 }
 
 impl ChannelNorm {
     /// `gamma` of any shape with C elements (the checkpoints store `[C, 1, 1, 1]` or `[C, 1, 1]`).
     pub fn new(gamma: &Tensor, imp: NormImpl) -> Result<Self> {
-        let c = gamma.elem_count();
-        let eps = 1e-24 / c as f64;
         Ok(Self {
-            norm: Norm::new(gamma.flatten_all()?, eps, Rounding::AtEnd, imp),
+            gamma: gamma.flatten_all()?,
+            imp,
         })
     }
 
-    /// `x`: `[N, C, H, W]` (frames as the batch). Moves channels last, normalises over them,
-    /// moves them back.
+    /// `x`: `[N, C, ..]` (frames as the batch, or a video `[B, C, T, H, W]`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let xl = x.permute((0, 2, 3, 1))?.contiguous()?;
-        let y = self.norm.forward(&xl)?;
-        y.permute((0, 3, 1, 2))?.contiguous()
+        match self.imp {
+            NormImpl::Ours => {
+                let cfg = NormConfig::new(1e-12)
+                    .with_dim(1)
+                    .with_eps_mode(EpsMode::ClampNorm);
+                timed(x, || rms_norm_with(x, Some(&self.gamma), &cfg))
+            }
+            NormImpl::Candle => timed(x, || {
+                let last = x.rank() - 1;
+                let eps = 1e-24 / self.gamma.elem_count() as f64;
+                let xl = x.transpose(1, last)?.contiguous()?;
+                let y = candle_nn::ops::rms_norm(&xl, &self.gamma, eps as f32)?;
+                y.transpose(1, last)?.contiguous()
+            }),
+        }
     }
 }
