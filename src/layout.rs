@@ -23,28 +23,10 @@ impl RowLayout {
         let strides = layout.stride();
         let (&hidden, lead) = dims.split_last()?;
         let offset = layout.start_offset();
-        let rows: usize = lead.iter().product();
         if hidden > 1 && strides[dims.len() - 1] != 1 {
             return None;
         }
-        // Walk the leading dims from the innermost out, ignoring dims of size 1.
-        let mut row_stride = None;
-        let mut span = 1usize; // rows covered by the dims walked so far
-        for (&d, &s) in lead.iter().zip(strides).rev() {
-            if d == 1 {
-                continue;
-            }
-            match row_stride {
-                None => row_stride = Some(s),
-                Some(rs) => {
-                    if s != rs * span {
-                        return None;
-                    }
-                }
-            }
-            span *= d;
-        }
-        let row_stride = row_stride.unwrap_or(hidden);
+        let (rows, row_stride) = collapse(lead, &strides[..lead.len()], hidden)?;
         // Rows must not overlap (a broadcast has stride 0): the kernels write one row per row.
         if rows > 1 && row_stride < hidden {
             return None;
@@ -71,14 +53,7 @@ impl RowLayout {
                 format!("strides {:?} for shape {:?}", l.stride(), l.dims()),
             )
         })?;
-        if rl.end() > len {
-            return Err(op_error(
-                op,
-                arg,
-                format!("a storage of at least {} elements", rl.end()),
-                len,
-            ));
-        }
+        within(op, arg, rl.end(), len)?;
         Ok(rl)
     }
 
@@ -119,10 +94,11 @@ impl RowLayout {
 
 /// Collapses `dims` (with `strides`) into one count and one stride: `Some((count, stride))`
 /// when every dim of size > 1 steps by the product of the inner ones' counts times the
-/// innermost stride (dims of size 1 ignored; no dim: one element, stride 1).
-fn collapse(dims: &[usize], strides: &[usize]) -> Option<(usize, usize)> {
+/// innermost stride, walking from the innermost out (dims of size 1 ignored; none of size > 1:
+/// stride `alone`, which no element uses).
+fn collapse(dims: &[usize], strides: &[usize], alone: usize) -> Option<(usize, usize)> {
     let mut stride = None;
-    let mut span = 1usize;
+    let mut span = 1usize; // elements covered by the dims walked so far
     for (&d, &s) in dims.iter().zip(strides).rev() {
         if d == 1 {
             continue;
@@ -134,7 +110,20 @@ fn collapse(dims: &[usize], strides: &[usize]) -> Option<(usize, usize)> {
         }
         span *= d;
     }
-    Some((dims.iter().product(), stride.unwrap_or(1)))
+    Some((dims.iter().product(), stride.unwrap_or(alone)))
+}
+
+/// Checks that elements up to `end` lie in a storage of `len` elements.
+fn within(op: &str, arg: &str, end: usize, len: usize) -> Result<()> {
+    if end > len {
+        return Err(op_error(
+            op,
+            arg,
+            format!("a storage of at least {end} elements"),
+            len,
+        ));
+    }
+    Ok(())
 }
 
 /// A tensor normalised over one dimension, seen as `outer x channels x inner`: element
@@ -160,8 +149,8 @@ impl ChannelLayout {
         if dim >= dims.len() {
             return None;
         }
-        let (outer, outer_stride) = collapse(&dims[..dim], &strides[..dim])?;
-        let (inner, inner_stride) = collapse(&dims[dim + 1..], &strides[dim + 1..])?;
+        let (outer, outer_stride) = collapse(&dims[..dim], &strides[..dim], 1)?;
+        let (inner, inner_stride) = collapse(&dims[dim + 1..], &strides[dim + 1..], 1)?;
         Some(Self {
             offset: layout.start_offset(),
             outer,
@@ -186,14 +175,7 @@ impl ChannelLayout {
                 format!("strides {:?} for shape {:?}", l.stride(), l.dims()),
             )
         })?;
-        if cl.end() > len {
-            return Err(op_error(
-                op,
-                arg,
-                format!("a storage of at least {} elements", cl.end()),
-                len,
-            ));
-        }
+        within(op, arg, cl.end(), len)?;
         Ok(cl)
     }
 

@@ -10,7 +10,7 @@
 //! the sum over channels is a plain sequential f32 sum per position (the row kernel's order
 //! differs: the contract's tolerance covers both, docs/numerics.md).
 
-use super::kernel::{rows_per_task, Tier};
+use super::kernel::{arr, arr_mut, rows_per_task, Tier};
 #[cfg(target_arch = "x86_64")]
 use super::simd::{Avx2, Avx512};
 use super::simd::{Elem, Isa, Portable};
@@ -78,16 +78,6 @@ impl<T> Out<T> {
     }
 }
 
-#[inline(always)]
-fn arr<T>(s: &[T]) -> &[T; 16] {
-    s.try_into().expect("16 elements")
-}
-
-#[inline(always)]
-fn arr_mut<T>(s: &mut [T]) -> &mut [T; 16] {
-    s.try_into().expect("16 elements")
-}
-
 /// The scale of one position: f32, or f64 for a rescued one (then applied in f64, as the row
 /// kernel's rescue does).
 #[derive(Clone, Copy)]
@@ -133,7 +123,7 @@ fn block<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
 
     // Pass 1: sums of squares over the first nv channels (the fused op stores every sum).
     let mut acc = [isa.zero(); VECS];
-    let mut rest = [0f32; BLOCK];
+    let mut rest = [0f32; BLOCK]; // the sums of positions v0.. (the others are in acc)
     for c in 0..cn {
         let (xb, rb) = (xl.at(o, c, i0), rl.at(o, c, i0));
         // SAFETY: this task's positions of channel c: no other task writes them.
@@ -161,15 +151,15 @@ fn block<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
         }
     }
 
-    // The scales, with the f64 rescue of positions that need it.
+    // The scales, with the f64 rescue of positions that need it; every position's sum in
+    // `rest` first.
+    for (j, a) in acc.iter().enumerate().take(nvec) {
+        rest[16 * j..][..16].copy_from_slice(&isa.to_array(*a));
+    }
     let mut scales = [Scale::F32(0.0); BLOCK];
     let mut rescued = false;
     for k in 0..b {
-        let ss = if k < v0 {
-            isa.to_array(acc[k / 16])[k % 16]
-        } else {
-            rest[k]
-        };
+        let ss = rest[k];
         scales[k] = match scale_f32(ss, nv, job.eps, job.eps_mode) {
             Some(s) => Scale::F32(s),
             None => {

@@ -1,24 +1,8 @@
 //! Tests of the channel kernel: every tier, and the vector and scalar paths, bit-identical.
 
+use super::super::kernel::tests::{all_tiers, lcg};
 use super::*;
 use half::bf16;
-
-fn lcg(seed: &mut u64) -> f32 {
-    *seed = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-}
-
-fn tiers() -> Vec<Tier> {
-    let mut t = vec![Tier::Portable];
-    #[cfg(target_arch = "x86_64")]
-    {
-        t.extend(Avx2::detect().map(Tier::Avx2));
-        t.extend(Avx512::detect().map(Tier::Avx512));
-    }
-    t
-}
 
 /// Runs `job` on `tier` into fresh buffers poisoned with NaN; returns (out, sum) as bits.
 fn run_bits(tier: Tier, job: &ChannelJob<'_, bf16, f32>) -> (Vec<u16>, Vec<u16>) {
@@ -105,7 +89,7 @@ fn tiers_and_paths_are_bit_identical() {
                 want.0.iter().all(|&b| !bf16::from_bits(b).is_nan()),
                 "unwritten output"
             );
-            for t in tiers() {
+            for t in all_tiers() {
                 assert_eq!(
                     run_bits(t, &job(planes(&x, 1))),
                     want,

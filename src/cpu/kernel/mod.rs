@@ -68,12 +68,12 @@ pub(crate) fn tier() -> Tier {
 }
 
 #[inline(always)]
-fn arr<T>(s: &[T]) -> &[T; 16] {
+pub(super) fn arr<T>(s: &[T]) -> &[T; 16] {
     s.try_into().expect("chunks_exact(16) yields 16 elements")
 }
 
 #[inline(always)]
-fn arr_mut<T>(s: &mut [T]) -> &mut [T; 16] {
+pub(super) fn arr_mut<T>(s: &mut [T]) -> &mut [T; 16] {
     s.try_into()
         .expect("chunks_exact_mut(16) yields 16 elements")
 }
@@ -153,16 +153,18 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
         if FUSED {
             let s = sums.next().expect("sum has one row per output row");
             let (sb, st) = s.split_at_mut(n16);
-            for (c, ((xc, rc), sc)) in xb
+            let mut chunks = xb
                 .chunks_exact(16)
                 .zip(rb.chunks_exact(16))
-                .zip(sb.chunks_exact_mut(16))
-                .enumerate()
-            {
+                .zip(sb.chunks_exact_mut(16));
+            // The first v16 elements are summed; the rest of the row's blocks only stored.
+            for ((xc, rc), sc) in chunks.by_ref().take(v16 / 16) {
                 let v = isa.add(T::load(isa, arr(xc)), T::load(isa, arr(rc)));
-                if c * 16 < v16 {
-                    acc = isa.add(acc, isa.mul(v, v));
-                }
+                acc = isa.add(acc, isa.mul(v, v));
+                T::store(isa, v, arr_mut(sc));
+            }
+            for ((xc, rc), sc) in chunks {
+                let v = isa.add(T::load(isa, arr(xc)), T::load(isa, arr(rc)));
                 T::store(isa, v, arr_mut(sc));
             }
             for k in 0..xt.len() {
@@ -369,4 +371,4 @@ pub(crate) fn run_f64(
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

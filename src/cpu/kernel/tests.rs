@@ -1,26 +1,31 @@
 //! Tests of the row kernel: every tier bit-identical, task splitting, and (ignored) where the
 //! time goes.
 
+use super::*;
+
+/// Uniform-ish values in [-2, 2) from a seed (the CPU kernels' tests).
+pub(crate) fn lcg(seed: &mut u64) -> f32 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+}
+
+/// Every instruction-set tier this CPU supports.
+pub(crate) fn all_tiers() -> Vec<Tier> {
+    let mut t = vec![Tier::Portable];
+    #[cfg(target_arch = "x86_64")]
+    {
+        t.extend(Avx2::detect().map(Tier::Avx2));
+        t.extend(Avx512::detect().map(Tier::Avx512));
+    }
+    t
+}
+
 mod tiers {
     use super::super::*;
+    use super::{all_tiers, lcg};
     use half::{bf16, f16};
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-    }
-
-    fn all_tiers() -> Vec<Tier> {
-        let mut t = vec![Tier::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            t.extend(Avx2::detect().map(Tier::Avx2));
-            t.extend(Avx512::detect().map(Tier::Avx512));
-        }
-        t
-    }
 
     fn tiers_agree<T: Elem + PartialEq + std::fmt::Debug>(cvt: fn(f32) -> T, bits: fn(T) -> u64) {
         let mut seed = 7u64;
