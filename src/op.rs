@@ -91,12 +91,13 @@ impl NormOp {
         self.dim.filter(|&d| d + 1 < rank)
     }
 
-    /// The eps argument the kernels take for rows whose mean is over `n` elements: `eps`, or with
-    /// [`EpsMode::ClampNorm`] `eps^2 / n` (see [`under_root`]).
-    pub fn eps_arg(&self, n: usize) -> f64 {
+    /// The eps argument the kernels take for rows of `hidden` (their mean over
+    /// [`NormOp::var_size`] of them): `eps`, or with [`EpsMode::ClampNorm`] `eps^2 / n` (see
+    /// [`under_root`]).
+    pub fn eps_arg(&self, hidden: usize) -> f64 {
         match self.eps_mode {
             EpsMode::AddToMean => self.eps,
-            EpsMode::ClampNorm => self.eps * self.eps / n as f64,
+            EpsMode::ClampNorm => self.eps * self.eps / self.var_size(hidden) as f64,
         }
     }
 

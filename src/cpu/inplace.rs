@@ -52,7 +52,7 @@ pub(super) fn run<T: Copy + Send + Sync, C: Copy + Sync>(
         weight: &weight,
         hidden: h,
         var_size: op.var_size(h),
-        eps: conv(op.eps_arg(op.var_size(h))),
+        eps: conv(op.eps_arg(h)),
         eps_mode: op.eps_mode,
         rounding: op.rounding,
     };

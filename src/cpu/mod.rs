@@ -137,7 +137,7 @@ fn run_channels<T, C: Copy>(
         residual,
         weight: &weight_as(op, w, channels, m.conv)?,
         var_size: op.var_size(channels),
-        eps: (m.conv)(op.eps_arg(op.var_size(channels))),
+        eps: (m.conv)(op.eps_arg(channels)),
         eps_mode: op.eps_mode,
         rounding: op.rounding,
     };
@@ -172,7 +172,7 @@ fn run<T, C: Copy>(
         weight: &weight,
         hidden: xl.hidden,
         var_size: op.var_size(xl.hidden),
-        eps: conv(op.eps_arg(op.var_size(xl.hidden))),
+        eps: conv(op.eps_arg(xl.hidden)),
         eps_mode: op.eps_mode,
         rounding: op.rounding,
     };

@@ -156,7 +156,7 @@ impl Call {
             res_stride: o.res_stride as i64,
             rows: rows as i64,
             hidden: self.hidden as i64,
-            eps: self.op.eps_arg(self.op.var_size(self.hidden as usize)),
+            eps: self.op.eps_arg(self.hidden as usize),
             flags,
             rows_per_block: plan.rows_per_block,
             lanes_per_row: plan.lanes_per_row,
