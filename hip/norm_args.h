@@ -33,8 +33,17 @@ struct NormArgs {
   unsigned int rows_per_block;  // rows one block handles in all; 0 means 1
   unsigned int lanes_per_row;   // _rows kernels: lanes of a team (a power of two <= warp size)
   unsigned int chunks_per_lane; // chunks a lane holds in registers (1 or 2); 0: two-read loop
-  long long var_size;           // _var kernels: the mean of squares over a row's first var_size
-                                // elements (1..hidden); the other kernels use hidden
+  long long var_size;           // _var and _chan kernels: the mean of squares over a row's first
+                                // var_size elements (1..hidden); the other kernels use hidden
+  // _chan kernels only (hip/norm_channel.h): rows are outer indices and hidden the channels; the
+  // *_stride fields above are channel strides.
+  long long inner;     // positions per outer index
+  long long x_outer;   // elements between outer indices, per operand
+  long long res_outer;
+  long long out_outer;
+  long long sum_outer;
+  long long x_inner;   // elements between positions of the inputs (the outputs': 1)
+  long long res_inner;
 };
 
-static_assert(sizeof(NormArgs) == 120, "NormArgs must match src/gpu/abi.rs");
+static_assert(sizeof(NormArgs) == 176, "NormArgs must match src/gpu/abi.rs");

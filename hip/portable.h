@@ -56,6 +56,10 @@ typedef unsigned long long norm_u64;
 // to 64 registers a thread (four blocks fit), so that their blocks, and the rows they stage,
 // are not limited to one or two a multiprocessor by registers that only the other loops need.
 #define NORM_LAUNCH_BOUNDS_STAGED __attribute__((launch_bounds(256, 4)))
+// The channel kernels (hip/norm_channel.h) run at most 256 threads a block (src/gpu/channel_plan.rs
+// CHANNEL_MAX_BLOCK), two blocks a multiprocessor: 128 registers a thread (ptxas sm_90 used 113
+// to 120 of them; a cap of 80, three blocks, spilled).
+#define NORM_LAUNCH_BOUNDS_CHAN __attribute__((launch_bounds(256, 2)))
 NORM_DEV norm_u32 norm_tid() { return __nvvm_read_ptx_sreg_tid_x(); }
 NORM_DEV norm_u32 norm_ntid() { return __nvvm_read_ptx_sreg_ntid_x(); }
 NORM_DEV norm_u32 norm_bid() { return __nvvm_read_ptx_sreg_ctaid_x(); }
@@ -83,6 +87,7 @@ NORM_DEV int norm_shfl_xor_i(int v, int mask) {
 #define NORM_LAUNCH_BOUNDS __attribute__((amdgpu_flat_work_group_size(1, 768)))
 #define NORM_LAUNCH_BOUNDS_WIDE __attribute__((amdgpu_flat_work_group_size(1, 640)))
 #define NORM_LAUNCH_BOUNDS_ROWS __attribute__((amdgpu_flat_work_group_size(1, 256)))
+#define NORM_LAUNCH_BOUNDS_CHAN __attribute__((amdgpu_flat_work_group_size(1, 256)))
 NORM_DEV norm_u32 norm_tid() { return __builtin_amdgcn_workitem_id_x(); }
 NORM_DEV norm_u32 norm_ntid() { return __builtin_amdgcn_workgroup_size_x(); }
 NORM_DEV norm_u32 norm_bid() { return __builtin_amdgcn_workgroup_id_x(); }
@@ -105,6 +110,7 @@ NORM_DEV float norm_shfl_xor(float v, int mask) {
 #define NORM_LAUNCH_BOUNDS_WIDE
 #define NORM_LAUNCH_BOUNDS_ROWS
 #define NORM_LAUNCH_BOUNDS_STAGED
+#define NORM_LAUNCH_BOUNDS_CHAN
 norm_u32 norm_sim_tid();
 norm_u32 norm_sim_ntid();
 norm_u32 norm_sim_bid();

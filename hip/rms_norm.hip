@@ -29,12 +29,16 @@
 //                             (NormConfig::with_variance_size): rows as {op}_{dtype}, always
 //                             read twice (hip/norm_loop.h with VAR); kept apart so that the
 //                             option costs the other kernels no register or instruction.
+//   {op}_{dtype}[_wf32]_chan  a norm over another dimension than the last (NormConfig::with_dim),
+//                             the tensor read in place as outer x channels x inner
+//                             (hip/norm_channel.h).
 // A chunk is 16 bytes (8 bf16/f16, 4 f32, 2 f64) when the host set NORM_VECTOR (every row start
 // and the weight 16-byte aligned), one element otherwise; a row's last hidden % 8 elements are
 // a scalar tail.
 
 #include "portable.h"
 #include "norm_args.h"
+#include "norm_channel.h"
 #include "norm_loop.h"
 #include "norm_regs.h"
 #include "norm_staged.h"
@@ -214,6 +218,12 @@ NORM_DEV void rows_entry(const NormArgs& a) {
   }                                                                                                \
   extern "C" __global__ NORM_LAUNCH_BOUNDS void fused_add_rms_norm_##TAG##_var(NormArgs a) {       \
     rn::var_entry<T, W, true>(a);                                                                  \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_CHAN void rms_norm_##TAG##_chan(NormArgs a) {           \
+    rn::channel_entry<T, W, false>(a);                                                             \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_CHAN void fused_add_rms_norm_##TAG##_chan(NormArgs a) { \
+    rn::channel_entry<T, W, true>(a);                                                              \
   }
 
 // Where copies are asynchronous (NORM_ASYNC): {op}_{TAG}_staged as well.

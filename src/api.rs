@@ -1,7 +1,7 @@
 //! The public functions: validate once, pick the backend, apply the op.
 
 use crate::config::{Backend, NormConfig};
-use crate::error::{backend_unavailable, check_eps, check_float, op_error};
+use crate::error::{backend_unavailable, check_dims, check_eps, check_float, op_error};
 use crate::layout::{ChannelLayout, RowLayout};
 use crate::op::NormOp;
 use candle_core::{Device, Result, Tensor};
@@ -136,21 +136,8 @@ pub(crate) fn check_common(
         ));
     }
     check_float(op, "xs", xs.dtype())?;
-    let dim = cfg.dim().unwrap_or(xs.rank() - 1);
-    if dim >= xs.rank() {
-        return Err(op_error(
-            op,
-            "dim",
-            format!("below the rank of xs {:?} ({})", xs.dims(), xs.rank()),
-            dim.to_string(),
-        ));
-    }
+    let (dim, which) = check_dims(op, xs.dims(), cfg.dim(), cfg.variance_size())?;
     let hidden = xs.dims()[dim];
-    let which = if dim + 1 == xs.rank() {
-        "the last dim".to_string()
-    } else {
-        format!("dim {dim}")
-    };
     if let Some(w) = weight {
         if w.rank() != 1 || w.dims()[0] != hidden {
             return Err(op_error(
@@ -164,16 +151,6 @@ pub(crate) fn check_common(
         same_device(op, "weight", w, xs)?;
     }
     check_eps(op, cfg.eps())?;
-    if let Some(n) = cfg.variance_size() {
-        if n == 0 || n > hidden {
-            return Err(op_error(
-                op,
-                "variance_size",
-                format!("in 1..={hidden} ({which} of xs {:?})", xs.dims()),
-                n.to_string(),
-            ));
-        }
-    }
     Ok(hidden)
 }
 
@@ -192,9 +169,10 @@ pub(crate) fn readable(t: &Tensor, axis: Option<usize>) -> Result<Tensor> {
 }
 
 /// Whether `backend` has kernels of its own for a norm over another dimension than the last;
-/// the others run the row kernels on a copy with that dimension last (see [`swapped`]).
+/// the others (the ROCm path for host tensors) run the row kernels on a copy with that
+/// dimension last (see [`swapped`]).
 fn has_channel_kernels(backend: Backend) -> bool {
-    matches!(backend, Backend::Cpu)
+    matches!(backend, Backend::Cpu | Backend::Cuda)
 }
 
 /// `f` applied to `t` with dimensions `d` and the last swapped, contiguous, and the results

@@ -54,6 +54,44 @@ pub(crate) fn check_eps(op: &str, eps: f64) -> Result<(), Error> {
     Err(op_error(op, "eps", "finite and >= 0", shown))
 }
 
+/// The dimension a norm of `xs` (shape `dims`, rank >= 1) runs over, `dim` or the last, and
+/// the description of it messages use; checks `dim` below the rank and the variance size in
+/// `1..=dims[dim]`.
+pub(crate) fn check_dims(
+    op: &str,
+    dims: &[usize],
+    dim: Option<usize>,
+    variance_size: Option<usize>,
+) -> Result<(usize, String), Error> {
+    let rank = dims.len();
+    let d = dim.unwrap_or(rank.saturating_sub(1));
+    if d >= rank {
+        return Err(op_error(
+            op,
+            "dim",
+            format!("below the rank of xs {dims:?} ({rank})"),
+            d.to_string(),
+        ));
+    }
+    let which = if d + 1 == rank {
+        "the last dim".to_string()
+    } else {
+        format!("dim {d}")
+    };
+    let hidden = dims[d];
+    if let Some(n) = variance_size {
+        if n == 0 || n > hidden {
+            return Err(op_error(
+                op,
+                "variance_size",
+                format!("in 1..={hidden} ({which} of xs {dims:?})"),
+                n.to_string(),
+            ));
+        }
+    }
+    Ok((d, which))
+}
+
 /// The error for a backend this build or these tensors cannot use.
 pub(crate) fn backend_unavailable(op: &str, backend: Backend) -> Error {
     let why = match backend {

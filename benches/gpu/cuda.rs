@@ -8,6 +8,8 @@ use candle_core::cuda::cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaS
 use candle_core::{CudaDevice, DType, Device, Error, Result, Tensor};
 use std::sync::Arc;
 
+pub mod channels;
+
 pub struct Cuda {
     dev: Device,
     cd: CudaDevice,

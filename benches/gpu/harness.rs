@@ -19,6 +19,7 @@ pub const USAGE: &str =
   --quick        bf16 only, a third of the launches
   --only RxH     one shape, e.g. 512x4096
   --first-calls  (CUDA) only time the first call of every kernel variant, module load included
+  --channels     (CUDA) only time norms over dim 1 of video-VAE shapes (cuda/channels.rs)
   --keep-pool    (CUDA) set the device's memory pool release threshold to the maximum first, so
                  synchronising does not hand freed memory back to the driver
   --untracked    (CUDA) turn off cudarc's per-buffer event tracking first (Candle's
@@ -31,6 +32,8 @@ pub struct Args {
     pub only: Option<(usize, usize)>,
     /// Time the first call of every kernel variant instead (CUDA; see `cuda::first_calls`).
     pub first_calls: bool,
+    /// Time norms over dim 1 instead (CUDA; see `cuda::channels`).
+    pub channels: bool,
     /// Keep freed memory in the allocator's pool (CUDA; see `Gpu::keep_pool`).
     pub keep_pool: bool,
     /// Turn off the device's per-buffer event tracking (CUDA; see `Gpu::untracked`).
@@ -46,6 +49,7 @@ impl Args {
                 "--json" => a.json = Some(it.next().ok_or("--json needs a file name")?),
                 "--quick" => a.quick = true,
                 "--first-calls" => a.first_calls = true,
+                "--channels" => a.channels = true,
                 "--keep-pool" => a.keep_pool = true,
                 "--untracked" => a.untracked = true,
                 "--only" => {

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --features cuda --bench gpu -- [--json FILE] [--quick] [--only RxH]
 //! cargo bench --features cuda --bench gpu -- --first-calls [--json FILE]
+//! cargo bench --features cuda --bench gpu -- --channels [--json FILE]
 //! cargo bench --features rocm --bench gpu -- [--json FILE] [--quick] [--only RxH]
 //! ```
 //! For each (op, dtype, shape), with inputs rotating over buffer sets of >= 256 MiB together:
@@ -58,6 +59,24 @@ fn first_calls(args: &harness::Args) -> candle_core::Result<()> {
     Ok(())
 }
 
+/// `--channels` (CUDA): norms over dim 1 beside a copy and the permute path.
+#[cfg(feature = "cuda")]
+fn channels(args: &harness::Args) -> candle_core::Result<()> {
+    let g = match cuda::Cuda::new()? {
+        Ok(g) => g,
+        Err(why) => {
+            println!("SKIPPED channels: {why}");
+            return Ok(());
+        }
+    };
+    let rows = cuda::channels::run(&g)?;
+    if let Some(path) = &args.json {
+        let lines: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+        std::fs::write(path, lines.join("\n") + "\n")?;
+    }
+    Ok(())
+}
+
 fn main() -> candle_core::Result<()> {
     let args = match harness::Args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
@@ -75,6 +94,10 @@ fn main() -> candle_core::Result<()> {
     #[cfg(feature = "cuda")]
     if args.first_calls {
         return first_calls(&args);
+    }
+    #[cfg(feature = "cuda")]
+    if args.channels {
+        return channels(&args);
     }
     #[cfg(feature = "cuda")]
     match cuda::Cuda::new()? {

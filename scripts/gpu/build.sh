@@ -74,7 +74,8 @@ ldd "$BENCH_BIN" | grep -E 'cu|nv' || true
 PTX=$ROOT/kernels/cuda/sm_80.ptx
 gzip -9 -c "$PTX" > "$STAGE/rms_norm.ptx.gz"
 ptxas -arch=sm_90 -v "$PTX" -o /dev/null 2> "$STAGE/ptxas.txt"
-grep -E 'spill|registers' "$STAGE/ptxas.txt" | paste - - | awk '{print}' | sort | uniq -c | sort -rn | head -n 20
+# (awk, not head: head closing the pipe early would fail the script under pipefail)
+grep -E 'spill|registers' "$STAGE/ptxas.txt" | paste - - | sort | uniq -c | sort -rn | awk 'NR <= 20'
 bash scripts/check-spills.sh "$PTX"
 
 # WAN=1: also the Wan example (`-p wan_t2v --features cuda`), for device.sh's `wan` phase.

@@ -2,8 +2,8 @@
 # Runs on the CUDA machine (staged by scripts/gpu/build.sh): the GPU tests, compute-sanitizer
 # memcheck + racecheck on a subset, the benchmark, other kernel builds if staged (variants), and
 # PyTorch on the same shapes, ending with one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
-#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [sanitizer] [bench] [ab] [pool]
-#   [variants] [ncu] [torch]  (default: all)
+#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [sanitizer] [bench] [channels]
+#   [ab] [pool] [variants] [ncu] [torch]  (default: all)
 # Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick), POOL_SHAPES, POOL_FLAGS,
 #      TEST_FILTER (names of the GPU tests to run, default all), WAN_RUNS (impl:image pairs),
 #      OUT (logs, default ./gpu-out), GPU_WORK_DIR (unpacked binaries, default /tmp/candle-rmsnorm-gpu).
@@ -11,7 +11,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-PHASES=${*:-tests firstcalls images wan sanitizer bench ab pool variants ncu torch}
+PHASES=${*:-tests firstcalls images wan sanitizer bench channels ab pool variants ncu torch}
 W=${GPU_WORK_DIR:-/tmp/candle-rmsnorm-gpu}
 mkdir -p "$W"
 # unpack PATH_WITHOUT_SUFFIX DEST: PATH.xz (build.sh's, read with Python's lzma: the device may
@@ -116,6 +116,11 @@ if [[ " $PHASES " == *" bench "* ]]; then
   echo "== benchmark"
   "$W/gpu_bench" --json "$OUT/ours.jsonl" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || status=1
   cat "$OUT/bench.log" | grep -v '^|' | tail -n 50
+fi
+if [[ " $PHASES " == *" channels "* ]]; then
+  echo "== norms over dim 1 (benches/gpu/cuda/channels.rs)"
+  "$W/gpu_bench" --channels --json "$OUT/channels.jsonl" > "$OUT/channels.log" 2>&1 || status=1
+  grep -E '^\||SKIPPED|Error|panicked' "$OUT/channels.log"
 fi
 if [[ " $PHASES " == *" ab "* ]]; then
   # Configurations of one build side by side, alternating rounds, all dtypes: AB_CONFIGS is a

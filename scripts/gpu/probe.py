@@ -32,10 +32,11 @@ class NormArgs(C.Structure):  # hip/norm_args.h
         for n in ("out_stride", "sum_stride", "x_stride", "res_stride", "rows", "hidden")
     ] + [("eps", C.c_double)] + [
         (n, C.c_uint) for n in ("flags", "rows_per_block", "lanes_per_row", "chunks_per_lane")
-    ] + [("var_size", C.c_longlong)]
+    ] + [(n, C.c_longlong) for n in ("var_size", "inner", "x_outer", "res_outer", "out_outer",
+                                      "sum_outer", "x_inner", "res_inner")]
 
 
-assert C.sizeof(NormArgs) == 120
+assert C.sizeof(NormArgs) == 176
 cu = C.CDLL("libcuda.so.1")
 
 

@@ -10,8 +10,8 @@ mod memory;
 
 use crate::error::op_error;
 use crate::gpu::abi;
-use crate::gpu::call::{Call, Operands};
-use crate::layout::RowLayout;
+use crate::gpu::call::{Call, Channels, Operands};
+use crate::layout::{ChannelLayout, RowLayout};
 use crate::op::{Inputs, NormOp, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda::cudarc::driver::CudaStream;
@@ -42,6 +42,11 @@ pub(crate) fn forward(
         same_dtype(name, "residual", rs, xdt)?;
     }
     let (xp, xlen, _xg) = base_ptr(name, "xs", x.0, &st)?;
+    if let Some(d) = op.axis(x.1.dims().len()) {
+        let out = forward_channels(op, d, &dev, &st, (xp, xlen, x.1, xdt), r, w)?;
+        drop(_xg);
+        return Ok((out.into_storage(&dev), op.out_shape(x.1.shape())));
+    }
     let xl = RowLayout::checked(name, "xs", x.1, xlen)?;
     let (rows, hidden) = (xl.rows, xl.hidden);
     let n = rows * hidden;
@@ -68,9 +73,70 @@ pub(crate) fn forward(
         }
         None => None,
     };
-    queue(op, &dev, &st, xdt, (rows, hidden), o, w)?;
+    queue(op, &dev, &st, xdt, (rows, hidden), o, None, w)?;
     drop((_xg, _rg, _og));
     Ok((out.into_storage(&dev), op.out_shape(x.1.shape())))
+}
+
+/// The forward of a norm over dimension `d` (not the last): x (address, storage length,
+/// layout, dtype) and the residual read in place as `outer x channels x inner`, the outputs
+/// contiguous in x's shape.
+fn forward_channels(
+    op: &NormOp,
+    d: usize,
+    dev: &CudaDevice,
+    st: &CudaStream,
+    (xp, xlen, xl, xdt): (u64, usize, &Layout, DType),
+    r: Option<Operand<'_, CudaStorage>>,
+    w: Option<Operand<'_, CudaStorage>>,
+) -> Result<Out> {
+    let name = op.name();
+    let eb = xdt.size_in_bytes() as u64;
+    let cl = ChannelLayout::checked(name, "xs", xl, d, xlen)?;
+    let n = cl.len();
+    let mut out = Out::alloc(name, dev, xdt, if op.fused { 2 * n } else { n })?;
+    let (op_ptr, _og) = out.ptr(st);
+    let (c, inner) = (cl.channels as u64, cl.inner as u64);
+    let mut o = Operands {
+        out: op_ptr,
+        out_stride: inner,
+        x: xp + cl.offset as u64 * eb,
+        x_stride: cl.c_stride as u64,
+        ..Default::default()
+    };
+    let mut ch = Channels {
+        inner,
+        x_outer: cl.outer_stride as u64,
+        out_outer: c * inner,
+        x_inner: cl.inner_stride as u64,
+        ..Default::default()
+    };
+    let _rg = match r {
+        Some((rs, l)) => {
+            let (p, len, g) = base_ptr(name, "residual", rs, st)?;
+            let rl = ChannelLayout::checked(name, "residual", l, d, len)?;
+            if (rl.outer, rl.channels, rl.inner) != (cl.outer, cl.channels, cl.inner) {
+                return Err(op_error(
+                    name,
+                    "residual",
+                    format!("{:?}", xl.dims()),
+                    format!("{:?}", l.dims()),
+                ));
+            }
+            o.residual = p + rl.offset as u64 * eb;
+            o.res_stride = rl.c_stride as u64;
+            o.sum_out = op_ptr + n as u64 * eb;
+            o.sum_stride = inner;
+            ch.res_outer = rl.outer_stride as u64;
+            ch.res_inner = rl.inner_stride as u64;
+            ch.sum_outer = c * inner;
+            Some(g)
+        }
+        None => None,
+    };
+    queue(op, dev, st, xdt, (cl.outer, cl.channels), o, Some(ch), w)?;
+    drop((_rg, _og));
+    Ok(out)
 }
 
 /// The CUDA forward of the in-place ops: `rms_norm` of `target`'s rows into themselves when
@@ -101,7 +167,7 @@ pub(crate) fn forward_inplace(
             x_stride: rs,
             ..Default::default()
         };
-        queue(op, &dev, &st, dt, (tr.rows, tr.hidden), o, w)?;
+        queue(op, &dev, &st, dt, (tr.rows, tr.hidden), o, None, w)?;
         drop(_tg);
         return Ok(());
     };
@@ -124,7 +190,7 @@ pub(crate) fn forward_inplace(
         res_stride: rs,
         weight: 0,
     };
-    queue(op, &dev, &st, dt, (n, tr.hidden), o, w)?;
+    queue(op, &dev, &st, dt, (n, tr.hidden), o, None, w)?;
     drop((_tg, _xg));
     Ok(())
 }
@@ -156,8 +222,10 @@ fn same_rows(name: &str, arg: &str, l: RowLayout, rows: usize, hidden: usize) ->
 }
 
 /// Adds the weight (converted to the dtype the kernel takes when it differs) to the operands
-/// `o` of a `rows x hidden` call and queues its launches on `st`. The caller holds the guards
-/// of every address already in `o` until this returns.
+/// `o` of a `rows x hidden` call (with `channels`: outer indices x channels) and queues its
+/// launches on `st`. The caller holds the guards of every address already in `o` until this
+/// returns.
+#[allow(clippy::too_many_arguments)]
 fn queue(
     op: &NormOp,
     dev: &CudaDevice,
@@ -165,6 +233,7 @@ fn queue(
     xdt: DType,
     (rows, hidden): (usize, usize),
     mut o: Operands,
+    channels: Option<Channels>,
     w: Option<Operand<'_, CudaStorage>>,
 ) -> Result<()> {
     let name = op.name();
@@ -197,6 +266,7 @@ fn queue(
         rows: rows as u64,
         hidden: hidden as u64,
         operands: o,
+        channels,
     };
     let plan_err = |e| op_error(name, "device", "a supported CUDA device", e);
     let shape = device::shape(dev, st)?;
@@ -218,7 +288,8 @@ fn queue(
     for l in call.launches(&plan) {
         // SAFETY: every address lies in a live buffer whose guard is held until after the
         // launch is queued (the weight's here, the others by the caller); each buffer's length
-        // was checked against its row geometry (`RowLayout::checked`, `weight_range`). Outputs
+        // was checked against its geometry (`RowLayout::checked` or `ChannelLayout::checked`,
+        // `weight_range`). Outputs
         // are fresh buffers of exactly `rows * hidden` elements (twice for the fused op) or, in
         // place, the very rows the kernel reads, each element read by the lane that writes it
         // before the write. `plan` has the block size `func`'s occupancy was asked for.

@@ -37,12 +37,23 @@ pub(crate) struct NormArgs {
     pub rows_per_block: u32,
     pub lanes_per_row: u32,
     pub chunks_per_lane: u32,
-    /// [`Variant::Partial`]: the elements of a row the mean of squares is over.
+    /// [`Variant::Partial`] and [`Variant::Channel`]: the elements of a row the mean of
+    /// squares is over.
     pub var_size: i64,
+    /// [`Variant::Channel`] only (`hip/norm_channel.h`; `rows` are outer indices, `hidden` the
+    /// channels and the `*_stride` fields channel strides): positions per outer index, each
+    /// operand's outer stride, and the inputs' position strides (the outputs' is 1).
+    pub inner: i64,
+    pub x_outer: i64,
+    pub res_outer: i64,
+    pub out_outer: i64,
+    pub sum_outer: i64,
+    pub x_inner: i64,
+    pub res_inner: i64,
 }
 
 /// Bytes of `NormArgs`, the one kernel argument (also checked in the code-object metadata).
-pub const NORM_ARGS_BYTES: usize = 120;
+pub const NORM_ARGS_BYTES: usize = 176;
 const _: () = assert!(std::mem::size_of::<NormArgs>() == NORM_ARGS_BYTES);
 
 fn dtype_tag(dt: DType) -> Option<&'static str> {
@@ -82,6 +93,9 @@ pub enum Variant {
     /// `{op}_{dtype}_var`: as [`Variant::Block`] with rows read twice, the mean of squares over
     /// each row's first `var_size` elements (`NormConfig::with_variance_size`).
     Partial,
+    /// `{op}_{dtype}_chan`: a norm over another dimension than the last
+    /// (`NormConfig::with_dim`), the operands read in place as `outer x channels x inner`.
+    Channel,
 }
 
 impl Variant {
@@ -92,6 +106,7 @@ impl Variant {
             Variant::Staged => "_staged",
             Variant::RowsStaged => "_rows_staged",
             Variant::Partial => "_var",
+            Variant::Channel => "_chan",
         }
     }
 }
@@ -115,11 +130,16 @@ pub(crate) fn kernel_name(fused: bool, x: DType, w: DType, variant: Variant) -> 
     Some(format!("{op}_{xt}{wt}{}", variant.suffix()))
 }
 
-/// Every kernel name of the portable variants, Block, Rows and Partial (36): every code object
-/// has them; the ROCm code-object audit and the tests check them.
+/// Every kernel name of the portable variants, Block, Rows, Partial and Channel (48): every
+/// code object has them; the ROCm code-object audit and the tests check them.
 #[cfg(any(feature = "rocm", test))]
 pub fn portable_kernel_names() -> Vec<String> {
-    kernel_names(&[Variant::Block, Variant::Rows, Variant::Partial])
+    kernel_names(&[
+        Variant::Block,
+        Variant::Rows,
+        Variant::Partial,
+        Variant::Channel,
+    ])
 }
 
 /// Every kernel name of `variants` (12 each).
@@ -150,8 +170,9 @@ mod tests {
     #[test]
     fn names() {
         let all = portable_kernel_names();
-        assert_eq!(all.len(), 36);
+        assert_eq!(all.len(), 48);
         assert!(all.contains(&"fused_add_rms_norm_bf16_wf32_var".to_string()));
+        assert!(all.contains(&"rms_norm_f16_chan".to_string()));
         let staged = kernel_names(&[Variant::Staged, Variant::RowsStaged]);
         assert_eq!(staged.len(), 24);
         assert!(staged.contains(&"fused_add_rms_norm_bf16_wf32_staged".to_string()));

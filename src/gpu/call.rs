@@ -3,6 +3,7 @@
 //! load the named kernel and queue these launches.
 
 use super::abi::{self, NormArgs};
+use super::channel_plan::{self, plan_channels, ChannelProblem};
 use super::geometry::{self, Plan, Problem};
 use crate::config::{EpsMode, Rounding, WeightMode};
 use crate::op::NormOp;
@@ -34,7 +35,23 @@ pub(crate) struct DeviceShape {
     pub stage_bytes: u64,
 }
 
-/// One call of a kernel over `rows x hidden`.
+/// The rest of a norm over another dimension than the last ([`abi::Variant::Channel`]): the
+/// call's `rows` are outer indices, `hidden` the channels and the operands' strides channel
+/// strides; these are positions per outer index and the other strides, in elements (the
+/// outputs' position stride is 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Channels {
+    pub inner: u64,
+    pub x_outer: u64,
+    pub res_outer: u64,
+    pub out_outer: u64,
+    pub sum_outer: u64,
+    pub x_inner: u64,
+    pub res_inner: u64,
+}
+
+/// One call of a kernel over `rows x hidden`, or with `channels` over
+/// `rows x hidden x channels.inner` normalised over the middle dimension.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Call {
     pub op: NormOp,
@@ -45,6 +62,7 @@ pub(crate) struct Call {
     pub rows: u64,
     pub hidden: u64,
     pub operands: Operands,
+    pub channels: Option<Channels>,
 }
 
 /// One launch of a call: its grid (blocks) and its argument.
@@ -75,6 +93,47 @@ impl Call {
     /// The kernel name and launch plan on a device of `shape`, with `blocks_per_mp` blocks of
     /// the planned kernel resident per multiprocessor (0: unknown; see [`Problem`]).
     pub fn plan(&self, shape: DeviceShape, blocks_per_mp: u32) -> Result<(String, Plan), String> {
+        let (fused, x, w) = (self.op.fused, self.x_dtype, self.w_dtype);
+        let p = match self.channel_problem(shape.warp_size) {
+            Some(cp) => plan_channels(&cp)?,
+            None => self.row_plan(shape, blocks_per_mp)?,
+        };
+        let kernel = abi::kernel_name(fused, x, w, p.variant)
+            .ok_or_else(|| format!("no kernel for input {x:?} with weight {w:?}"))?;
+        Ok((kernel, p))
+    }
+
+    /// The channel problem of a call over another dimension than the last.
+    fn channel_problem(&self, warp_size: u32) -> Option<ChannelProblem> {
+        let ch = self.channels?;
+        let o = &self.operands;
+        let eb = self.x_dtype.size_in_bytes();
+        let v = geometry::vector_width(eb) as u64;
+        let mut addrs = vec![o.x, o.out];
+        let mut strides = vec![o.x_stride, o.out_stride, ch.x_outer, ch.out_outer, ch.inner];
+        let mut unit = ch.x_inner == 1;
+        if self.op.fused {
+            addrs.extend([o.residual, o.sum_out]);
+            strides.extend([o.res_stride, o.sum_stride, ch.res_outer, ch.sum_outer]);
+            unit &= ch.res_inner == 1;
+        }
+        // The kernel's own check (`channel_vector_holds` in hip/norm_channel.h): aligned bases,
+        // chunk-multiple strides and position counts, positions contiguous in the inputs.
+        let vector =
+            unit && addrs.iter().all(|a| a % 16 == 0) && strides.iter().all(|s| s % v == 0);
+        Some(ChannelProblem {
+            outer: self.rows,
+            channels: self.hidden,
+            inner: ch.inner,
+            elem_bytes: eb as u32,
+            vector,
+            warp_size,
+            fused: self.op.fused,
+        })
+    }
+
+    /// The plan of a call over rows.
+    fn row_plan(&self, shape: DeviceShape, blocks_per_mp: u32) -> Result<Plan, String> {
         let o = &self.operands;
         let eb = self.x_dtype.size_in_bytes();
         let mut addrs = vec![o.x, o.out, o.weight];
@@ -90,7 +149,7 @@ impl Call {
             addrs.extend([o.residual, o.sum_out]);
             strides.extend([o.res_stride as usize, o.sum_stride as usize]);
         }
-        let p = geometry::plan(&Problem {
+        geometry::plan(&Problem {
             rows: self.rows,
             hidden: self.hidden,
             elem_bytes: eb as u32,
@@ -102,24 +161,26 @@ impl Call {
             inputs: if self.op.fused { 2 } else { 1 },
             wide_weight: self.w_dtype.size_in_bytes() > eb,
             partial_variance: self.op.var_size(self.hidden as usize) < self.hidden as usize,
-        })?;
-        let (fused, x, w) = (self.op.fused, self.x_dtype, self.w_dtype);
-        let kernel = abi::kernel_name(fused, x, w, p.variant)
-            .ok_or_else(|| format!("no kernel for input {x:?} with weight {w:?}"))?;
-        Ok((kernel, p))
+        })
     }
 
     /// The launches of `plan`: pieces of at most `plan.rows_per_launch` rows, each with its row
     /// pointers advanced by whole rows.
+    /// For a channel call, pieces of at most `plan.rows_per_launch` outer indices, each with
+    /// every tile of their positions.
     pub fn launches(&self, plan: &Plan) -> Vec<Launch> {
         let rpb = u64::from(plan.rows_per_block.max(1));
         let max_rows = plan.rows_per_launch.max(rpb);
+        let eb = self.x_dtype.size_in_bytes() as u32;
+        let tiles = self
+            .channels
+            .map_or(1, |ch| channel_plan::tiles(ch.inner, eb, plan));
         let mut out = Vec::new();
         let mut first = 0;
         while first < self.rows {
             let n = (self.rows - first).min(max_rows);
             out.push(Launch {
-                grid: n.div_ceil(rpb) as u32,
+                grid: (n.div_ceil(rpb) * tiles) as u32,
                 args: self.pack(plan, first, n),
                 smem_bytes: plan.smem_bytes,
             });
@@ -128,10 +189,13 @@ impl Call {
         out
     }
 
-    /// The kernel argument for rows `first .. first + rows` of the call.
+    /// The kernel argument for rows (outer indices) `first .. first + rows` of the call.
     fn pack(&self, plan: &Plan, first: u64, rows: u64) -> NormArgs {
         let o = &self.operands;
+        let ch = self.channels.unwrap_or_default();
         let elem = self.x_dtype.size_in_bytes() as u64;
+        // Where the operands' rows (outer indices) step: row or outer strides.
+        let step = |row: u64, outer: u64| if self.channels.is_some() { outer } else { row };
         let at = |base: u64, stride: u64| {
             if base == 0 {
                 0
@@ -145,10 +209,10 @@ impl Call {
         }
         flags |= plan.stages << abi::NORM_STAGES_SHIFT;
         NormArgs {
-            out: at(o.out, o.out_stride),
-            sum_out: at(o.sum_out, o.sum_stride),
-            x: at(o.x, o.x_stride),
-            residual: at(o.residual, o.res_stride),
+            out: at(o.out, step(o.out_stride, ch.out_outer)),
+            sum_out: at(o.sum_out, step(o.sum_stride, ch.sum_outer)),
+            x: at(o.x, step(o.x_stride, ch.x_outer)),
+            residual: at(o.residual, step(o.res_stride, ch.res_outer)),
             weight: o.weight,
             out_stride: o.out_stride as i64,
             sum_stride: o.sum_stride as i64,
@@ -162,6 +226,13 @@ impl Call {
             lanes_per_row: plan.lanes_per_row,
             chunks_per_lane: plan.chunks_per_lane,
             var_size: self.op.var_size(self.hidden as usize) as i64,
+            inner: ch.inner as i64,
+            x_outer: ch.x_outer as i64,
+            res_outer: ch.res_outer as i64,
+            out_outer: ch.out_outer as i64,
+            sum_outer: ch.sum_outer as i64,
+            x_inner: ch.x_inner as i64,
+            res_inner: ch.res_inner as i64,
         }
     }
 }
@@ -181,6 +252,7 @@ mod tests {
             rows,
             hidden,
             operands: o,
+            channels: None,
         }
     }
 
@@ -392,6 +464,67 @@ mod tests {
         assert_eq!(offset_of!(NormArgs, rows_per_block), 100);
         assert_eq!(offset_of!(NormArgs, lanes_per_row), 104);
         assert_eq!(offset_of!(NormArgs, chunks_per_lane), 108);
+        assert_eq!(offset_of!(NormArgs, var_size), 112);
+        assert_eq!(offset_of!(NormArgs, inner), 120);
+        assert_eq!(offset_of!(NormArgs, res_inner), 168);
+    }
+
+    #[test]
+    fn channel_calls() {
+        // [3, 384, 131040] bf16 over dim 1, fused: outer strides step the launches.
+        let (outer, c, inner) = (3u64, 384u64, 131_040u64);
+        let o = Operands {
+            out: 0x10000,
+            out_stride: inner,
+            sum_out: 0x20000,
+            sum_stride: inner,
+            x: 0x30000,
+            x_stride: inner,
+            residual: 0x40000,
+            res_stride: inner,
+            weight: 0x50002,
+        };
+        let ch = Channels {
+            inner,
+            x_outer: c * inner,
+            res_outer: c * inner,
+            out_outer: c * inner,
+            sum_outer: c * inner,
+            x_inner: 1,
+            res_inner: 1,
+        };
+        let cl = Call {
+            channels: Some(ch),
+            ..call(true, DType::BF16, DType::F32, outer, c, o)
+        };
+        let (k, p) = cl.plan(shape(32, 132), 0).unwrap();
+        assert_eq!(k, "fused_add_rms_norm_bf16_wf32_chan");
+        // An unaligned weight does not matter: it is read a channel at a time.
+        assert!(p.vector);
+        let l = cl.launches(&p);
+        assert_eq!(l.len(), 1);
+        let tiles = inner.div_ceil(u64::from(p.lanes_per_row) * 8);
+        assert_eq!(u64::from(l[0].grid), outer * tiles);
+        let a = cl.pack(&p, 2, 1);
+        assert_eq!(a.x, 0x30000 + 2 * c * inner * 2);
+        assert_eq!(a.sum_out, 0x20000 + 2 * c * inner * 2);
+        assert_eq!(
+            (a.inner, a.x_inner, a.x_stride),
+            (inner as i64, 1, inner as i64)
+        );
+        // Positions that are not whole chunks, or strided positions: scalar.
+        let odd = Call {
+            channels: Some(Channels { inner: 7, ..ch }),
+            ..cl
+        };
+        assert!(!odd.plan(shape(32, 132), 0).unwrap().1.vector);
+        let strided = Call {
+            channels: Some(Channels { x_inner: 2, ..ch }),
+            ..cl
+        };
+        let (_, q) = strided.plan(shape(32, 132), 0).unwrap();
+        assert!(!q.vector);
+        assert_eq!(strided.launches(&q)[0].args.flags & abi::NORM_VECTOR, 0);
     }
 
     #[test]

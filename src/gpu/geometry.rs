@@ -163,7 +163,7 @@ fn round_up(v: u64, m: u64) -> u64 {
 
 /// The most blocks one launch may have: CUDA allows 2^31 - 1 in x; HIP counts the grid in
 /// threads in a `u32`.
-fn max_blocks(block: u32) -> u64 {
+pub(crate) fn max_blocks(block: u32) -> u64 {
     ((u32::MAX as u64) / block as u64).min(i32::MAX as u64)
 }
 

@@ -4,6 +4,9 @@
 
 pub(crate) mod abi;
 pub(crate) mod call;
+pub(crate) mod channel_plan;
 pub(crate) mod geometry;
 #[cfg(all(test, target_os = "linux"))]
 mod sim;
+#[cfg(all(test, target_os = "linux"))]
+mod sim_channels;

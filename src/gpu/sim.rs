@@ -25,8 +25,8 @@ use std::sync::OnceLock;
 type Launch = unsafe extern "C" fn(*const c_char, *const NormArgs, u32, u32, u32) -> i32;
 
 /// A loaded simulator library (kept for the process).
-struct Sim {
-    launch: Launch,
+pub(super) struct Sim {
+    pub(super) launch: Launch,
 }
 
 fn build(warp: u32) -> Result<PathBuf, String> {
@@ -78,7 +78,7 @@ fn load(path: &Path) -> Result<Sim, String> {
 
 /// The simulator for `warp`, or `None` (printed) when it is not asked for or no clang++ can
 /// build it.
-fn sim(warp: u32) -> Option<&'static Sim> {
+pub(super) fn sim(warp: u32) -> Option<&'static Sim> {
     let mode = std::env::var("CANDLE_RMSNORM_SIM").unwrap_or_default();
     if mode.is_empty() || mode == "0" {
         println!("skipped: set CANDLE_RMSNORM_SIM=1 to run the kernels on the host simulator");
@@ -99,14 +99,14 @@ fn sim(warp: u32) -> Option<&'static Sim> {
 }
 
 /// A host buffer aligned to 16 bytes (the kernels' vector chunks), `off` elements in.
-struct Buf {
+pub(super) struct Buf {
     mem: Vec<u128>,
     dt: DType,
     off: usize,
 }
 
 impl Buf {
-    fn new(dt: DType, n: usize, off: usize) -> Self {
+    pub(super) fn new(dt: DType, n: usize, off: usize) -> Self {
         let bytes = (n + off) * dt.size_in_bytes();
         Self {
             mem: vec![0; bytes.div_ceil(16) + 1],
@@ -114,7 +114,7 @@ impl Buf {
             off,
         }
     }
-    fn addr(&self) -> u64 {
+    pub(super) fn addr(&self) -> u64 {
         self.mem.as_ptr() as u64 + (self.off * self.dt.size_in_bytes()) as u64
     }
     fn bytes(&mut self) -> &mut [u8] {
@@ -122,7 +122,7 @@ impl Buf {
         // SAFETY: the u128 vector viewed as its bytes (any bit pattern is a valid u8).
         unsafe { std::slice::from_raw_parts_mut(self.mem.as_mut_ptr() as *mut u8, n) }
     }
-    fn set(&mut self, i: usize, v: f64) {
+    pub(super) fn set(&mut self, i: usize, v: f64) {
         let (dt, at) = (self.dt, (self.off + i) * self.dt.size_in_bytes());
         let b = self.bytes();
         match dt {
@@ -132,7 +132,7 @@ impl Buf {
             _ => b[at..at + 2].copy_from_slice(&bf16::from_f64(v).to_bits().to_le_bytes()),
         }
     }
-    fn get(&mut self, i: usize) -> f64 {
+    pub(super) fn get(&mut self, i: usize) -> f64 {
         let (dt, at) = (self.dt, (self.off + i) * self.dt.size_in_bytes());
         let b = self.bytes();
         let two = |b: &[u8]| u16::from_le_bytes([b[at], b[at + 1]]);
@@ -146,10 +146,10 @@ impl Buf {
 }
 
 /// The inputs of a case: uniform in [-2, 2), the same sequence for the run and the reference.
-struct Inputs(u64);
+pub(super) struct Inputs(pub(super) u64);
 
 impl Inputs {
-    fn next(&mut self) -> f64 {
+    pub(super) fn next(&mut self) -> f64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -158,7 +158,7 @@ impl Inputs {
 }
 
 /// A value of `dt` (rounded to nearest even).
-fn round(v: f64, dt: DType) -> f64 {
+pub(super) fn round(v: f64, dt: DType) -> f64 {
     match dt {
         DType::F64 => v,
         DType::F32 => v as f32 as f64,
@@ -191,7 +191,7 @@ struct Case {
 
 /// The clamp's eps for rows of `h` inputs uniform in [-2, 2) (L2 norm about 1.15 sqrt(h)):
 /// some rows fall below it.
-fn clamp_eps(h: usize) -> f64 {
+pub(super) fn clamp_eps(h: usize) -> f64 {
     1.2 * (h as f64).sqrt()
 }
 
@@ -213,6 +213,31 @@ impl Case {
             clamp: false,
         }
     }
+}
+
+/// The config of a case: `eps`, or with `clamp` `EpsMode::ClampNorm` with that eps; a variance
+/// size (0: none); the options (`1 + w`, rounding before the weight).
+pub(super) fn case_config(
+    eps: f64,
+    clamp: Option<f64>,
+    var_size: usize,
+    options: bool,
+) -> NormConfig {
+    let mut cfg = NormConfig::new(eps);
+    if let Some(e) = clamp {
+        cfg = cfg
+            .with_eps(e)
+            .with_eps_mode(crate::config::EpsMode::ClampNorm);
+    }
+    if var_size > 0 {
+        cfg = cfg.with_variance_size(var_size);
+    }
+    if options {
+        cfg = cfg
+            .with_weight_mode(WeightMode::OffsetOne)
+            .with_rounding(Rounding::BeforeWeight);
+    }
+    cfg
 }
 
 /// The outputs of a run: normed and (fused) sum, row-major contiguous.
@@ -256,20 +281,8 @@ fn run(s: &Sim, c: Case, dest: Dest, seed: u64) -> (Outs, u32) {
         Dest::Fresh => (sum.addr(), h),
         _ => (r.addr(), stride),
     };
-    let mut cfg = NormConfig::new(1e-5);
-    if c.clamp {
-        cfg = cfg
-            .with_eps(clamp_eps(h))
-            .with_eps_mode(crate::config::EpsMode::ClampNorm);
-    }
-    if c.var_size > 0 {
-        cfg = cfg.with_variance_size(c.var_size);
-    }
-    if c.options {
-        cfg = cfg
-            .with_weight_mode(WeightMode::OffsetOne)
-            .with_rounding(Rounding::BeforeWeight);
-    }
+    let clamp = c.clamp.then(|| clamp_eps(h));
+    let cfg = case_config(1e-5, clamp, c.var_size, c.options);
     let call = Call {
         op: NormOp::new(&cfg, Backend::Auto, c.fused),
         x_dtype: c.x,
@@ -287,6 +300,7 @@ fn run(s: &Sim, c: Case, dest: Dest, seed: u64) -> (Outs, u32) {
             res_stride: if c.fused { stride as u64 } else { 0 },
             weight: if c.w.is_some() { w.addr() } else { 0 },
         },
+        channels: None,
     };
     let shape = DeviceShape {
         warp_size: c.warp,
@@ -381,24 +395,30 @@ fn reference(c: Case, seed: u64) -> Outs {
 /// Bound of |kernel - reference| for the normed output: the output's rounding (twice with
 /// rounding before the weight) and the f32 sum of squares.
 fn bound(c: Case, want: f64) -> f64 {
-    let ulp = match c.x {
+    tolerance(c.x, c.hidden, c.options, want)
+}
+
+/// The bound of [`bound`] for input `x`, rows of `hidden` and (`options`) rounding before the
+/// weight.
+pub(super) fn tolerance(x: DType, hidden: usize, options: bool, want: f64) -> f64 {
+    let ulp = match x {
         DType::F64 => 2f64.powi(-52),
         DType::F32 => 2f64.powi(-23),
         DType::F16 => 2f64.powi(-10),
         _ => 2f64.powi(-7),
     };
-    let sum_err = match c.x {
+    let sum_err = match x {
         DType::F64 => 1e-13,
-        _ => 1e-6 * (c.hidden as f64).sqrt().max(1.0),
+        _ => 1e-6 * (hidden as f64).sqrt().max(1.0),
     };
     // The spacing of subnormal results (f16 from 6e-5 down).
-    let tiny = match c.x {
+    let tiny = match x {
         DType::F64 => 2f64.powi(-1074),
         DType::F32 => 2f64.powi(-149),
         DType::F16 => 2f64.powi(-24),
         _ => 2f64.powi(-133),
     };
-    let roundings = if c.options { 3.0 } else { 1.0 };
+    let roundings = if options { 3.0 } else { 1.0 };
     want.abs() * (roundings * ulp + sum_err) + roundings * tiny
 }
 
@@ -431,7 +451,7 @@ fn check(c: Case) -> u32 {
     stages
 }
 
-const DTYPES: [(DType, Option<DType>); 7] = [
+pub(super) const DTYPES: [(DType, Option<DType>); 7] = [
     (DType::F32, Some(DType::F32)),
     (DType::F16, Some(DType::F16)),
     (DType::BF16, Some(DType::BF16)),

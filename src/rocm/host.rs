@@ -188,6 +188,7 @@ fn stage<T: WithDType + Copy + Default>(
             res_stride: rd.as_ref().map_or(0, |(_, rl)| rl.row_stride as u64),
             weight: wd.as_ref().map_or(0, RocmTensor::addr),
         },
+        channels: None,
     };
     let stream = dev.stream()?;
     // SAFETY: x and residual were uploaded as the exact spans their row layouts cover (first

@@ -4,13 +4,15 @@ use super::device::RocmDevice;
 use super::memory::RocmTensor;
 use super::stream::RocmStream;
 use crate::config::{Backend, NormConfig};
-use crate::error::{check_eps, check_float, op_error};
+use crate::error::{check_dims, check_eps, check_float, op_error};
 use crate::gpu::abi::kernel_weight_dtype;
-use crate::gpu::call::{Call, Operands};
+use crate::gpu::call::{Call, Channels, Operands};
 use crate::op::NormOp;
 use candle_core::Result;
 
-/// Checks device tensors and returns the call over them (with the output addresses unset).
+/// Checks device tensors and returns the call over them (with the output addresses unset; the
+/// outputs are contiguous in x's shape). A norm over another dimension than the last
+/// (`NormConfig::with_dim`) is a channel call (`hip/norm_channel.h`).
 fn device_call(
     op: &str,
     x: &RocmTensor,
@@ -20,9 +22,11 @@ fn device_call(
     stream: &RocmStream,
 ) -> Result<Call> {
     let dims = x.shape().dims();
-    let Some(&hidden) = dims.last() else {
+    if dims.is_empty() {
         return Err(op_error(op, "xs", "of rank >= 1", "a rank-0 tensor"));
-    };
+    }
+    let (d, _) = check_dims(op, dims, cfg.dim(), cfg.variance_size())?;
+    let hidden = dims[d];
     check_float(op, "xs", x.dtype())?;
     check_eps(op, cfg.eps())?;
     let ordinal = x.device().ordinal();
@@ -64,23 +68,58 @@ fn device_call(
             want
         }
     };
-    let h = hidden as u64;
+    // Contiguous: rows of `hidden`, or outer x hidden x inner with the dim in the middle.
+    let outer: usize = dims[..d].iter().product();
+    let inner: usize = dims[d + 1..].iter().product();
+    let (h, stride) = (hidden as u64, inner.max(1) as u64);
+    let channels = (d + 1 < dims.len()).then(|| {
+        let o = h * stride;
+        Channels {
+            inner: stride,
+            x_outer: o,
+            res_outer: o,
+            out_outer: o,
+            sum_outer: o,
+            x_inner: 1,
+            res_inner: 1,
+        }
+    });
+    let (rows, step) = match channels {
+        Some(_) => (outer as u64, stride),
+        None => ((x.elem_count() / hidden.max(1)) as u64, h),
+    };
+    let fused = residual.is_some();
     Ok(Call {
-        op: NormOp::new(cfg, Backend::Rocm, residual.is_some()),
+        op: NormOp::new(cfg, Backend::Rocm, fused),
         x_dtype: x.dtype(),
         w_dtype,
-        rows: (x.elem_count() / hidden.max(1)) as u64,
+        rows,
         hidden: h,
         operands: Operands {
-            out_stride: h,
+            out_stride: step,
+            sum_stride: if fused { step } else { 0 },
             x: x.addr(),
-            x_stride: h,
+            x_stride: step,
             residual: residual.map_or(0, RocmTensor::addr),
-            res_stride: if residual.is_some() { h } else { 0 },
+            res_stride: if fused { step } else { 0 },
             weight: weight.map_or(0, RocmTensor::addr),
             ..Default::default()
         },
+        channels,
     })
+}
+
+/// The in-place ops normalise over the last dimension only, as the crate's in-place ops do.
+fn last_dim_only(op: &str, call: &Call, cfg: &NormConfig) -> Result<()> {
+    match (call.channels, cfg.dim()) {
+        (Some(_), Some(d)) => Err(op_error(
+            op,
+            "dim",
+            "the last dim: the in-place ops normalise over the last dimension only",
+            d.to_string(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A new device tensor of `x`'s dtype and shape on `x`'s device.
@@ -144,7 +183,6 @@ pub fn fused_add_rms_norm(
     let (out, sum) = (like(x)?, like(x)?);
     call.operands.out = out.addr();
     call.operands.sum_out = sum.addr();
-    call.operands.sum_stride = call.hidden;
     run(x.device(), stream, &call)?;
     Ok((out, sum))
 }
@@ -161,6 +199,7 @@ pub fn rms_norm_inplace(
 ) -> Result<()> {
     let op = "candle_rmsnorm::rocm::rms_norm_inplace";
     let mut call = device_call(op, x, None, weight, cfg, stream)?;
+    last_dim_only(op, &call, cfg)?;
     call.operands.out = x.addr();
     run(x.device(), stream, &call)
 }
@@ -180,8 +219,8 @@ pub fn fused_add_rms_norm_inplace(
 ) -> Result<()> {
     let op = "candle_rmsnorm::rocm::fused_add_rms_norm_inplace";
     let mut call = device_call(op, x, Some(residual), weight, cfg, stream)?;
+    last_dim_only(op, &call, cfg)?;
     call.operands.out = x.addr();
     call.operands.sum_out = residual.addr();
-    call.operands.sum_stride = call.hidden;
     run(x.device(), stream, &call)
 }

@@ -4,7 +4,7 @@
 use super::device::RocmDevice;
 use super::sys::HipStream;
 use crate::config::{Backend, NormConfig};
-use crate::error::{check_eps, check_float, op_error};
+use crate::error::{check_dims, check_eps, check_float, op_error};
 use crate::gpu::abi::kernel_weight_dtype;
 use crate::gpu::call::{Call, Operands};
 use crate::op::NormOp;
@@ -63,6 +63,21 @@ impl Default for RawNorm {
 fn raw_call(op: &str, a: &RawNorm, fused: bool, cfg: &NormConfig) -> Result<Call> {
     check_float(op, "dtype", a.dtype)?;
     check_eps(op, cfg.eps())?;
+    // Raw operands are rows: `[rows, hidden]` normalised over `hidden` (dim 1).
+    check_dims(
+        op,
+        &[a.rows, a.hidden],
+        cfg.dim().or(Some(1)),
+        cfg.variance_size(),
+    )?;
+    if cfg.dim() == Some(0) {
+        return Err(op_error(
+            op,
+            "dim",
+            "unset or 1: raw operands are rows of [rows, hidden], normalised over hidden",
+            0,
+        ));
+    }
     let w = match (a.weight.is_null(), a.weight_dtype) {
         (true, _) => a.dtype,
         (false, Some(w)) if kernel_weight_dtype(a.dtype, w) == w => w,
@@ -124,6 +139,7 @@ fn raw_call(op: &str, a: &RawNorm, fused: bool, cfg: &NormConfig) -> Result<Call
         rows: a.rows as u64,
         hidden: a.hidden as u64,
         operands: o,
+        channels: None,
     })
 }
 

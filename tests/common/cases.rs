@@ -382,13 +382,17 @@ fn variance_sizes(m: &mut Matrix) {
 }
 
 /// Norms over another dimension than the last: channels of video- and image-shaped tensors
-/// (inner sizes in and past the 16-lane blocks, inner 1 and 2, one channel), every dtype and
+/// (inner sizes in and past the 16-lane blocks, inner 1 and 2, one channel, few and many
+/// channels, positions in whole 16-byte chunks and not), every dtype and
 /// weight kind, the options, the variance size along the dimension, `EpsMode::ClampNorm` with
 /// the clamp inactive and active, huge values (the rescue), a NaN (its column only), and views
 /// read in place or copied first.
 fn dims(m: &mut Matrix) {
     use {DType::*, Group::Dims as G, Rounding::*, Values::*, WeightMode::*};
-    let shapes: [(&[usize], usize); 8] = [
+    // The last three: whole 16-byte chunks of positions (the GPU kernels' vector path), many
+    // channels (held in registers in groups of threads), more channels than a GPU block holds
+    // (read twice).
+    let shapes: [(&[usize], usize); 11] = [
         (&[2, 7, 3, 5], 1),
         (&[1, 24, 3, 10, 13], 1),
         (&[3, 16, 130], 1),
@@ -397,6 +401,9 @@ fn dims(m: &mut Matrix) {
         (&[2, 3, 4], 2),
         (&[6, 1, 40], 1),
         (&[64, 1], 0),
+        (&[2, 96, 136], 1),
+        (&[2, 384, 4, 16], 1),
+        (&[1, 2500, 24], 1),
     ];
     for (dims, d) in shapes {
         for dt in DTYPES {

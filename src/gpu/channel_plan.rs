@@ -1,0 +1,201 @@
+//! Launch geometry of the channel kernels (`hip/norm_channel.h`, [`Variant::Channel`]): a norm
+//! over another dimension than the last, the tensor seen as `outer x channels x inner`.
+//!
+//! A block covers one outer index and a tile of `lanes_per_row * V` consecutive positions (`V`
+//! elements a 16-byte chunk on the vector path, 1 otherwise); its threads are `L` lanes along
+//! the positions times `G = block / L` channel groups. The plan keeps every thread's channels in
+//! registers (`chunks_per_lane = K`, `K * G >= channels`, `K` at most [`channel_hold`]) when a
+//! block of at most [`CHANNEL_MAX_BLOCK`] threads allows it, and falls back to reading each
+//! input twice (`K = 0`) for more channels than that. Lanes along positions are preferred up
+//! to 8 (128-byte segments of a channel for 2-byte input) and the block aims at
+//! [`CHANNEL_BLOCK`] threads.
+
+use super::abi::Variant;
+use super::geometry::{max_blocks, vector_width, Plan};
+
+/// Threads a block aims at.
+pub const CHANNEL_BLOCK: u32 = 256;
+/// The most threads a channel block has (`NORM_LAUNCH_BOUNDS_CHAN`: two such blocks a
+/// multiprocessor, 128 registers a thread).
+pub const CHANNEL_MAX_BLOCK: u32 = 256;
+/// Bytes of the kernels' cross-warp reduction buffer (`CHANNEL_RED_BYTES` in
+/// `hip/norm_channel.h`): warps x positions of a tile x the accumulator's bytes must fit.
+pub const CHANNEL_RED_BYTES: u64 = 8192;
+/// Lanes along positions the plan prefers before it shrinks them for more channel groups.
+const MIN_LANES: u64 = 8;
+
+/// The most channel chunks a thread holds in registers (`channel_hold` in
+/// `hip/norm_channel.h`): 32 registers of raw inputs, x alone or x and the residual.
+pub fn channel_hold(fused: bool) -> u64 {
+    if fused {
+        4
+    } else {
+        8
+    }
+}
+
+/// What [`plan_channels`] needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelProblem {
+    pub outer: u64,
+    pub channels: u64,
+    pub inner: u64,
+    /// Bytes of one input element.
+    pub elem_bytes: u32,
+    /// Whether 16-byte chunks of positions are allowed (see `Call::plan`).
+    pub vector: bool,
+    pub warp_size: u32,
+    pub fused: bool,
+}
+
+/// Positions one block (tile) of `plan` covers, for elements of `elem_bytes`.
+pub fn tile(elem_bytes: u32, plan: &Plan) -> u64 {
+    let v = if plan.vector {
+        vector_width(elem_bytes as usize) as u64
+    } else {
+        1
+    };
+    u64::from(plan.lanes_per_row) * v
+}
+
+/// Blocks per outer index of `inner` positions under `plan` (`hip/norm_channel.h` derives the
+/// same count from the launch).
+pub fn tiles(inner: u64, elem_bytes: u32, plan: &Plan) -> u64 {
+    inner.div_ceil(tile(elem_bytes, plan))
+}
+
+/// Picks the launch for `p` (`rows_per_launch` counts outer indices).
+///
+/// # Errors
+/// A warp size that is not 32 or 64, a zero size, or more positions than one launch's grid.
+pub fn plan_channels(p: &ChannelProblem) -> Result<Plan, String> {
+    let w = u64::from(p.warp_size);
+    if w != 32 && w != 64 {
+        return Err(format!("warp size must be 32 or 64, got {w}"));
+    }
+    if p.channels == 0 || p.inner == 0 || p.elem_bytes == 0 {
+        return Err(format!(
+            "channels, positions and element size must be >= 1, got {}, {} and {}",
+            p.channels, p.inner, p.elem_bytes
+        ));
+    }
+    let v = vector_width(p.elem_bytes as usize) as u64;
+    let vector = p.vector && p.inner.is_multiple_of(v);
+    let chunks = if vector { p.inner / v } else { p.inner };
+    let lanes_max = chunks.next_power_of_two().min(w);
+    let hold = channel_hold(p.fused);
+    let need = p.channels.div_ceil(hold).next_power_of_two();
+    let max_block = u64::from(CHANNEL_MAX_BLOCK);
+    let (lanes, mut groups) = if need <= max_block {
+        let pref = (u64::from(CHANNEL_BLOCK) / need).max(MIN_LANES.min(lanes_max));
+        let lanes = lanes_max.min(pref).min(max_block / need).max(1);
+        (lanes, need)
+    } else {
+        let lanes = lanes_max.min(MIN_LANES);
+        (lanes, u64::from(CHANNEL_BLOCK) / lanes)
+    };
+    // Whole warps: more groups (idle past the last channel) when a block would be smaller.
+    if lanes * groups < w {
+        groups = w / lanes;
+    }
+    let block = lanes * groups;
+    let k = if need <= max_block {
+        p.channels.div_ceil(groups)
+    } else {
+        0
+    };
+    debug_assert!(k <= hold && block <= max_block && block % w == 0);
+    let acc = if p.elem_bytes == 8 { 8 } else { 4 };
+    let red = block / w * lanes * if vector { v } else { 1 } * acc;
+    if red > CHANNEL_RED_BYTES {
+        return Err(format!("internal: a reduction of {red} bytes"));
+    }
+    let mut plan = Plan {
+        variant: Variant::Channel,
+        vector,
+        block: block as u32,
+        grid: 0,
+        rows_per_block: 1,
+        lanes_per_row: lanes as u32,
+        chunks_per_lane: k as u32,
+        rows_per_launch: 0,
+        stages: 0,
+        smem_bytes: 0,
+    };
+    let tiles = tiles(p.inner, p.elem_bytes, &plan);
+    let per_launch = max_blocks(block as u32) / tiles;
+    if per_launch == 0 {
+        return Err(format!(
+            "{} positions need {tiles} blocks, more than one launch has",
+            p.inner
+        ));
+    }
+    plan.rows_per_launch = per_launch;
+    plan.grid = (p.outer.max(1).min(per_launch) * tiles) as u32;
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prob(channels: u64, inner: u64, eb: u32, fused: bool, warp: u32) -> ChannelProblem {
+        ChannelProblem {
+            outer: 2,
+            channels,
+            inner,
+            elem_bytes: eb,
+            vector: true,
+            warp_size: warp,
+            fused,
+        }
+    }
+
+    #[test]
+    fn wan_vae_shapes() {
+        // The VAE decoder's first stage at 480p: 384 channels, 21 x 60 x 104 positions.
+        let p = plan_channels(&prob(384, 131_040, 2, false, 32)).unwrap();
+        assert_eq!((p.block, p.lanes_per_row, p.chunks_per_lane), (256, 4, 6));
+        assert!(p.vector);
+        let p = plan_channels(&prob(384, 131_040, 2, true, 32)).unwrap();
+        assert_eq!((p.block, p.lanes_per_row, p.chunks_per_lane), (256, 2, 3));
+        let p = plan_channels(&prob(96, 131_040, 2, false, 32)).unwrap();
+        assert_eq!((p.block, p.lanes_per_row, p.chunks_per_lane), (256, 16, 6));
+    }
+
+    #[test]
+    fn every_shape_is_covered() {
+        for warp in [32, 64] {
+            for fused in [false, true] {
+                for eb in [2, 4, 8] {
+                    for channels in [1, 2, 3, 7, 16, 96, 385, 4096, 8192, 8193, 20000] {
+                        for inner in [1, 2, 3, 7, 8, 9, 64, 100, 4096, 131_040] {
+                            for vector in [false, true] {
+                                let pr = ChannelProblem {
+                                    vector,
+                                    ..prob(channels, inner, eb, fused, warp)
+                                };
+                                let p = plan_channels(&pr).unwrap();
+                                let w = u64::from(warp);
+                                let b = u64::from(p.block);
+                                let l = u64::from(p.lanes_per_row);
+                                assert!(b % w == 0 && b <= u64::from(CHANNEL_MAX_BLOCK));
+                                assert!(l.is_power_of_two() && l <= w);
+                                let k = u64::from(p.chunks_per_lane);
+                                assert!(k == 0 || k * (b / l) >= channels, "{pr:?} {p:?}");
+                                assert!(k <= channel_hold(fused));
+                                // Holding is only given up past a full block of groups.
+                                if k == 0 {
+                                    let need = channels.div_ceil(channel_hold(fused));
+                                    assert!(need > u64::from(CHANNEL_MAX_BLOCK));
+                                }
+                                assert!(tiles(inner, eb, &p) * tile(eb, &p) >= inner);
+                                assert!(!p.vector || inner % 2 == 0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
