@@ -31,6 +31,18 @@ template <typename T, typename W> struct Tile {
   bool valid; // this lane's positions exist
 };
 
+// The threads' roles in a block of lanes_per_row lanes along positions (the pointers unset).
+template <typename T, typename W> NORM_DEV Tile<T, W> tile_roles(const NormArgs& a) {
+  Tile<T, W> t;
+  t.lanes = a.lanes_per_row > 0 ? (int)a.lanes_per_row : 1;
+  const int tid = (int)norm_tid();
+  t.lane = tid & (t.lanes - 1);
+  t.group = tid / t.lanes;
+  t.groups = (int)norm_ntid() / t.lanes;
+  t.warps = (int)norm_ntid() / NORM_WARP;
+  return t;
+}
+
 // Whether the operands allow the vector path the host chose (NORM_VECTOR; src/gpu/call.rs
 // applies the same rule): 16-byte aligned bases, chunk-multiple strides and position counts,
 // positions contiguous in the inputs. The weight is read a channel at a time.
@@ -252,13 +264,7 @@ template <bool FUSED> constexpr int channel_hold() { return FUSED ? 4 : 8; }
 template <typename T, typename W, int VEC, bool FUSED>
 NORM_DEV void channel_vec(const NormArgs& a, void* red_bytes, int* flag) {
   using A = typename Tr<T>::A;
-  Tile<T, W> t;
-  t.lanes = a.lanes_per_row > 0 ? (int)a.lanes_per_row : 1;
-  const int tid = (int)norm_tid();
-  t.lane = tid & (t.lanes - 1);
-  t.group = tid / t.lanes;
-  t.groups = (int)norm_ntid() / t.lanes;
-  t.warps = (int)norm_ntid() / NORM_WARP;
+  Tile<T, W> t = tile_roles<T, W>(a);
   const long long P = (long long)t.lanes * VEC;
   const long long tiles = (a.inner + P - 1) / P;
   const long long o = (long long)norm_bid() / tiles;

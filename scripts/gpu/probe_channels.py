@@ -6,6 +6,9 @@ PyTorch reference. The crate's own rule lives in src/gpu/channel_plan.rs.
 
   python3 probe_channels.py CUBIN [--shape 1x384x131040] [--dtype bf16] [--op rms|fused]
                                   [--configs block:lanes:chunks,...] [--reps 30]
+
+A config `s:block:lanes:tiles` runs the staged kernel (`_chan_staged`, two tile buffers of
+shared memory, `tiles` tiles a block; `tiles` 0: an equal share for the blocks that fit at once).
 """
 import argparse
 import os
@@ -16,6 +19,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from probe import DT, NORM_VECTOR, Kernels, NormArgs  # noqa: E402
+
+STAGES = 2 << 8  # NORM_STAGES bits: two tile buffers
 
 
 def main():
@@ -45,11 +50,11 @@ def main():
     dsts = [torch.empty_like(srcs[0]) for _ in range(sets)]
     name = f"{'fused_add_rms_norm' if fused else 'rms_norm'}_{a.dtype}_chan"
 
-    def args(i, lanes, chunks):
+    def args(i, lanes, chunks, flags=NORM_VECTOR, tpb=1):
         ci = C * inner
         p = lambda t: t.data_ptr() if t is not None else None
         return NormArgs(p(outs[i]), p(sos[i]), p(xs[i]), p(rs[i]), w.data_ptr(),
-                        inner, inner, inner, inner, outer, C, 1e-6, NORM_VECTOR, 1, lanes,
+                        inner, inner, inner, inner, outer, C, 1e-6, flags, tpb, lanes,
                         chunks, C, inner, ci, ci, ci, ci, 1, 1)
 
     def timed(f):
@@ -64,10 +69,20 @@ def main():
     copy = timed(lambda i: dsts[i].copy_(srcs[i]))
     print(f"{name} {a.shape}: {2 * tb / 1e6:.0f} MB moved; copy {copy:.1f} us", flush=True)
     for spec in [s for s in a.configs.split(",") if s]:
-        block, lanes, chunks = map(int, spec.split(":"))
+        staged = spec.startswith("s:")
+        block, lanes, chunks = map(int, spec.removeprefix("s:").split(":"))
         tiles = -(-inner // (lanes * vec))
-        grid = outer * tiles
-        launch = lambda i: K.launch(name, grid, block, 0, args(i, lanes, chunks))
+        if staged:
+            kname = name + "_staged"
+            smem = 2 * (2 if fused else 1) * C * lanes * 16
+            tpb = chunks or -(-outer * tiles // (K.fit(kname, block, smem) * K.mps))
+            grid = -(-outer * tiles // tpb)
+            launch = lambda i: K.launch(kname, grid, block, smem,
+                                        args(i, lanes, 0, NORM_VECTOR | STAGES, tpb))
+        else:
+            kname, smem = name, 0
+            grid = outer * tiles
+            launch = lambda i: K.launch(name, grid, block, 0, args(i, lanes, chunks))
         outs[0].zero_()
         launch(0)
         torch.cuda.synchronize()
@@ -76,7 +91,7 @@ def main():
         err = (outs[0].double() - ref).abs().max().item()
         ok = err < (0.05 if esz == 2 else 1e-4) * max(1.0, ref.abs().max().item() / 8)
         t = timed(launch)
-        fit = K.fit(name, block, 0)
+        fit = K.fit(kname, block, smem)
         print(f"  block {block:4d} lanes {lanes:2d} chunks {chunks:2d} ({fit} blocks/SM, "
               f"{grid} blocks): {t:8.1f} us  {100 * copy / t:5.1f}% of copy  "
               f"{'ok' if ok else f'WRONG (max err {err:.3g})'}", flush=True)

@@ -96,6 +96,9 @@ pub enum Variant {
     /// `{op}_{dtype}_chan`: a norm over another dimension than the last
     /// (`NormConfig::with_dim`), the operands read in place as `outer x channels x inner`.
     Channel,
+    /// `{op}_{dtype}_chan_staged`: as [`Variant::Channel`], a block taking `rows_per_block`
+    /// tiles in turn through shared memory; NVIDIA sm_80+ only, as [`Variant::Staged`].
+    ChannelStaged,
 }
 
 impl Variant {
@@ -107,6 +110,7 @@ impl Variant {
             Variant::RowsStaged => "_rows_staged",
             Variant::Partial => "_var",
             Variant::Channel => "_chan",
+            Variant::ChannelStaged => "_chan_staged",
         }
     }
 }
@@ -173,8 +177,9 @@ mod tests {
         assert_eq!(all.len(), 48);
         assert!(all.contains(&"fused_add_rms_norm_bf16_wf32_var".to_string()));
         assert!(all.contains(&"rms_norm_f16_chan".to_string()));
-        let staged = kernel_names(&[Variant::Staged, Variant::RowsStaged]);
-        assert_eq!(staged.len(), 24);
+        let staged = kernel_names(&[Variant::Staged, Variant::RowsStaged, Variant::ChannelStaged]);
+        assert_eq!(staged.len(), 36);
+        assert!(staged.contains(&"rms_norm_bf16_chan_staged".to_string()));
         assert!(staged.contains(&"fused_add_rms_norm_bf16_wf32_staged".to_string()));
         assert!(staged.contains(&"rms_norm_f32_rows_staged".to_string()));
         assert!(all.contains(&"rms_norm_bf16_wf32_rows".to_string()));

@@ -94,7 +94,7 @@ impl Call {
     /// the planned kernel resident per multiprocessor (0: unknown; see [`Problem`]).
     pub fn plan(&self, shape: DeviceShape, blocks_per_mp: u32) -> Result<(String, Plan), String> {
         let (fused, x, w) = (self.op.fused, self.x_dtype, self.w_dtype);
-        let p = match self.channel_problem(shape.warp_size) {
+        let p = match self.channel_problem(shape, blocks_per_mp) {
             Some(cp) => plan_channels(&cp)?,
             None => self.row_plan(shape, blocks_per_mp)?,
         };
@@ -104,7 +104,7 @@ impl Call {
     }
 
     /// The channel problem of a call over another dimension than the last.
-    fn channel_problem(&self, warp_size: u32) -> Option<ChannelProblem> {
+    fn channel_problem(&self, shape: DeviceShape, blocks_per_mp: u32) -> Option<ChannelProblem> {
         let ch = self.channels?;
         let o = &self.operands;
         let eb = self.x_dtype.size_in_bytes();
@@ -127,8 +127,11 @@ impl Call {
             inner: ch.inner,
             elem_bytes: eb as u32,
             vector,
-            warp_size,
+            warp_size: shape.warp_size,
             fused: self.op.fused,
+            stage_bytes: shape.stage_bytes,
+            multiprocessors: shape.multiprocessors,
+            blocks_per_mp,
         })
     }
 
@@ -167,7 +170,7 @@ impl Call {
     /// The launches of `plan`: pieces of at most `plan.rows_per_launch` rows, each with its row
     /// pointers advanced by whole rows.
     /// For a channel call, pieces of at most `plan.rows_per_launch` outer indices, each with
-    /// every tile of their positions.
+    /// every tile of their positions (`rows_per_block` tiles a block).
     pub fn launches(&self, plan: &Plan) -> Vec<Launch> {
         let rpb = u64::from(plan.rows_per_block.max(1));
         let max_rows = plan.rows_per_launch.max(rpb);
@@ -180,7 +183,7 @@ impl Call {
         while first < self.rows {
             let n = (self.rows - first).min(max_rows);
             out.push(Launch {
-                grid: (n.div_ceil(rpb) * tiles) as u32,
+                grid: (n * tiles).div_ceil(rpb) as u32,
                 args: self.pack(plan, first, n),
                 smem_bytes: plan.smem_bytes,
             });

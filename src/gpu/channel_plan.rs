@@ -46,6 +46,13 @@ pub struct ChannelProblem {
     pub vector: bool,
     pub warp_size: u32,
     pub fused: bool,
+    /// Dynamic shared memory a block may stage tiles in (`DeviceShape::stage_bytes`; 0: the
+    /// staged kernels are not there, as on AMD).
+    pub stage_bytes: u64,
+    /// Multiprocessors, and blocks of the staged kernel that fit on one (0: unknown, taken as
+    /// 2): the staged plan gives each block an equal share of the tiles for one wave.
+    pub multiprocessors: u32,
+    pub blocks_per_mp: u32,
 }
 
 /// Positions one block (tile) of `plan` covers, for elements of `elem_bytes`.
@@ -83,6 +90,11 @@ pub fn plan_channels(p: &ChannelProblem) -> Result<Plan, String> {
     let vector = p.vector && p.inner.is_multiple_of(v);
     let chunks = if vector { p.inner / v } else { p.inner };
     let lanes_max = chunks.next_power_of_two().min(w);
+    if vector {
+        if let Some(plan) = plan_staged(p, lanes_max)? {
+            return Ok(plan);
+        }
+    }
     let hold = channel_hold(p.fused);
     let need = p.channels.div_ceil(hold).next_power_of_two();
     let max_block = u64::from(CHANNEL_MAX_BLOCK);
@@ -135,6 +147,59 @@ pub fn plan_channels(p: &ChannelProblem) -> Result<Plan, String> {
     Ok(plan)
 }
 
+/// Lanes along positions the staged plan aims at: 8 chunks, 128 bytes of a channel for 2-byte
+/// input.
+const STAGED_LANES: u64 = 8;
+
+/// The staged plan ([`Variant::ChannelStaged`]) when the device stages and two tile buffers of
+/// at least one chunk of positions fit its budget; `None` otherwise.
+fn plan_staged(p: &ChannelProblem, lanes_max: u64) -> Result<Option<Plan>, String> {
+    let inputs = if p.fused { 2 } else { 1 };
+    // Two buffers of inputs x channels x lanes chunks of 16 bytes.
+    let bytes = |lanes: u64| 2 * inputs * p.channels * lanes * 16;
+    let mut lanes = lanes_max.min(STAGED_LANES);
+    while lanes > 1 && bytes(lanes) > p.stage_bytes {
+        lanes /= 2;
+    }
+    if p.stage_bytes == 0 || bytes(lanes) > p.stage_bytes {
+        return Ok(None);
+    }
+    let block = u64::from(CHANNEL_BLOCK).max(lanes);
+    let mut plan = Plan {
+        variant: Variant::ChannelStaged,
+        vector: true,
+        block: block as u32,
+        grid: 0,
+        rows_per_block: 1,
+        lanes_per_row: lanes as u32,
+        chunks_per_lane: 0,
+        rows_per_launch: 0,
+        stages: 2,
+        smem_bytes: bytes(lanes) as u32,
+    };
+    let tiles = tiles(p.inner, p.elem_bytes, &plan);
+    let total = p.outer.max(1) * tiles;
+    let bpm = if p.blocks_per_mp > 0 {
+        p.blocks_per_mp
+    } else {
+        2
+    };
+    let wave = u64::from(bpm) * u64::from(p.multiprocessors.max(1));
+    let tpb = total.div_ceil(wave).max(1);
+    // Outer indices a launch may cover: its tiles in at most max_blocks blocks.
+    let per_launch = (max_blocks(block as u32) * tpb) / tiles;
+    if per_launch == 0 {
+        return Err(format!(
+            "{} positions need {tiles} tiles, more than one launch has",
+            p.inner
+        ));
+    }
+    plan.rows_per_block = tpb.min(u64::from(u32::MAX)) as u32;
+    plan.rows_per_launch = per_launch;
+    plan.grid = (p.outer.max(1).min(per_launch) * tiles).div_ceil(tpb) as u32;
+    Ok(Some(plan))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +213,9 @@ mod tests {
             vector: true,
             warp_size: warp,
             fused,
+            stage_bytes: 0,
+            multiprocessors: 132,
+            blocks_per_mp: 0,
         }
     }
 
@@ -161,6 +229,29 @@ mod tests {
         assert_eq!((p.block, p.lanes_per_row, p.chunks_per_lane), (256, 2, 3));
         let p = plan_channels(&prob(96, 131_040, 2, false, 32)).unwrap();
         assert_eq!((p.block, p.lanes_per_row, p.chunks_per_lane), (256, 16, 6));
+        // Staged (the H200's budget): 8 lanes, 96 KiB of tiles, one wave of equal shares.
+        let staged = ChannelProblem {
+            stage_bytes: 113 << 10,
+            ..prob(384, 131_040, 2, false, 32)
+        };
+        let p = plan_channels(&staged).unwrap();
+        assert_eq!(p.variant, Variant::ChannelStaged);
+        assert_eq!((p.lanes_per_row, p.smem_bytes), (8, 2 * 384 * 8 * 16));
+        let tiles = tiles(131_040, 2, &p);
+        assert_eq!(u64::from(p.rows_per_block), (2 * tiles).div_ceil(264));
+        let p = plan_channels(&ChannelProblem {
+            fused: true,
+            ..staged
+        })
+        .unwrap();
+        assert_eq!((p.lanes_per_row, p.smem_bytes), (4, 2 * 2 * 384 * 4 * 16));
+        // Too many channels for the budget: the register kernel.
+        let p = plan_channels(&ChannelProblem {
+            channels: 5000,
+            ..staged
+        })
+        .unwrap();
+        assert_eq!(p.variant, Variant::Channel);
     }
 
     #[test]
@@ -173,6 +264,7 @@ mod tests {
                             for vector in [false, true] {
                                 let pr = ChannelProblem {
                                     vector,
+                                    stage_bytes: if warp == 32 { 113 << 10 } else { 0 },
                                     ..prob(channels, inner, eb, fused, warp)
                                 };
                                 let p = plan_channels(&pr).unwrap();
@@ -184,6 +276,15 @@ mod tests {
                                 let k = u64::from(p.chunks_per_lane);
                                 assert!(k == 0 || k * (b / l) >= channels, "{pr:?} {p:?}");
                                 assert!(k <= channel_hold(fused));
+                                if p.variant == Variant::ChannelStaged {
+                                    assert!(u64::from(p.smem_bytes) <= pr.stage_bytes);
+                                    let t = tiles(inner, eb, &p) * 2;
+                                    let rpb = u64::from(p.rows_per_block);
+                                    assert!(
+                                        u64::from(p.grid) * rpb >= t.min(p.rows_per_launch * t / 2)
+                                    );
+                                    continue;
+                                }
                                 // Holding is only given up past a full block of groups.
                                 if k == 0 {
                                     let need = channels.div_ceil(channel_hold(fused));

@@ -35,6 +35,8 @@ struct Case {
     /// Inputs are uniform in [-2, 2) times this.
     mag: f64,
     eps: f64,
+    /// Shared memory a block may stage tiles in (0: the register kernel, as on AMD).
+    stage_bytes: u64,
 }
 
 impl Case {
@@ -55,6 +57,7 @@ impl Case {
             var_size: 0,
             mag: 1.0,
             eps: 1e-5,
+            stage_bytes: 0,
         }
     }
     fn x_stride(&self) -> usize {
@@ -144,10 +147,15 @@ fn run(c: &Case, seed: u64) -> Option<(Vec<f64>, Vec<f64>)> {
     let shape = DeviceShape {
         warp_size: c.warp,
         multiprocessors: 1,
-        stage_bytes: 0,
+        stage_bytes: c.stage_bytes,
     };
     let (kernel, plan) = call.plan(shape, 0).expect("plan");
-    assert!(kernel.ends_with("_chan"), "{kernel}");
+    let want = if c.stage_bytes > 0 && plan.vector {
+        "_chan_staged"
+    } else {
+        "_chan"
+    };
+    assert!(kernel.ends_with(want), "{kernel}");
     let name = CString::new(kernel.clone()).unwrap();
     for l in call.launches(&plan) {
         // SAFETY: every address in the args points into a live buffer of this function sized
@@ -290,6 +298,39 @@ fn channel_views_and_options() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The staged kernels (NVIDIA sm_80+; the H200's budget): blocks taking many tiles in turn
+/// through two buffers (one multiprocessor: each block takes half the tiles), a partial last
+/// tile, padded views, every dtype, plain and fused, the options, the clamp and the rescue.
+#[test]
+fn channel_staged() {
+    let stage_bytes = 113 << 10;
+    for shape in [[2usize, 7, 72], [3, 96, 40], [1, 384, 72], [2, 5, 8]] {
+        for &(x, w) in &DTYPES {
+            for fused in [false, true] {
+                for (pad, options, clamp) in [(0, false, false), (8, true, true)] {
+                    check(Case {
+                        pad,
+                        fused,
+                        options,
+                        clamp,
+                        stage_bytes,
+                        ..Case::plain(32, (x, w), shape)
+                    });
+                }
+            }
+        }
+        for (mag, eps) in [(1e25, 1e-5), (1e-25, 0.0)] {
+            check(Case {
+                mag,
+                eps,
+                stage_bytes,
+                fused: true,
+                ..Case::plain(32, (DType::BF16, Some(DType::F32)), shape)
+            });
         }
     }
 }

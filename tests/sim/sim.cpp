@@ -96,7 +96,9 @@ struct Entry {
       {"rms_norm_" #TAG "_var", rms_norm_##TAG##_var},                                           \
       {"fused_add_rms_norm_" #TAG "_var", fused_add_rms_norm_##TAG##_var},                       \
       {"rms_norm_" #TAG "_chan", rms_norm_##TAG##_chan},                                         \
-      {"fused_add_rms_norm_" #TAG "_chan", fused_add_rms_norm_##TAG##_chan}
+      {"fused_add_rms_norm_" #TAG "_chan", fused_add_rms_norm_##TAG##_chan},                       \
+      {"rms_norm_" #TAG "_chan_staged", rms_norm_##TAG##_chan_staged},                           \
+      {"fused_add_rms_norm_" #TAG "_chan_staged", fused_add_rms_norm_##TAG##_chan_staged}
 
 const Entry KERNELS[] = {SIM_ENTRIES(f32),      SIM_ENTRIES(f64),  SIM_ENTRIES(f16),
                          SIM_ENTRIES(f16_wf32), SIM_ENTRIES(bf16), SIM_ENTRIES(bf16_wf32)};
