@@ -147,9 +147,10 @@ pub fn plan_channels(p: &ChannelProblem) -> Result<Plan, String> {
     Ok(plan)
 }
 
-/// Lanes along positions the staged plan aims at: 8 chunks, 128 bytes of a channel for 2-byte
-/// input.
-const STAGED_LANES: u64 = 8;
+/// The most lanes along positions the staged plan takes (fewer where two tile buffers would not
+/// fit): measured on the H200 (2026-12-03, `scripts/gpu/probe_channels.py`, bf16), 384 channels
+/// 8 lanes 59.8% of copy against 51.8% at 4; 96 channels 16 lanes 52.0% against 33.9% at 8.
+const STAGED_LANES: u64 = 16;
 
 /// The staged plan ([`Variant::ChannelStaged`]) when the device stages and two tile buffers of
 /// at least one chunk of positions fit its budget; `None` otherwise.
@@ -229,7 +230,8 @@ mod tests {
         assert_eq!((p.block, p.lanes_per_row, p.chunks_per_lane), (256, 2, 3));
         let p = plan_channels(&prob(96, 131_040, 2, false, 32)).unwrap();
         assert_eq!((p.block, p.lanes_per_row, p.chunks_per_lane), (256, 16, 6));
-        // Staged (the H200's budget): 8 lanes, 96 KiB of tiles, one wave of equal shares.
+        // Staged (the H200's budget): 8 lanes (16 would not fit), 96 KiB of tiles, one wave of
+        // equal shares.
         let staged = ChannelProblem {
             stage_bytes: 113 << 10,
             ..prob(384, 131_040, 2, false, 32)

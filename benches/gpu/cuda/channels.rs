@@ -20,18 +20,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median kernel time (us) of `f(set)` over rotating sets.
-fn time(g: &Cuda, sets: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<f64> {
+/// Median kernel time (us) of `f(set)` over rotating sets. Its outputs (`O`) are dropped only
+/// after the end event: freeing a buffer may wait for the device, which would time the host.
+fn time<O>(g: &Cuda, sets: usize, mut f: impl FnMut(usize) -> Result<O>) -> Result<f64> {
     for s in 0..sets.max(3) {
-        f(s % sets)?;
+        drop(f(s % sets)?);
     }
     g.synchronize()?;
     let mut t = Vec::with_capacity(ITERS);
     for i in 0..ITERS {
         let a = g.record()?;
-        f(i % sets)?;
+        let outs = f(i % sets)?;
         let b = g.record()?;
         g.synchronize()?;
+        drop(outs);
         t.push(g.elapsed_us(&a, &b)?);
     }
     Ok(median(t))
@@ -59,30 +61,34 @@ pub fn run(g: &Cuda) -> Result<Vec<serde_json::Value>> {
                 let w = Tensor::randn(1f32, 0.1f32, shape[1], &g.dev)?.to_dtype(dt)?;
                 let cfg = NormConfig::new(1e-12).with_eps_mode(EpsMode::ClampNorm);
                 let over1 = cfg.with_dim(1);
-                let ours = |s: usize| -> Result<()> {
-                    if fused {
-                        candle_rmsnorm::fused_add_rms_norm_with(&xs[s], &rs[s], Some(&w), &over1)
-                            .map(drop)
+                let ours = |s: usize| -> Result<Vec<Tensor>> {
+                    Ok(if fused {
+                        let (y, sum) = candle_rmsnorm::fused_add_rms_norm_with(
+                            &xs[s],
+                            &rs[s],
+                            Some(&w),
+                            &over1,
+                        )?;
+                        vec![y, sum]
                     } else {
-                        candle_rmsnorm::rms_norm_with(&xs[s], Some(&w), &over1).map(drop)
-                    }
+                        vec![candle_rmsnorm::rms_norm_with(&xs[s], Some(&w), &over1)?]
+                    })
                 };
-                let permuted = |s: usize| -> Result<()> {
+                let permuted = |s: usize| -> Result<Vec<Tensor>> {
                     let last = |t: &Tensor| t.transpose(1, D::Minus1)?.contiguous();
                     let back = |t: Tensor| t.transpose(1, D::Minus1)?.contiguous();
-                    if fused {
+                    Ok(if fused {
                         let (y, sum) = candle_rmsnorm::fused_add_rms_norm_with(
                             &last(&xs[s])?,
                             &last(&rs[s])?,
                             Some(&w),
                             &cfg,
                         )?;
-                        drop((back(y)?, back(sum)?));
+                        vec![back(y)?, back(sum)?]
                     } else {
                         let y = candle_rmsnorm::rms_norm_with(&last(&xs[s])?, Some(&w), &cfg)?;
-                        drop(back(y)?);
-                    }
-                    Ok(())
+                        vec![back(y)?]
+                    })
                 };
                 // Bytes moved: inputs read + outputs written (the weight is negligible); a copy
                 // of the inputs' bytes moves as many.
