@@ -119,8 +119,8 @@ fn forward_channels(
                 return Err(op_error(
                     name,
                     "residual",
-                    format!("{:?}", xl.dims()),
-                    format!("{:?}", l.dims()),
+                    format!("the shape of xs {:?}", xl.dims()),
+                    format!("shape {:?}", l.dims()),
                 ));
             }
             o.residual = p + rl.offset as u64 * eb;
