@@ -21,6 +21,7 @@
 use crate::config::Backend;
 use crate::error::backend_unavailable;
 use crate::op::{NormOp, Operand};
+use crate::rope_op::{RopeOp, ROPE_OP};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, InplaceOp1, InplaceOp2, InplaceOp3, Layout,
     Result, Shape, Tensor,
@@ -199,4 +200,44 @@ impl InplaceOp2 for InPlace {
 
 impl InplaceOp3 for InPlace {
     inplace_forwards!(s2 l2, s3 l3);
+}
+
+/// q/k norm + rotary embedding: `q` (`CustomOp1`) or `q, k` (`CustomOp2`, output `[2, ..]`),
+/// the weights and tables riding in the descriptor; CPU storages only (GPU tensors take the
+/// portable backend, see `rope_api`). No backward (Candle's default: an error).
+fn rope_cpu(
+    op: &RopeOp,
+    q: Operand<'_, CpuStorage>,
+    k: Option<Operand<'_, CpuStorage>>,
+) -> Result<(CpuStorage, Shape)> {
+    match op.backend {
+        Backend::Auto | Backend::Cpu => crate::cpu::rope::forward(op, q, k),
+        other => Err(backend_unavailable(ROPE_OP, other)),
+    }
+}
+
+impl CustomOp1 for RopeOp {
+    fn name(&self) -> &'static str {
+        ROPE_OP
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
+        rope_cpu(self, (s1, l1), None)
+    }
+}
+
+impl CustomOp2 for RopeOp {
+    fn name(&self) -> &'static str {
+        ROPE_OP
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        rope_cpu(self, (s1, l1), Some((s2, l2)))
+    }
 }

@@ -5,6 +5,8 @@
 //!   of `sum`, in one pass; returns `(normed, sum)`.
 //! - [`rms_norm_inplace`], [`fused_add_rms_norm_inplace`] (on a [`residual_pair`]): the same
 //!   results written into memory the caller holds, with no allocation.
+//! - [`rms_norm_rope`] / [`qk_rms_norm_rope`]: q/k RMSNorm (per row or per head) + rotary
+//!   embedding, written in the attention layout in one pass ([`RopeConfig`]).
 //! - [`RmsNorm`]: the layer, a `candle_nn::Module`, with [`RmsNorm::forward_residual`].
 //!
 //! Layers, each using only those below it: kernels (`hip/`, compiled by `build.rs`; the SIMD CPU
@@ -34,7 +36,7 @@
 //! through `CANDLE_RMSNORM_BACKEND=auto|cpu|cuda|rocm|candle`.
 
 // Layers, bottom up (rustfmt sorts the declarations below, so the order is written here): config;
-// error; op; layout; host; gpu; the backends cpu, cuda, rocm, portable; backward; custom_op; api;
+// error; rope_config; op; rope_op; layout; host; gpu; the backends cpu, cuda, rocm, portable; backward; custom_op; api;
 // inplace; module. Each module uses only modules of lower layers (docs/design.md).
 mod api;
 mod backward;
@@ -54,6 +56,9 @@ mod op;
 mod portable;
 #[cfg(feature = "rocm")]
 pub mod rocm;
+mod rope_api;
+mod rope_config;
+mod rope_op;
 
 pub use api::{fused_add_rms_norm, fused_add_rms_norm_with, rms_norm, rms_norm_with};
 pub use config::{Backend, EpsMode, NormConfig, Rounding, WeightMode, BACKEND_ENV};
@@ -63,3 +68,5 @@ pub use inplace::{
     rms_norm_inplace, rms_norm_inplace_with,
 };
 pub use module::RmsNorm;
+pub use rope_api::{qk_rms_norm_rope, rms_norm_rope};
+pub use rope_config::{HeadLayout, NormScope, RopeConfig, RopeStyle};

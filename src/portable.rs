@@ -24,6 +24,8 @@
 
 use crate::config::{EpsMode, Rounding, WeightMode};
 use crate::op::{compute_dtype, NormOp, RESCUE_MEAN_BELOW};
+use crate::rope_config::{HeadLayout, NormScope, RopeStyle};
+use crate::rope_op::RopeOp;
 use candle_core::{DType, Result, Tensor, D};
 
 /// `v` as a tensor of `like`'s dtype on its device, broadcast to its shape. Made in the compute
@@ -175,4 +177,50 @@ pub(crate) fn fused_add_rms_norm(
         normalise_over(op, &s, dt, weight)?,
         s.to_dtype(dt)?.contiguous()?,
     ))
+}
+
+/// `rms_norm_rope` (and with `k` the pair `[2, ..]`) in Candle's tensor ops: the norm above on
+/// rows or heads, rounded to the input dtype, moved into the layout asked for, and rotated by
+/// `candle_nn::rotary_emb` in f32 (f64 for f64 input), rounded once: the numerics of the
+/// kernels (`crate::rope_op`), several passes over memory. Checked by the caller.
+pub(crate) fn rms_norm_rope(op: &RopeOp, q: &Tensor, k: Option<&Tensor>) -> Result<Tensor> {
+    let nop = NormOp {
+        eps: op.eps,
+        weight_mode: op.weight_mode,
+        rounding: op.rounding,
+        eps_mode: op.eps_mode,
+        dim: None,
+        variance_size: None,
+        backend: op.backend,
+        fused: false,
+    };
+    let one = |x: &Tensor, w: Option<&Tensor>| -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        let (h, d) = (op.heads, op.head_dim);
+        let x = match op.scope {
+            NormScope::Full => x.clone(),
+            NormScope::PerHead => x.reshape((b, l, h, d))?,
+        };
+        let dt = x.dtype();
+        let y = rms_norm(&nop, &x, w)?
+            .reshape((b, l, h, d))?
+            .transpose(1, 2)?
+            .to_dtype(compute_dtype(dt))?
+            .contiguous()?;
+        let (cos, sin) = (op.cos.narrow(0, 0, l)?, op.sin.narrow(0, 0, l)?);
+        let r = match op.style {
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&y, &cos, &sin)?,
+            RopeStyle::HalfSplit => candle_nn::rotary_emb::rope(&y, &cos, &sin)?,
+        }
+        .to_dtype(dt)?;
+        match op.layout {
+            HeadLayout::Bhld => Ok(r),
+            HeadLayout::Blhd => r.transpose(1, 2)?.contiguous(),
+        }
+    };
+    let qo = one(q, op.weights[0].as_ref())?;
+    match k {
+        None => Ok(qo),
+        Some(k) => Tensor::stack(&[qo, one(k, op.weights[1].as_ref())?], 0),
+    }
 }

@@ -3,6 +3,7 @@
 mod channel;
 mod inplace;
 mod kernel;
+pub(crate) mod rope;
 mod simd;
 
 pub(crate) use kernel::{tier, Tier};

@@ -66,16 +66,7 @@ fn dtype_tag(dt: DType) -> Option<&'static str> {
     }
 }
 
-/// The weight dtype a kernel for input `x` takes when given weight dtype `w`: `x` itself, or
-/// f32 (the launcher converts any other weight to f32; f64 inputs take f64 weights).
-pub fn kernel_weight_dtype(x: DType, w: DType) -> DType {
-    match x {
-        DType::F64 => DType::F64,
-        DType::F32 => DType::F32,
-        _ if w == x => x,
-        _ => DType::F32,
-    }
-}
+pub use crate::op::kernel_weight_dtype;
 
 /// Which kernel of an op and dtype runs: the name's suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,287 @@
+//! The public q/k norm + rotary embedding functions: validate once, convert the side operands,
+//! pick the backend, apply the op.
+
+use crate::api::resolve_backend;
+use crate::config::Backend;
+use crate::error::{check_eps, check_float, op_error};
+use crate::op::{compute_dtype, kernel_weight_dtype};
+use crate::rope_config::{NormScope, RopeConfig};
+use crate::rope_op::{RopeOp, ROPE_OP};
+use candle_core::{Result, Tensor};
+
+/// The names errors give the operands: `x` and `weight` for one tensor, else `q`, `k`,
+/// `q_weight` and `k_weight`.
+struct Names {
+    x: &'static str,
+    weights: [&'static str; 2],
+}
+
+const ONE: Names = Names {
+    x: "x",
+    weights: ["weight", "k_weight"],
+};
+const PAIR: Names = Names {
+    x: "q",
+    weights: ["q_weight", "k_weight"],
+};
+
+/// Checks `t` as a rank-`n` float operand on the device of `q`; returns its dims.
+fn operand<'a>(arg: &str, t: &'a Tensor, q: &Tensor, n: usize, what: &str) -> Result<&'a [usize]> {
+    if t.rank() != n {
+        return Err(op_error(
+            ROPE_OP,
+            arg,
+            format!("of rank {n} ({what})"),
+            format!("shape {:?}", t.dims()),
+        ));
+    }
+    check_float(ROPE_OP, arg, t.dtype())?;
+    if !t.device().same_device(q.device()) {
+        return Err(op_error(
+            ROPE_OP,
+            arg,
+            format!("on the device of the input ({:?})", q.device().location()),
+            format!("{:?}", t.device().location()),
+        ));
+    }
+    Ok(t.dims())
+}
+
+/// `t`, or a contiguous copy when its last dimension is not contiguous (the kernels read rows
+/// with free batch and position strides).
+fn rows_readable(t: &Tensor) -> Result<Tensor> {
+    let l = t.layout();
+    if t.dims()[2] <= 1 || l.stride()[2] == 1 {
+        Ok(t.clone())
+    } else {
+        t.contiguous()
+    }
+}
+
+/// Everything but the backend: the checked, converted descriptor for `q` (and `k`).
+fn describe(
+    q: &Tensor,
+    k: Option<&Tensor>,
+    weights: [Option<&Tensor>; 2],
+    cos: &Tensor,
+    sin: &Tensor,
+    cfg: &RopeConfig,
+    names: &Names,
+) -> Result<RopeOp> {
+    let dims = operand(names.x, q, q, 3, "[batch, seq, heads * head_dim]")?;
+    let (seq, dim) = (dims[1], dims[2]);
+    if let Some(k) = k {
+        operand("k", k, q, 3, "[batch, seq, heads * head_dim]")?;
+        if k.dims() != dims || k.dtype() != q.dtype() {
+            return Err(op_error(
+                ROPE_OP,
+                "k",
+                format!("of the shape and dtype of q ({dims:?} {:?})", q.dtype()),
+                format!("{:?} {:?}", k.dims(), k.dtype()),
+            ));
+        }
+    }
+    let heads = cfg.heads();
+    if heads == 0 || !dim.is_multiple_of(heads) || !(dim / heads).is_multiple_of(2) {
+        return Err(op_error(
+            ROPE_OP,
+            "heads",
+            format!(
+                "a divisor of the last dim of {} ({dim}) leaving an even head size",
+                names.x
+            ),
+            heads,
+        ));
+    }
+    let head_dim = dim / heads;
+    let norm = cfg.norm();
+    if norm.dim().is_some() || norm.variance_size().is_some() {
+        return Err(op_error(
+            ROPE_OP,
+            "cfg.norm",
+            "a NormConfig without with_dim or with_variance_size",
+            format!(
+                "dim {:?}, variance size {:?}",
+                norm.dim(),
+                norm.variance_size()
+            ),
+        ));
+    }
+    check_eps(ROPE_OP, norm.eps())?;
+    let norm_len = match cfg.scope() {
+        NormScope::Full => dim,
+        NormScope::PerHead => head_dim,
+    };
+    let mut ws = [None, None];
+    for (i, (w, arg)) in weights.iter().zip(names.weights).enumerate() {
+        if let Some(w) = w {
+            let wd = operand(arg, w, q, 1, "[norm size]")?;
+            if wd[0] != norm_len {
+                return Err(op_error(
+                    ROPE_OP,
+                    arg,
+                    format!(
+                        "of shape [{norm_len}] ({:?} norm of {} {dims:?})",
+                        cfg.scope(),
+                        names.x
+                    ),
+                    format!("shape {wd:?}"),
+                ));
+            }
+            let wt = kernel_weight_dtype(q.dtype(), w.dtype());
+            ws[i] = Some(w.to_dtype(wt)?.contiguous()?);
+        }
+    }
+    let cdt = compute_dtype(q.dtype());
+    let mut tables = Vec::with_capacity(2);
+    for (t, arg) in [(cos, "cos"), (sin, "sin")] {
+        let td = operand(arg, t, q, 2, "[seq, head_dim / 2]")?;
+        if td[0] < seq || td[1] * 2 != head_dim {
+            return Err(op_error(
+                ROPE_OP,
+                arg,
+                format!(
+                    "of shape [>= {seq}, {}] ({} {dims:?}, {heads} heads)",
+                    head_dim / 2,
+                    names.x
+                ),
+                format!("shape {td:?}"),
+            ));
+        }
+        tables.push(t.to_dtype(cdt)?.contiguous()?);
+    }
+    let sin = tables.pop().expect("two tables");
+    let cos = tables.pop().expect("two tables");
+    Ok(RopeOp {
+        eps: norm.eps(),
+        eps_mode: norm.eps_mode(),
+        weight_mode: norm.weight_mode(),
+        rounding: norm.rounding(),
+        backend: Backend::Auto,
+        heads,
+        head_dim,
+        scope: cfg.scope(),
+        style: cfg.style(),
+        layout: cfg.layout(),
+        weights: ws,
+        cos,
+        sin,
+        tensors: if k.is_some() { 2 } else { 1 },
+    })
+}
+
+/// The op on `q` (and `k`): one tensor, or for two the `[2, ..]` pair.
+fn apply(
+    q: &Tensor,
+    k: Option<&Tensor>,
+    weights: [Option<&Tensor>; 2],
+    cos: &Tensor,
+    sin: &Tensor,
+    cfg: &RopeConfig,
+) -> Result<Tensor> {
+    let names = if k.is_some() { &PAIR } else { &ONE };
+    let mut op = describe(q, k, weights, cos, sin, cfg, names)?;
+    op.backend = match resolve_backend(ROPE_OP, cfg.norm(), q.device())? {
+        // No GPU kernel of this op yet: CUDA tensors take Candle's ops (the same numerics).
+        Backend::Cuda if cfg.norm().backend()? == Backend::Auto => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                log::info!(
+                    "candle-rmsnorm: rms_norm_rope runs CUDA tensors on Backend::Candle \
+                     (Candle's own ops): it has no CUDA kernel yet"
+                )
+            });
+            Backend::Candle
+        }
+        b => b,
+    };
+    let (b, l, _) = q.dims3()?;
+    if q.elem_count() == 0 {
+        return Tensor::zeros(op.out_shape(b, l), q.dtype(), q.device());
+    }
+    match op.backend {
+        Backend::Candle => crate::portable::rms_norm_rope(&op, q, k),
+        Backend::Cpu => {
+            let q = rows_readable(q)?;
+            match k {
+                Some(k) => q.apply_op2(&rows_readable(k)?, op),
+                None => q.apply_op1(op),
+            }
+        }
+        other => Err(op_error(
+            ROPE_OP,
+            "backend",
+            "auto, cpu or candle (this op has no CUDA or ROCm kernel yet)",
+            other,
+        )),
+    }
+}
+
+/// RMSNorm + rotary embedding of one `[B, L, heads * head_dim]` tensor, written in the layout
+/// `cfg` asks for, in one read and one write.
+///
+/// Each row (or with [`NormScope::PerHead`] each head) is normalised as
+/// [`crate::rms_norm_with`] would normalise it with `cfg.norm()` (sums of squares in f32, f64
+/// for f64 input; the rescue of huge and tiny rows), and the normalised value times the weight
+/// is rounded to the dtype of `x`, as the unfused path stores it. Each pair of that head
+/// ([`crate::RopeStyle`]) is then rotated by the angle of its position: `(a, b)` becomes
+/// `(a cos - b sin, a sin + b cos)`, computed in f32 (f64 for f64 input) with `cos` and `sin`
+/// converted to that dtype, and rounded once. `cos` and `sin` are `[>= L, head_dim / 2]` (the
+/// tables `candle_nn::rotary_emb::rope_i` takes; row `l` rotates position `l`). The weight is
+/// `[heads * head_dim]` ([`NormScope::Full`]) or `[head_dim]` ([`NormScope::PerHead`]), of any
+/// float dtype. `x` may be a view whose last dimension is contiguous (any batch and position
+/// strides); the output is contiguous. No backward (a gradient through it is an error).
+///
+/// Against the unfused path (`rms_norm` + transpose + `contiguous` + `rope_i`, all in the dtype
+/// of `x`): the same up to the rotation's rounding. Candle's `rope_i` on bf16/f16 rounds each
+/// product and the difference to that dtype; this rounds once, so the two differ by about an
+/// ulp of the result where they differ. In f32 they agree to a few f32 ulps.
+///
+/// ```
+/// # fn main() -> candle_core::Result<()> {
+/// use candle_core::{Device, Tensor};
+/// use candle_rmsnorm::{rms_norm_rope, NormConfig, RopeConfig};
+/// let dev = Device::Cpu;
+/// let x = Tensor::randn(0f32, 1., (1, 6, 32), &dev)?; // 2 heads of 16
+/// let w = Tensor::ones(32, candle_core::DType::F32, &dev)?;
+/// let cos = Tensor::ones((6, 8), candle_core::DType::F32, &dev)?;
+/// let sin = Tensor::zeros((6, 8), candle_core::DType::F32, &dev)?;
+/// let y = rms_norm_rope(&x, Some(&w), &cos, &sin, &RopeConfig::new(2, NormConfig::new(1e-6)))?;
+/// assert_eq!(y.dims(), &[1, 2, 6, 16]); // [B, heads, L, head_dim]
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// `x` not rank 3 or not float; `heads` not dividing the last dim into even head sizes; a
+/// weight or table of the wrong shape or dtype kind, or on another device; a `NormConfig` with
+/// a dimension or variance size; a bad eps; a backend that cannot run here. This op has CPU and
+/// portable (`Backend::Candle`) implementations only so far: `Backend::Auto` runs CUDA tensors
+/// (and any other device's) on `Backend::Candle`, and a pinned `Backend::Cuda` or
+/// `Backend::Rocm` is an error.
+pub fn rms_norm_rope(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    cos: &Tensor,
+    sin: &Tensor,
+    cfg: &RopeConfig,
+) -> Result<Tensor> {
+    apply(x, None, [weight, None], cos, sin, cfg)
+}
+
+/// [`rms_norm_rope`] of q and k (of one shape, each with its own weight) in one launch:
+/// `(q_out, k_out)`, each in the layout `cfg` asks for (contiguous halves of one buffer).
+///
+/// # Errors
+/// As [`rms_norm_rope`], and a `k` whose shape, dtype or device differs from `q`.
+pub fn qk_rms_norm_rope(
+    q: &Tensor,
+    k: &Tensor,
+    q_weight: Option<&Tensor>,
+    k_weight: Option<&Tensor>,
+    cos: &Tensor,
+    sin: &Tensor,
+    cfg: &RopeConfig,
+) -> Result<(Tensor, Tensor)> {
+    let both = apply(q, Some(k), [q_weight, k_weight], cos, sin, cfg)?;
+    Ok((both.get(0)?, both.get(1)?))
+}

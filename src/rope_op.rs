@@ -1,0 +1,82 @@
+//! The descriptor of one q/k norm + rotary embedding call, as every backend receives it: the
+//! geometry (heads, head size, scope, rotation, layout written), the norm's options, and the
+//! side operands (weights, cos/sin tables), already checked and converted by the public API.
+//!
+//! The inputs are `[B, L, heads * head_dim]` with a contiguous last dimension (batch and
+//! position strides free); one or two of them (q, and k of the same shape). The output is one
+//! contiguous tensor, `[B, heads, L, head_dim]` or `[B, L, heads, head_dim]`, with a leading
+//! dimension of 2 when k is given (a Candle custom op returns one tensor; the public function
+//! hands out the halves).
+
+use crate::config::{Backend, EpsMode, Rounding, WeightMode};
+use crate::rope_config::{HeadLayout, NormScope, RopeStyle};
+use candle_core::{Shape, Tensor};
+
+/// The name errors and Candle's op graph use.
+pub(crate) const ROPE_OP: &str = "candle_rmsnorm::rms_norm_rope";
+
+/// One call's parameters and side operands.
+#[derive(Debug, Clone)]
+pub(crate) struct RopeOp {
+    pub eps: f64,
+    pub eps_mode: EpsMode,
+    pub weight_mode: WeightMode,
+    pub rounding: Rounding,
+    pub backend: Backend,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub scope: NormScope,
+    pub style: RopeStyle,
+    pub layout: HeadLayout,
+    /// q's and k's weights: contiguous, `[heads * head_dim]` ([`NormScope::Full`]) or
+    /// `[head_dim]` ([`NormScope::PerHead`]), of the dtype `op::kernel_weight_dtype` gives.
+    pub weights: [Option<Tensor>; 2],
+    /// `[>= L, head_dim / 2]`, contiguous, f32 (f64 for f64 inputs); row `l` rotates position
+    /// `l`.
+    pub cos: Tensor,
+    pub sin: Tensor,
+    /// 1 (q) or 2 (q and k).
+    pub tensors: usize,
+}
+
+impl RopeOp {
+    /// The elements one norm covers.
+    pub fn norm_len(&self) -> usize {
+        match self.scope {
+            NormScope::Full => self.heads * self.head_dim,
+            NormScope::PerHead => self.head_dim,
+        }
+    }
+
+    /// The eps argument the kernels take (see `op::NormOp::eps_arg`): `eps`, or with
+    /// [`EpsMode::ClampNorm`] `eps^2 / n` for norms of `n` elements.
+    pub fn eps_arg(&self) -> f64 {
+        match self.eps_mode {
+            EpsMode::AddToMean => self.eps,
+            EpsMode::ClampNorm => self.eps * self.eps / self.norm_len() as f64,
+        }
+    }
+
+    /// The output shape for inputs of `batch` x `seq` rows.
+    pub fn out_shape(&self, batch: usize, seq: usize) -> Shape {
+        let (h, d) = (self.heads, self.head_dim);
+        let mut dims = match self.layout {
+            HeadLayout::Bhld => vec![batch, h, seq, d],
+            HeadLayout::Blhd => vec![batch, seq, h, d],
+        };
+        if self.tensors == 2 {
+            dims.insert(0, 2);
+        }
+        Shape::from(dims)
+    }
+
+    /// Which two elements of a head (offsets from its start) pair `i` rotates, for
+    /// `i < head_dim / 2`.
+    #[inline(always)]
+    pub fn pair(&self, i: usize) -> (usize, usize) {
+        match self.style {
+            RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+            RopeStyle::HalfSplit => (i, i + self.head_dim / 2),
+        }
+    }
+}
