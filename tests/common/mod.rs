@@ -2,15 +2,19 @@
 //! - `reference`: the one f64 reference of the numerics contract, rounding helpers, ulps;
 //! - `compare`: tolerances, metrics, the one `check`, the per-test seed (`TEST_SEED`);
 //! - `cases`: the one case matrix (`views`: its strided layouts; `random`: its inputs);
-//! - `runner`: runs cases on a backend (`Target`) and checks them.
+//! - `runner`: runs cases on a backend (`Target`) and checks them;
+//! - `rope_reference`: the f64 reference of `rms_norm_rope` and its bound; `rope_cases`: its
+//!   case matrix and runner.
 //!
-//! Nothing but `runner` calls the code under test.
+//! Nothing but `runner` and `rope_cases` call the code under test.
 #![allow(dead_code, unused_imports)]
 
 pub mod cases;
 pub mod compare;
 pub mod random;
 pub mod reference;
+pub mod rope_cases;
+pub mod rope_reference;
 pub mod runner;
 pub mod views;
 

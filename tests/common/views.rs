@@ -1,6 +1,7 @@
-//! Views of the case matrix: strided layouts read in place and layouts that are copied first.
+//! Views of the case matrices: strided layouts read in place and layouts that are copied first
+//! (`RopeView`: those of `rms_norm_rope`'s `[B, L, dim]` inputs).
 
-use candle_core::{IndexOp, Result, Tensor};
+use candle_core::{Device, IndexOp, Result, Tensor};
 
 /// A view: `x` and `r` taken from base tensors of shape `base`; `hidden` is the last dim.
 #[derive(Debug, Clone, Copy)]
@@ -56,3 +57,54 @@ pub const DIM_VIEWS: [View; 4] = [
     View { name: "dim 1 of a channels-last tensor", base: &[2, 5, 6, 8], hidden: 8,
         x: |t| t.permute((0, 3, 1, 2)), r: |t| t.permute((0, 3, 1, 2)) },
 ];
+
+/// How x (and k) are laid out: a view of a base tensor whose other elements are NaN, so an
+/// element read from outside the view shows up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeView {
+    Contiguous,
+    /// `narrow(1, 2, L)` of `[B, L + 3, dim]`.
+    SeqNarrowed,
+    /// `narrow(0, 1, B)` of `[B + 2, L, dim]`.
+    BatchNarrowed,
+    /// `transpose(0, 1)` of `[L, B, dim]`.
+    Transposed,
+    /// `narrow(2, 3, dim)` of `[B, L, dim + 6]`: rows further apart than `dim`.
+    RowPadded,
+    /// `transpose(1, 2)` of `[B, dim, L]`: a last dim that is not contiguous (copied first).
+    LastDimStrided,
+}
+
+impl RopeView {
+    pub const ALL: [RopeView; 6] = [
+        Self::Contiguous,
+        Self::SeqNarrowed,
+        Self::BatchNarrowed,
+        Self::Transposed,
+        Self::RowPadded,
+        Self::LastDimStrided,
+    ];
+
+    /// `x` (a host `[B, L, dim]` tensor) on `dev` seen through this view.
+    pub fn make(self, x: &Tensor, dev: &Device) -> Result<Tensor> {
+        let (b, l, dim) = x.dims3()?;
+        let nan = |d: &[usize]| Tensor::full(f32::NAN, d, &Device::Cpu)?.to_dtype(x.dtype());
+        let base = match self {
+            Self::Contiguous => x.clone(),
+            Self::SeqNarrowed => Tensor::cat(&[&nan(&[b, 2, dim])?, x, &nan(&[b, 1, dim])?], 1)?,
+            Self::BatchNarrowed => Tensor::cat(&[&nan(&[1, l, dim])?, x, &nan(&[1, l, dim])?], 0)?,
+            Self::Transposed => x.transpose(0, 1)?.contiguous()?,
+            Self::RowPadded => Tensor::cat(&[&nan(&[b, l, 3])?, x, &nan(&[b, l, 3])?], 2)?,
+            Self::LastDimStrided => x.transpose(1, 2)?.contiguous()?,
+        }
+        .to_device(dev)?;
+        match self {
+            Self::Contiguous => Ok(base),
+            Self::SeqNarrowed => base.narrow(1, 2, l),
+            Self::BatchNarrowed => base.narrow(0, 1, b),
+            Self::Transposed => base.transpose(0, 1),
+            Self::RowPadded => base.narrow(2, 3, dim),
+            Self::LastDimStrided => base.transpose(1, 2),
+        }
+    }
+}
