@@ -154,5 +154,65 @@ fn channel_benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(cpu, benches, channel_benches);
+/// q and k norm + RoPE into `[B, heads, L, head_dim]` (Wan 1.3B self-attention at a small
+/// latent: L = 1560, 12 heads of 128): `qk_rms_norm_rope` against this crate's `rms_norm` +
+/// transpose + `contiguous` + `candle_nn::rotary_emb::rope_i` per tensor.
+fn rope_benches(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let tier = candle_rmsnorm::cpu_tier_name();
+    let (l, heads, hd) = (1560usize, 12usize, 128usize);
+    let dim = heads * hd;
+    for dt in [DType::BF16, DType::F32] {
+        let mk = |shape: (usize, usize, usize)| {
+            Tensor::randn(0f32, 1., shape, &dev)
+                .unwrap()
+                .to_dtype(dt)
+                .unwrap()
+        };
+        let (q, k) = (mk((1, l, dim)), mk((1, l, dim)));
+        let w = Tensor::randn(1f32, 0.1, dim, &dev)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap();
+        let ang = Tensor::randn(0f32, 3., (l, hd / 2), &dev).unwrap();
+        let (cos, sin) = (
+            ang.cos().unwrap().to_dtype(dt).unwrap(),
+            ang.sin().unwrap().to_dtype(dt).unwrap(),
+        );
+        let bytes = 2 * q.elem_count() * dt.size_in_bytes();
+        let norm = candle_rmsnorm::NormConfig::new(1e-6)
+            .with_rounding(candle_rmsnorm::Rounding::BeforeWeight);
+        let cfg = candle_rmsnorm::RopeConfig::new(heads, norm);
+        let mut g = c.benchmark_group(format!("qk_rope/{}/1x{l}x{dim}", name(dt)));
+        g.throughput(Throughput::Bytes(2 * bytes as u64));
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(3));
+        g.bench_function(BenchmarkId::new("ours_fused", tier), |b| {
+            b.iter(|| {
+                candle_rmsnorm::qk_rms_norm_rope(&q, &k, Some(&w), Some(&w), &cos, &sin, &cfg)
+                    .unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("norm_transpose_rope_i", tier), |b| {
+            b.iter(|| {
+                for t in [&q, &k] {
+                    let y = candle_rmsnorm::rms_norm_with(t, Some(&w), &norm).unwrap();
+                    let y = y
+                        .reshape((1, l, heads, hd))
+                        .unwrap()
+                        .transpose(1, 2)
+                        .unwrap()
+                        .contiguous()
+                        .unwrap();
+                    black_box(candle_nn::rotary_emb::rope_i(&y, &cos, &sin).unwrap());
+                }
+            })
+        });
+        bench_copy(&mut g, bytes);
+        g.finish();
+    }
+}
+
+criterion_group!(cpu, benches, channel_benches, rope_benches);
 criterion_main!(cpu);

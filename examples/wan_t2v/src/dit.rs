@@ -9,7 +9,7 @@
 //! `x + y * e` because `e` is f32); the output is f32.
 
 use crate::config::{DitConfig, PATCH};
-use crate::norms::{Norm, NormImpl};
+use crate::norms::{qk_norm_rope, Norm, NormImpl};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use candle_rmsnorm::Rounding;
@@ -183,15 +183,21 @@ impl Attention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        // q/k RMSNorm over the full model dim, before splitting heads.
-        let mut q = heads(&self.norm_q.forward(&self.q.forward(x)?)?, lq)?;
-        let mut k = heads(&self.norm_k.forward(&self.k.forward(ctx)?)?, lk)?;
+        // q/k RMSNorm over the full model dim, before splitting heads; in self-attention the
+        // norm, the split into heads and the RoPE are one step (`qk_norm_rope`).
+        let (q, k) = match rope {
+            Some((cos, sin)) => qk_norm_rope(
+                (&self.norm_q, &self.norm_k),
+                (&self.q.forward(x)?, &self.k.forward(ctx)?),
+                (cos, sin),
+                self.heads,
+            )?,
+            None => (
+                heads(&self.norm_q.forward(&self.q.forward(x)?)?, lq)?,
+                heads(&self.norm_k.forward(&self.k.forward(ctx)?)?, lk)?,
+            ),
+        };
         let v = heads(&self.v.forward(ctx)?, lk)?;
-        if let Some((cos, sin)) = rope {
-            let (cos, sin) = (cos.to_dtype(dt)?, sin.to_dtype(dt)?);
-            q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
-            k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
-        }
         let out = attention(&q, &k, &v)?
             .transpose(1, 2)?
             .reshape((b, lq, dim))?;

@@ -7,7 +7,10 @@
 //! the same function; in bf16/f16 the rounding order would differ in the last bit.
 
 use candle_core::{Result, Tensor};
-use candle_rmsnorm::{fused_add_rms_norm_with, rms_norm_with, EpsMode, NormConfig, Rounding};
+use candle_rmsnorm::{
+    fused_add_rms_norm_with, qk_rms_norm_rope, rms_norm_with, EpsMode, NormConfig, RopeConfig,
+    Rounding,
+};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
@@ -99,6 +102,44 @@ impl Norm {
                 Ok((normed, sum))
             }),
         }
+    }
+}
+
+/// Wan's self-attention q/k step: RMSNorm of q and of k over the full dim (`norm_q`, `norm_k`),
+/// heads split and moved to `[B, heads, L, head_dim]`, then the interleaved RoPE with the
+/// position tables `cos`, `sin` (`[L, head_dim / 2]`).
+///
+/// `ours`: one call, `qk_rms_norm_rope` (q and k read once, written once, in that layout, the
+/// rotation in f32 and one rounding). `candle`: `candle_nn::ops::rms_norm` per tensor, reshape,
+/// transpose, `contiguous`, and `candle_nn::rotary_emb::rope_i` with the tables in the tensors'
+/// dtype. Both are timed whole (in f32, the example's CPU default, the two agree to f32
+/// rounding; in bf16 the unfused rotation rounds each product to bf16).
+pub fn qk_norm_rope(
+    (nq, nk): (&Norm, &Norm),
+    (q, k): (&Tensor, &Tensor),
+    (cos, sin): (&Tensor, &Tensor),
+    heads: usize,
+) -> Result<(Tensor, Tensor)> {
+    match nq.imp {
+        NormImpl::Ours => {
+            let cfg = RopeConfig::new(heads, nq.cfg);
+            timed(q, || {
+                qk_rms_norm_rope(q, k, Some(&nq.weight), Some(&nk.weight), cos, sin, &cfg)
+            })
+        }
+        NormImpl::Candle => timed(q, || {
+            let (b, l, dim) = q.dims3()?;
+            let (cos, sin) = (cos.to_dtype(q.dtype())?, sin.to_dtype(q.dtype())?);
+            let one = |n: &Norm, t: &Tensor| -> Result<Tensor> {
+                let y = candle_nn::ops::rms_norm(&t.contiguous()?, &n.weight, n.cfg.eps() as f32)?;
+                let y = y
+                    .reshape((b, l, heads, dim / heads))?
+                    .transpose(1, 2)?
+                    .contiguous()?;
+                candle_nn::rotary_emb::rope_i(&y, &cos, &sin)
+            };
+            Ok((one(nq, q)?, one(nk, k)?))
+        }),
     }
 }
 
