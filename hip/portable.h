@@ -60,6 +60,9 @@ typedef unsigned long long norm_u64;
 // CHANNEL_MAX_BLOCK), two blocks a multiprocessor: 128 registers a thread (ptxas sm_90 used 113
 // to 120 of them; a cap of 80, three blocks, spilled).
 #define NORM_LAUNCH_BOUNDS_CHAN __attribute__((launch_bounds(256, 2)))
+// The q/k norm + rotary embedding kernels (hip/norm_rope.h) run at most 512 threads a block
+// (src/gpu/rope_plan.rs ROPE_MAX_BLOCK): 128 registers a thread (at 768, 80, ptxas spilled).
+#define NORM_LAUNCH_BOUNDS_ROPE __attribute__((launch_bounds(512)))
 NORM_DEV norm_u32 norm_tid() { return __nvvm_read_ptx_sreg_tid_x(); }
 NORM_DEV norm_u32 norm_ntid() { return __nvvm_read_ptx_sreg_ntid_x(); }
 NORM_DEV norm_u32 norm_bid() { return __nvvm_read_ptx_sreg_ctaid_x(); }
@@ -88,6 +91,7 @@ NORM_DEV int norm_shfl_xor_i(int v, int mask) {
 #define NORM_LAUNCH_BOUNDS_WIDE __attribute__((amdgpu_flat_work_group_size(1, 640)))
 #define NORM_LAUNCH_BOUNDS_ROWS __attribute__((amdgpu_flat_work_group_size(1, 256)))
 #define NORM_LAUNCH_BOUNDS_CHAN __attribute__((amdgpu_flat_work_group_size(1, 256)))
+#define NORM_LAUNCH_BOUNDS_ROPE __attribute__((amdgpu_flat_work_group_size(1, 512)))
 NORM_DEV norm_u32 norm_tid() { return __builtin_amdgcn_workitem_id_x(); }
 NORM_DEV norm_u32 norm_ntid() { return __builtin_amdgcn_workgroup_size_x(); }
 NORM_DEV norm_u32 norm_bid() { return __builtin_amdgcn_workgroup_id_x(); }
@@ -111,6 +115,7 @@ NORM_DEV float norm_shfl_xor(float v, int mask) {
 #define NORM_LAUNCH_BOUNDS_ROWS
 #define NORM_LAUNCH_BOUNDS_STAGED
 #define NORM_LAUNCH_BOUNDS_CHAN
+#define NORM_LAUNCH_BOUNDS_ROPE
 norm_u32 norm_sim_tid();
 norm_u32 norm_sim_ntid();
 norm_u32 norm_sim_bid();

@@ -45,6 +45,7 @@
 #include "norm_loop.h"
 #include "norm_regs.h"
 #include "norm_staged.h"
+#include "norm_rope.h"
 
 namespace rn {
 
@@ -268,3 +269,10 @@ NORM_KERNELS(bf16, norm_bf16, norm_bf16, NORM_LAUNCH_BOUNDS)
 NORM_STAGED_KERNELS(bf16, norm_bf16, norm_bf16)
 NORM_KERNELS(bf16_wf32, norm_bf16, float, NORM_LAUNCH_BOUNDS_WIDE)
 NORM_STAGED_KERNELS(bf16_wf32, norm_bf16, float)
+
+// q/k RMSNorm + rotary embedding into attention layout (hip/norm_rope.h): rms_norm_rope_{dtype}
+// (16-byte chunks) and rms_norm_rope_{dtype}_scalar.
+ROPE_KERNELS(f32, float)
+ROPE_KERNELS(f64, double)
+ROPE_KERNELS(f16, norm_f16)
+ROPE_KERNELS(bf16, norm_bf16)

@@ -52,9 +52,64 @@ pub(crate) struct NormArgs {
     pub res_inner: i64,
 }
 
-/// Bytes of `NormArgs`, the one kernel argument (also checked in the code-object metadata).
+/// Bytes of `NormArgs`, the one kernel argument (also checked in the code-object metadata;
+/// `RopeArgs` has the same size).
 pub const NORM_ARGS_BYTES: usize = 176;
 const _: () = assert!(std::mem::size_of::<NormArgs>() == NORM_ARGS_BYTES);
+const _: () = assert!(std::mem::size_of::<RopeArgs>() == NORM_ARGS_BYTES);
+
+/// `RopeArgs::flags` bits (`hip/rope_args.h`).
+#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
+pub(crate) const ROPE_VECTOR: u32 = 1;
+#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
+pub(crate) const ROPE_HALF_SPLIT: u32 = 2;
+#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
+pub(crate) const ROPE_PER_HEAD: u32 = 4;
+#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
+pub(crate) const ROPE_ROUND_BEFORE_WEIGHT: u32 = 8;
+#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
+pub(crate) const ROPE_OFFSET_ONE: u32 = 16;
+#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
+pub(crate) const ROPE_CLAMP_NORM: u32 = 32;
+/// The most teams a row of the q/k norm + RoPE kernels may have (their shared memory).
+#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
+pub(crate) const ROPE_MAX_TEAMS: u32 = 256;
+
+/// The one parameter of the q/k norm + rotary embedding kernels (`struct RopeArgs` in
+/// `hip/rope_args.h`, `rms_norm_rope_{dtype}[_scalar]`): device addresses, strides in
+/// elements, the geometry `gpu::rope_plan` decides.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct RopeArgs {
+    pub out: u64,
+    pub x: [u64; 2],
+    pub w: [u64; 2],
+    pub cos: u64,
+    pub sin: u64,
+    pub x_b: [i64; 2],
+    pub x_l: [i64; 2],
+    pub out_t: i64,
+    pub out_b: i64,
+    pub out_l: i64,
+    pub out_h: i64,
+    pub batch: i64,
+    pub seq: i64,
+    pub eps: f64,
+    pub flags: u32,
+    pub heads: u32,
+    pub head_dim: u32,
+    pub tensors: u32,
+    pub rows_per_block: u32,
+    pub lanes_per_head: u32,
+    pub teams: u32,
+    pub units_per_lane: u32,
+}
+
+/// The q/k norm + RoPE kernel of input dtype `x`: 16-byte chunks, or (`scalar`) single values.
+pub(crate) fn rope_kernel_name(x: DType, scalar: bool) -> Option<String> {
+    let suffix = if scalar { "_scalar" } else { "" };
+    Some(format!("rms_norm_rope_{}{suffix}", dtype_tag(x)?))
+}
 
 fn dtype_tag(dt: DType) -> Option<&'static str> {
     match dt {
@@ -66,7 +121,16 @@ fn dtype_tag(dt: DType) -> Option<&'static str> {
     }
 }
 
-pub use crate::op::kernel_weight_dtype;
+/// The weight dtype a kernel for input `x` takes when given weight dtype `w`: `x` itself, or
+/// f32 (the launcher converts any other weight to f32; f64 inputs take f64 weights).
+pub fn kernel_weight_dtype(x: DType, w: DType) -> DType {
+    match x {
+        DType::F64 => DType::F64,
+        DType::F32 => DType::F32,
+        _ if w == x => x,
+        _ => DType::F32,
+    }
+}
 
 /// Which kernel of an op and dtype runs: the name's suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,16 +189,23 @@ pub(crate) fn kernel_name(fused: bool, x: DType, w: DType, variant: Variant) -> 
     Some(format!("{op}_{xt}{wt}{}", variant.suffix()))
 }
 
-/// Every kernel name of the portable variants, Block, Rows, Partial and Channel (48): every
+/// Every kernel name of the portable variants, Block, Rows, Partial and Channel (48), and the
+/// 8 q/k norm + RoPE kernels: every
 /// code object has them; the ROCm code-object audit and the tests check them.
 #[cfg(any(feature = "rocm", test))]
 pub fn portable_kernel_names() -> Vec<String> {
-    kernel_names(&[
+    let mut names = kernel_names(&[
         Variant::Block,
         Variant::Rows,
         Variant::Partial,
         Variant::Channel,
-    ])
+    ]);
+    for x in crate::error::FLOAT_DTYPES {
+        for scalar in [false, true] {
+            names.extend(rope_kernel_name(x, scalar));
+        }
+    }
+    names
 }
 
 /// Every kernel name of `variants` (12 each).
@@ -165,7 +236,8 @@ mod tests {
     #[test]
     fn names() {
         let all = portable_kernel_names();
-        assert_eq!(all.len(), 48);
+        assert_eq!(all.len(), 56);
+        assert!(all.contains(&"rms_norm_rope_bf16_scalar".to_string()));
         assert!(all.contains(&"fused_add_rms_norm_bf16_wf32_var".to_string()));
         assert!(all.contains(&"rms_norm_f16_chan".to_string()));
         let staged = kernel_names(&[Variant::Staged, Variant::RowsStaged, Variant::ChannelStaged]);

@@ -6,7 +6,12 @@ pub(crate) mod abi;
 pub(crate) mod call;
 pub(crate) mod channel_plan;
 pub(crate) mod geometry;
+// The ROCm launcher of the q/k norm + RoPE kernels is not written yet.
+#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))]
+pub(crate) mod rope_plan;
 #[cfg(all(test, target_os = "linux"))]
 mod sim;
 #[cfg(all(test, target_os = "linux"))]
 mod sim_channels;
+#[cfg(all(test, target_os = "linux"))]
+mod sim_rope;

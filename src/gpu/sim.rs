@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-type Launch = unsafe extern "C" fn(*const c_char, *const NormArgs, u32, u32, u32) -> i32;
+/// `norm_sim_launch(name, args, grid, block, smem)`: `args` points at a `NormArgs`, or a
+/// `RopeArgs` for the `rms_norm_rope_*` kernels.
+pub(super) type Launch = unsafe extern "C" fn(*const c_char, *const c_void, u32, u32, u32) -> i32;
 
 /// A loaded simulator library (kept for the process).
 pub(super) struct Sim {
@@ -312,7 +314,8 @@ fn run(s: &Sim, c: Case, dest: Dest, seed: u64) -> (Outs, u32) {
     for l in call.launches(&plan) {
         // SAFETY: every address in the args points into a live buffer of this function sized
         // for the rows, strides and hidden size the call states (the kernels' contract).
-        let rc = unsafe { (s.launch)(name.as_ptr(), &l.args, l.grid, plan.block, l.smem_bytes) };
+        let args = (&l.args as *const NormArgs).cast();
+        let rc = unsafe { (s.launch)(name.as_ptr(), args, l.grid, plan.block, l.smem_bytes) };
         assert_eq!(rc, 0, "{kernel}: launch failed ({rc})");
     }
     let mut normed = Vec::with_capacity(rows * h);

@@ -160,7 +160,8 @@ fn run(c: &Case, seed: u64) -> Option<(Vec<f64>, Vec<f64>)> {
     for l in call.launches(&plan) {
         // SAFETY: every address in the args points into a live buffer of this function sized
         // for the outer indices, channels, positions and strides the call states.
-        let rc = unsafe { (s.launch)(name.as_ptr(), &l.args, l.grid, plan.block, l.smem_bytes) };
+        let args = (&l.args as *const crate::gpu::abi::NormArgs).cast();
+        let rc = unsafe { (s.launch)(name.as_ptr(), args, l.grid, plan.block, l.smem_bytes) };
         assert_eq!(rc, 0, "{kernel}: launch failed ({rc})");
     }
     let normed = (0..len).map(|i| out.get(i)).collect();

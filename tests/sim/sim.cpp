@@ -50,8 +50,8 @@ struct Block {
   std::vector<Fiber> fibers;
   ucontext_t sched;
   unsigned current = 0;
-  void (*kernel)(NormArgs) = nullptr;
-  NormArgs args;
+  void (*kernel)(const void*) = nullptr; // a thunk calling the kernel with *args
+  alignas(16) char args[sizeof(NormArgs)];
   std::vector<char> smem; // dynamic shared memory, 16-byte aligned below
 };
 
@@ -79,29 +79,38 @@ void meet(Sync& s) {
   swapcontext(&f.ctx, &b.sched);
 }
 
-typedef void (*Kernel)(NormArgs);
+typedef void (*Kernel)(const void*);
 struct Entry {
   const char* name;
   Kernel kernel;
 };
+static_assert(sizeof(RopeArgs) == sizeof(NormArgs), "one argument buffer serves both");
 
+// A thunk calling kernel K with the argument buffer read as its parameter type.
+#define SIM_ENTRY(NAME, K, ARGS) {NAME, [](const void* p) { K(*static_cast<const ARGS*>(p)); }}
+#define SIM_NORM(NAME, K) SIM_ENTRY(NAME, K, NormArgs)
 #define SIM_ENTRIES(TAG)                                                                           \
-  {"rms_norm_" #TAG, rms_norm_##TAG}, {"rms_norm_" #TAG "_rows", rms_norm_##TAG##_rows},           \
-      {"fused_add_rms_norm_" #TAG, fused_add_rms_norm_##TAG},                                      \
-      {"fused_add_rms_norm_" #TAG "_rows", fused_add_rms_norm_##TAG##_rows},                     \
-      {"rms_norm_" #TAG "_staged", rms_norm_##TAG##_staged},                                     \
-      {"fused_add_rms_norm_" #TAG "_staged", fused_add_rms_norm_##TAG##_staged},                 \
-      {"rms_norm_" #TAG "_rows_staged", rms_norm_##TAG##_rows_staged},                           \
-      {"fused_add_rms_norm_" #TAG "_rows_staged", fused_add_rms_norm_##TAG##_rows_staged},       \
-      {"rms_norm_" #TAG "_var", rms_norm_##TAG##_var},                                           \
-      {"fused_add_rms_norm_" #TAG "_var", fused_add_rms_norm_##TAG##_var},                       \
-      {"rms_norm_" #TAG "_chan", rms_norm_##TAG##_chan},                                         \
-      {"fused_add_rms_norm_" #TAG "_chan", fused_add_rms_norm_##TAG##_chan},                       \
-      {"rms_norm_" #TAG "_chan_staged", rms_norm_##TAG##_chan_staged},                           \
-      {"fused_add_rms_norm_" #TAG "_chan_staged", fused_add_rms_norm_##TAG##_chan_staged}
+  SIM_NORM("rms_norm_" #TAG, rms_norm_##TAG), SIM_NORM("rms_norm_" #TAG "_rows", rms_norm_##TAG##_rows), \
+      SIM_NORM("fused_add_rms_norm_" #TAG, fused_add_rms_norm_##TAG),                              \
+      SIM_NORM("fused_add_rms_norm_" #TAG "_rows", fused_add_rms_norm_##TAG##_rows),               \
+      SIM_NORM("rms_norm_" #TAG "_staged", rms_norm_##TAG##_staged),                               \
+      SIM_NORM("fused_add_rms_norm_" #TAG "_staged", fused_add_rms_norm_##TAG##_staged),           \
+      SIM_NORM("rms_norm_" #TAG "_rows_staged", rms_norm_##TAG##_rows_staged),                     \
+      SIM_NORM("fused_add_rms_norm_" #TAG "_rows_staged", fused_add_rms_norm_##TAG##_rows_staged), \
+      SIM_NORM("rms_norm_" #TAG "_var", rms_norm_##TAG##_var),                                     \
+      SIM_NORM("fused_add_rms_norm_" #TAG "_var", fused_add_rms_norm_##TAG##_var),                 \
+      SIM_NORM("rms_norm_" #TAG "_chan", rms_norm_##TAG##_chan),                                   \
+      SIM_NORM("fused_add_rms_norm_" #TAG "_chan", fused_add_rms_norm_##TAG##_chan),               \
+      SIM_NORM("rms_norm_" #TAG "_chan_staged", rms_norm_##TAG##_chan_staged),                     \
+      SIM_NORM("fused_add_rms_norm_" #TAG "_chan_staged", fused_add_rms_norm_##TAG##_chan_staged)
+#define SIM_ROPE(TAG)                                                                              \
+  SIM_ENTRY("rms_norm_rope_" #TAG, rms_norm_rope_##TAG, RopeArgs),                                 \
+      SIM_ENTRY("rms_norm_rope_" #TAG "_scalar", rms_norm_rope_##TAG##_scalar, RopeArgs)
 
 const Entry KERNELS[] = {SIM_ENTRIES(f32),      SIM_ENTRIES(f64),  SIM_ENTRIES(f16),
-                         SIM_ENTRIES(f16_wf32), SIM_ENTRIES(bf16), SIM_ENTRIES(bf16_wf32)};
+                         SIM_ENTRIES(f16_wf32), SIM_ENTRIES(bf16), SIM_ENTRIES(bf16_wf32),
+                         SIM_ROPE(f32),         SIM_ROPE(f64),     SIM_ROPE(f16),
+                         SIM_ROPE(bf16)};
 
 // Runs one block to completion; false on a deadlock (threads waiting that can never meet).
 bool run_block(Block& b) {
@@ -162,10 +171,11 @@ int norm_sim_shfl_xor(int v, int mask) {
   return r;
 }
 
-// Runs kernel `name` over `grid` blocks of `block` threads with argument `*a` and `smem` bytes of
+// Runs kernel `name` over `grid` blocks of `block` threads with argument `*a` (a NormArgs, or a
+// RopeArgs for rms_norm_rope_*: both 176 bytes) and `smem` bytes of
 // dynamic shared memory. Returns 0; -1 for an unknown kernel, -2 for a block that is not whole
 // warps, -3 for a deadlock, -4 for copies still in flight when a thread ended.
-extern "C" int norm_sim_launch(const char* name, const NormArgs* a, unsigned grid, unsigned block,
+extern "C" int norm_sim_launch(const char* name, const void* a, unsigned grid, unsigned block,
                                unsigned smem) {
   Kernel k = nullptr;
   for (const Entry& e : KERNELS)
@@ -175,7 +185,7 @@ extern "C" int norm_sim_launch(const char* name, const NormArgs* a, unsigned gri
   Block b;
   b.ntid = block;
   b.kernel = k;
-  b.args = *a;
+  std::memcpy(b.args, a, sizeof b.args);
   b.fibers.resize(block);
   for (Fiber& f : b.fibers) f.stack.reset(new char[STACK]);
   b.shfl.assign(block, 0);

@@ -1,0 +1,284 @@
+// q/k RMSNorm + rotary embedding, written straight into the attention layout
+// (rms_norm_rope_{dtype}; the host side is src/gpu/rope_plan.rs and crate::rope_op).
+//
+// A row is one position (t, b, l) of q or k: heads * D values. Its values are read once into
+// registers as units: a unit is the two chunks a rotation pairs (rope_i: 2*VEC consecutive
+// values, VEC pairs; rope: VEC values at offset o of a head and VEC at o + D/2). A team of
+// lanes_per_head lanes (a power of two within a warp) takes heads team, team + teams, ... of the
+// row, each lane units lane, lane + lanes_per_head, ... of each; a thread holds at most
+// RopeSlots units. The norm's sum of squares is reduced across the team by shuffles (a norm per
+// head), or, for a norm over the row, across its teams through shared memory (one row a block).
+// Each value is then normalised (an f32 norm that overflows or underflows redone with an f64
+// sum), multiplied by the weight (in the compute type), rounded to T as the unfused path stores
+// it, rotated in the compute type with that position's cos/sin, rounded once and stored at its
+// place in the output layout.
+#pragma once
+
+#include "row.h"
+#include "team.h"
+#include "rope_args.h"
+
+namespace rn {
+
+// Units a thread holds: 4 for 16-byte chunks (128 bytes of bf16), 8 for single values.
+template <int VEC> struct RopeSlots {
+  static constexpr int value = VEC == 1 ? 8 : 2;
+};
+
+// A row's teams reducing one norm over the whole row (one row a block): shuffles within each
+// team, then the teams' sums through shared memory in team order (the same bits in every
+// thread). Threads past the row's teams join the barriers only.
+struct RowTeams {
+  int lane, lph, team, teams;
+  float* red;   // [ROPE_MAX_TEAMS]: the f32 sum
+  double* redd; // [ROPE_MAX_TEAMS]: an f64 sum (the f64 kernel's, or the rescue's)
+  template <typename A, typename Op> NORM_DEV A reduce(A v, int slot, Op op) const {
+    for (int m = lph / 2; m >= 1; m >>= 1) v = op(v, norm_shfl_xor(v, m));
+    if (teams == 1) return v;
+    A* r;
+    if constexpr (same_type<A, double>::value) r = redd; else r = red;
+    (void)slot;
+    if (lane == 0 && team < teams) r[team] = v;
+    norm_barrier();
+    A s = r[0];
+    for (int i = 1; i < teams; ++i) s = op(s, r[i]);
+    return s;
+  }
+  template <typename A> NORM_DEV A sum(A v, int slot) const {
+    return reduce(v, slot, [](A x, A y) { return norm_add(x, y); });
+  }
+  // One row a block: every thread's flag is its row's, already uniform.
+  NORM_DEV bool any(bool p) const { return p; }
+};
+
+// The scale of a norm of `n` elements with team-reduced sum of squares `ss` (under_root and
+// f32_scale of row.h: the row kernels' arithmetic). An f32 norm whose sum overflowed or whose
+// mean + eps fell below 1e-30 is redone with an f64 sum of this lane's values (`each_value(f)`
+// calls f once per value), reduced across the team: rare, so one f64 reduction costs less code
+// (and fewer AMD scalar registers) than the row kernels' max-then-sum rescue.
+template <typename A, typename Team, typename Each>
+NORM_DEV A rope_scale(A ss, long long n, double eps, bool clamp, bool valid, const Team& team,
+                      Each each_value) {
+  if constexpr (same_type<A, double>::value) {
+    return norm_rsqrt(under_root(ss / (double)n, eps, clamp));
+  } else {
+    bool rescue;
+    const float scale = f32_scale(ss, n, (float)eps, clamp, &rescue);
+    rescue = rescue && valid;
+    if (!team.any(rescue)) return scale;
+    double q = 0.0;
+    if (rescue) each_value([&](float v) __attribute__((always_inline)) { q += (double)v * v; });
+    q = team.sum(q, 0);
+    return rescue ? (float)norm_rsqrt(under_root(q / (double)n, eps, clamp)) : scale;
+  }
+}
+
+// Whether the operands allow what ROPE_VECTOR promises (the host's rule, src/gpu/rope_plan.rs):
+// 16-byte aligned bases, strides in whole chunks, whole units a head. A broken promise takes the
+// single-value path rather than faulting.
+template <typename T> NORM_DEV bool rope_vector_holds(const RopeArgs& a) {
+  constexpr long long V = Tr<T>::V;
+  norm_u64 addr = (norm_u64)a.out | (norm_u64)a.cos | (norm_u64)a.sin | (norm_u64)a.x[0] |
+                  (norm_u64)a.w[0];
+  long long strides = a.out_t | a.out_b | a.out_l | a.out_h | a.x_b[0] | a.x_l[0];
+  if (a.tensors == 2) {
+    addr |= (norm_u64)a.x[1] | (norm_u64)a.w[1];
+    strides |= a.x_b[1] | a.x_l[1];
+  }
+  return (a.flags & ROPE_VECTOR) && (addr & 15u) == 0 && strides % V == 0 &&
+         a.head_dim % (2 * V) == 0;
+}
+
+// VEC values of the compute type A (the cos or sin of VEC consecutive pairs).
+template <typename A, int VEC> NORM_DEV void load_angles(const A* p, A* v) {
+  unpack_weight<A, VEC, A>(load_chunk<A, VEC>(p), true, false, v);
+}
+
+template <typename T, int VEC, int UPL>
+NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
+  using A = typename Tr<T>::A;
+  using W = A; // weights come in the compute type (the host converts them)
+  constexpr int S = RopeSlots<VEC>::value;
+  const bool per_head = (a.flags & ROPE_PER_HEAD) != 0;
+  const bool half = (a.flags & ROPE_HALF_SPLIT) != 0;
+  const bool rb = (a.flags & ROPE_ROUND_BEFORE_WEIGHT) != 0;
+  const bool off1 = (a.flags & ROPE_OFFSET_ONE) != 0;
+  const bool clamp = (a.flags & ROPE_CLAMP_NORM) != 0;
+  int lph = (int)a.lanes_per_head, teams = (int)a.teams;
+  constexpr int upl = UPL, HPT = S / UPL;
+  int heads = (int)a.heads, d = (int)a.head_dim;
+  long long out_h = a.out_h;
+  // Uniform sizes kept in per-lane registers on AMD (its scalar registers overflowed).
+  norm_to_lanes(lph);
+  norm_to_lanes(teams);
+  norm_to_lanes(heads);
+  norm_to_lanes(d);
+  norm_to_lanes(out_h);
+  const int uph = d / (2 * VEC);
+  const int hpt = (heads + teams - 1) / teams; // <= HPT (the host's rule)
+  const int tpr = teams * lph;
+  const int tid = (int)norm_tid();
+  const int local = tid / tpr, team = tid % tpr / lph, lane = tid % lph;
+  // Blocks take rows of one tensor: t is uniform across the block.
+  const long long plane = a.batch * a.seq;
+  const long long per_t = (plane + a.rows_per_block - 1) / a.rows_per_block; // blocks a tensor
+  const int t = (int)((long long)norm_bid() / per_t);
+  const long long bl = ((long long)norm_bid() - t * per_t) * a.rows_per_block + local;
+  const bool valid = local < (int)a.rows_per_block && bl < plane;
+  const long long b = valid ? bl / a.seq : 0, l = valid ? bl % a.seq : 0;
+  // Tensor t's operands by arithmetic, neither indexed nor selected: ptxas turned both into a
+  // copy of the argument's arrays on the stack.
+  auto pick = [&](norm_u64 v0, norm_u64 v1) __attribute__((always_inline)) {
+    return v0 + (norm_u64)t * (v1 - v0);
+  };
+  const long long xb = (long long)pick((norm_u64)a.x_b[0], (norm_u64)a.x_b[1]);
+  const long long xl = (long long)pick((norm_u64)a.x_l[0], (norm_u64)a.x_l[1]);
+  const T* __restrict__ x = (const T*)pick((norm_u64)a.x[0], (norm_u64)a.x[1]) + b * xb + l * xl;
+  const W* __restrict__ w = (const W*)pick((norm_u64)a.w[0], (norm_u64)a.w[1]);
+  T* __restrict__ out = (T*)a.out + t * a.out_t + b * a.out_b + l * a.out_l;
+  const A* __restrict__ cs = (const A*)a.cos + l * (d / 2);
+  const A* __restrict__ sn = (const A*)a.sin + l * (d / 2);
+
+  // Slot s: head team + (s / upl) * teams, unit lane + (s % upl) * lph of it; its two chunks
+  // start at e0 and e1 of the row.
+  auto head_of = [&](int s) __attribute__((always_inline)) { return team + s / upl * teams; };
+  auto unit_of = [&](int s) __attribute__((always_inline)) { return lane + s % upl * lph; };
+  auto held = [&](int s) __attribute__((always_inline)) {
+    return valid && team < teams && head_of(s) < heads && unit_of(s) < uph;
+  };
+  auto starts = [&](int s, int* e0, int* e1) __attribute__((always_inline)) {
+    const int h = head_of(s), u = unit_of(s);
+    *e0 = h * d + (half ? u * VEC : 2 * u * VEC);
+    *e1 = *e0 + (half ? d / 2 : VEC);
+  };
+
+  Chunk<T, VEC> c0[S], c1[S];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    if (held(s)) {
+      int e0, e1;
+      starts(s, &e0, &e1);
+      c0[s] = load_chunk<T, VEC>(x + e0);
+      c1[s] = load_chunk<T, VEC>(x + e1);
+    }
+  }
+  // This slot's values, as floats, through f (the rescue's walks).
+  auto each_in = [&](int s, auto f) __attribute__((always_inline)) {
+    A v[VEC];
+    unpack_chunk<T, VEC, A>(c0[s], v);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) f((float)v[i]);
+    unpack_chunk<T, VEC, A>(c1[s], v);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) f((float)v[i]);
+  };
+  A sq[S];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    sq[s] = (A)0;
+    if (held(s)) {
+      A v[VEC];
+      unpack_chunk<T, VEC, A>(c0[s], v);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) sq[s] += v[i] * v[i];
+      unpack_chunk<T, VEC, A>(c1[s], v);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) sq[s] += v[i] * v[i];
+    }
+  }
+
+  // The scale of each slot's norm: per head (a team's j-th head), or the row's.
+  A scale[S];
+  if (per_head) {
+    const GroupTeam g{lane, lph};
+#pragma unroll
+    for (int j = 0; j < HPT; ++j) {
+      if (j < hpt) { // uniform: every lane of the block takes the same heads count
+        A ss = (A)0;
+#pragma unroll
+        for (int s = 0; s < S; ++s)
+          if (s / upl == j) ss += sq[s];
+        ss = g.sum(ss, 0);
+        const bool mine = valid && team < teams && team + j * teams < heads;
+        const A sc = rope_scale<A>(ss, d, a.eps, clamp, mine, g, [&](auto f) __attribute__((always_inline)) {
+#pragma unroll
+          for (int s = 0; s < S; ++s)
+            if (s / upl == j && held(s)) each_in(s, f);
+        });
+#pragma unroll
+        for (int s = 0; s < S; ++s)
+          if (s / upl == j) scale[s] = sc;
+      }
+    }
+  } else {
+    // One row a block (the host's rule): threads past its teams have tid / lph >= teams.
+    if (a.rows_per_block != 1) __builtin_trap();
+    const RowTeams rt{lane, lph, tid / lph, teams, red, redd};
+    A ss = (A)0;
+#pragma unroll
+    for (int s = 0; s < S; ++s) ss += sq[s];
+    ss = rt.sum(ss, 0);
+    // Every thread of the block, padding included, holds the row's sum and so decides the
+    // rescue alike: the rescue's barriers are met by all.
+    const A sc = rope_scale<A>(ss, (long long)heads * d, a.eps, clamp, true, rt, [&](auto f) __attribute__((always_inline)) {
+#pragma unroll
+      for (int s = 0; s < S; ++s)
+        if (held(s)) each_in(s, f);
+    });
+#pragma unroll
+    for (int s = 0; s < S; ++s) scale[s] = sc;
+  }
+
+  // Normalise, weigh, round, rotate, store.
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    if (!held(s)) continue;
+    int e0, e1;
+    starts(s, &e0, &e1);
+    const int h = head_of(s), u = unit_of(s);
+    const int wofs = per_head ? h * d : 0; // the weight index is e - wofs
+    A v[2 * VEC], wv[2 * VEC], c[VEC], sv[VEC];
+    unpack_chunk<T, VEC, A>(c0[s], v);
+    unpack_chunk<T, VEC, A>(c1[s], v + VEC);
+    load_weight<W, VEC, A>(w ? w + (e0 - wofs) : nullptr, off1, wv);
+    load_weight<W, VEC, A>(w ? w + (e1 - wofs) : nullptr, off1, wv + VEC);
+    load_angles<A, VEC>(cs + u * VEC, c);
+    load_angles<A, VEC>(sn + u * VEC, sv);
+#pragma unroll
+    for (int i = 0; i < 2 * VEC; ++i) {
+      A n = v[i] * scale[s];
+      if (rb) n = Tr<T>::round(n);
+      v[i] = Tr<T>::round(n * wv[i]);
+    }
+    A o[2 * VEC];
+#pragma unroll
+    for (int p = 0; p < VEC; ++p) {
+      // Pair p of the unit: its two values' places in v (and o).
+      const int ia = half ? p : 2 * p, ib = half ? p + VEC : 2 * p + 1;
+      o[ia] = v[ia] * c[p] - v[ib] * sv[p];
+      o[ib] = v[ia] * sv[p] + v[ib] * c[p];
+    }
+    store_chunk<T, VEC>(out + h * out_h + (e0 - h * d), o);
+    store_chunk<T, VEC>(out + h * out_h + (e1 - h * d), o + VEC);
+  }
+}
+
+// The two plans the host makes (src/gpu/rope_plan.rs): 16-byte chunks, one unit a lane per head
+// (lanes_per_head covering a head), or single values, four units a lane per head. One body a
+// kernel: two bodies in one kernel overflowed the scalar registers of gfx90a.
+template <typename T, int VEC, int UPL> NORM_DEV void rope_entry(const RopeArgs& a) {
+  __shared__ float red[ROPE_MAX_TEAMS];
+  __shared__ double redd[ROPE_MAX_TEAMS];
+  if (a.units_per_lane != UPL || (VEC > 1 && !rope_vector_holds<T>(a))) __builtin_trap();
+  rope_rows<T, VEC, UPL>(a, red, redd);
+}
+
+} // namespace rn
+
+#define ROPE_KERNELS(TAG, T)                                                                       \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_ROPE void rms_norm_rope_##TAG(RopeArgs a) {             \
+    rn::rope_entry<T, rn::Tr<T>::V, 1>(a);                                                         \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_ROPE void rms_norm_rope_##TAG##_scalar(RopeArgs a) {    \
+    rn::rope_entry<T, 1, 4>(a);                                                                    \
+  }

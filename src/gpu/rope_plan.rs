@@ -1,0 +1,165 @@
+//! Launch geometry of the q/k norm + rotary embedding kernels (`hip/norm_rope.h`), the only place
+//! it is decided: 16-byte chunks or single values, lanes per head, teams a row, rows a block.
+//!
+//! A unit is the two chunks one rotation pairs. With chunks (`rms_norm_rope_{dtype}`) a lane
+//! takes one unit of each of its team's heads, the team's lanes covering a head
+//! (`lanes_per_head` = the head's units rounded up to a power of two, at most a warp); with single
+//! values (`_scalar`: a layout that is not 16-byte aligned, or a head size that is not a whole
+//! number of units) four units a head. A team takes two heads of a row (64 bytes of bf16 a lane
+//! with chunks), so a row has `ceil(heads / 2)` teams. A norm over the whole row runs one row a
+//! block (its teams combine through shared memory); a norm per head packs rows into blocks of
+//! about 256 threads.
+
+use super::abi::{self, RopeArgs, ROPE_MAX_TEAMS, ROPE_PER_HEAD, ROPE_VECTOR};
+use candle_core::DType;
+
+/// The most threads a block (`NORM_LAUNCH_BOUNDS_ROPE` in `hip/portable.h`).
+pub(crate) const ROPE_MAX_BLOCK: u32 = 512;
+/// Heads a team takes (`RopeSlots / units_per_lane` in `hip/norm_rope.h`).
+const HEADS_PER_TEAM: u32 = 2;
+/// Units a lane holds per head with single values (`rope_entry<T, 1, 4>`).
+const SCALAR_UNITS: u32 = 4;
+/// The block size per-head plans aim at.
+const TARGET_BLOCK: u32 = 256;
+
+/// One planned launch: kernel, block, grid and the complete argument.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RopeLaunch {
+    pub kernel: String,
+    pub block: u32,
+    pub grid: u32,
+    pub args: RopeArgs,
+}
+
+/// Whether `a`'s addresses and strides allow 16-byte chunks of `dt` (the kernel's
+/// `rope_vector_holds`, the same rule).
+fn vector_ok(a: &RopeArgs, dt: DType) -> bool {
+    let v = (16 / dt.size_in_bytes()) as i64;
+    let mut addr = a.out | a.cos | a.sin | a.x[0] | a.w[0];
+    let mut strides = a.out_t | a.out_b | a.out_l | a.out_h | a.x_b[0] | a.x_l[0];
+    if a.tensors == 2 {
+        addr |= a.x[1] | a.w[1];
+        strides |= a.x_b[1] | a.x_l[1];
+    }
+    addr.is_multiple_of(16) && strides % v == 0 && i64::from(a.head_dim) % (2 * v) == 0
+}
+
+/// Completes `a` (addresses, strides, sizes and option flags set; geometry fields ignored) for a
+/// device of `warp` lanes: the kernel, block and grid. Errors name what does not fit.
+pub(crate) fn plan_rope(mut a: RopeArgs, dt: DType, warp: u32) -> Result<RopeLaunch, String> {
+    let vector = vector_ok(&a, dt);
+    let vec = if vector {
+        16 / dt.size_in_bytes() as u32
+    } else {
+        1
+    };
+    let upl = if vector { 1 } else { SCALAR_UNITS };
+    let uph = a.head_dim / (2 * vec);
+    let lph = uph.div_ceil(upl).max(1).next_power_of_two();
+    if lph > warp {
+        return Err(format!(
+            "a head size of at most {} ({} layout), got {}",
+            2 * vec * upl * warp,
+            if vector { "16-byte aligned" } else { "this" },
+            a.head_dim
+        ));
+    }
+    let teams = a.heads.div_ceil(HEADS_PER_TEAM);
+    let per_row = teams * lph;
+    let per_head = a.flags & ROPE_PER_HEAD != 0;
+    let rows = if per_head {
+        (TARGET_BLOCK / per_row).max(1)
+    } else {
+        1
+    };
+    let block = (rows * per_row).next_multiple_of(warp);
+    if teams > ROPE_MAX_TEAMS || block > ROPE_MAX_BLOCK {
+        return Err(format!(
+            "at most {} threads a row ({} teams of {lph} lanes for {} heads of {})",
+            ROPE_MAX_BLOCK, teams, a.heads, a.head_dim
+        ));
+    }
+    let plane = (a.batch * a.seq) as u64;
+    let grid = u64::from(a.tensors) * plane.div_ceil(u64::from(rows));
+    let grid = u32::try_from(grid)
+        .ok()
+        .filter(|&g| g < i32::MAX as u32)
+        .ok_or_else(|| format!("fewer than 2^31 blocks, got {grid}"))?;
+    a.flags = (a.flags & !ROPE_VECTOR) | if vector { ROPE_VECTOR } else { 0 };
+    a.rows_per_block = rows;
+    a.lanes_per_head = lph;
+    a.teams = teams;
+    a.units_per_lane = upl;
+    let kernel =
+        abi::rope_kernel_name(dt, !vector).ok_or_else(|| format!("a float dtype, got {dt:?}"))?;
+    Ok(RopeLaunch {
+        kernel,
+        block,
+        grid,
+        args: a,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(heads: u32, head_dim: u32, per_head: bool) -> RopeArgs {
+        let dim = i64::from(heads * head_dim);
+        RopeArgs {
+            out: 1 << 20,
+            x: [2 << 20, 0],
+            cos: 3 << 20,
+            sin: 4 << 20,
+            x_b: [7 * dim, 0],
+            x_l: [dim, 0],
+            out_t: 7 * dim,
+            out_b: 7 * dim,
+            out_l: i64::from(head_dim),
+            out_h: 7 * i64::from(head_dim),
+            batch: 1,
+            seq: 7,
+            heads,
+            head_dim,
+            tensors: 1,
+            flags: if per_head { ROPE_PER_HEAD } else { 0 },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn wan_and_flux_shapes() {
+        // Wan 14B: 40 heads of 128 bf16, one row a block: 20 teams of 8 lanes.
+        let p = plan_rope(args(40, 128, false), DType::BF16, 32).unwrap();
+        assert_eq!(
+            (p.kernel.as_str(), p.block, p.grid),
+            ("rms_norm_rope_bf16", 160, 7)
+        );
+        assert_eq!((p.args.lanes_per_head, p.args.teams), (8, 20));
+        assert_eq!((p.args.rows_per_block, p.args.units_per_lane), (1, 1));
+        // Flux: 24 heads of 128, per head: 12 teams of 8 lanes, 2 rows a block.
+        let p = plan_rope(args(24, 128, true), DType::BF16, 32).unwrap();
+        assert_eq!((p.block, p.args.rows_per_block, p.grid), (192, 2, 4));
+    }
+
+    #[test]
+    fn scalar_and_limits() {
+        // A misaligned base takes single values, four units a lane: 128 / 2 / 4 = 16 lanes.
+        let mut a = args(2, 128, false);
+        a.x[0] += 2;
+        let p = plan_rope(a, DType::BF16, 32).unwrap();
+        assert_eq!(
+            (p.kernel.as_str(), p.args.lanes_per_head),
+            ("rms_norm_rope_bf16_scalar", 16)
+        );
+        assert_eq!(p.args.flags & ROPE_VECTOR, 0);
+        // Head size 72 (not whole units of 16 bf16): scalar, 36 / 4 -> 16 lanes.
+        let p = plan_rope(args(3, 72, true), DType::BF16, 32).unwrap();
+        assert_eq!(p.args.lanes_per_head, 16);
+        // Too long a head for single values on a 32-lane warp; fine with 64.
+        assert!(plan_rope(args(1, 300, false), DType::F32, 32).is_err());
+        assert!(plan_rope(args(1, 300, false), DType::F32, 64).is_ok());
+        // Too many heads for one block.
+        assert!(plan_rope(args(1024, 64, false), DType::BF16, 32).is_err());
+    }
+}
