@@ -203,8 +203,7 @@ impl InplaceOp3 for InPlace {
 }
 
 /// q/k norm + rotary embedding: `q` (`CustomOp1`) or `q, k` (`CustomOp2`, output `[2, ..]`),
-/// the weights and tables riding in the descriptor; CPU storages only (GPU tensors take the
-/// portable backend, see `rope_api`). No backward (Candle's default: an error).
+/// the weights and tables riding in the descriptor. No backward (Candle's default: an error).
 fn rope_cpu(
     op: &RopeOp,
     q: Operand<'_, CpuStorage>,
@@ -216,6 +215,18 @@ fn rope_cpu(
     }
 }
 
+#[cfg(feature = "cuda")]
+fn rope_cuda(
+    op: &RopeOp,
+    q: Operand<'_, candle_core::CudaStorage>,
+    k: Option<Operand<'_, candle_core::CudaStorage>>,
+) -> Result<(candle_core::CudaStorage, Shape)> {
+    match op.backend {
+        Backend::Auto | Backend::Cuda => crate::cuda::rope::forward(op, q, k),
+        other => Err(backend_unavailable(ROPE_OP, other)),
+    }
+}
+
 impl CustomOp1 for RopeOp {
     fn name(&self) -> &'static str {
         ROPE_OP
@@ -223,6 +234,15 @@ impl CustomOp1 for RopeOp {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
         rope_cpu(self, (s1, l1), None)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        rope_cuda(self, (s1, l1), None)
     }
 }
 
@@ -239,5 +259,16 @@ impl CustomOp2 for RopeOp {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         rope_cpu(self, (s1, l1), Some((s2, l2)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        rope_cuda(self, (s1, l1), Some((s2, l2)))
     }
 }

@@ -13,17 +13,6 @@ pub(crate) fn compute_dtype(x: DType) -> DType {
     }
 }
 
-/// The weight dtype a kernel for input `x` takes when given weight dtype `w`: `x` itself, or
-/// f32 (the launchers convert any other weight to f32; f64 inputs take f64 weights).
-pub fn kernel_weight_dtype(x: DType, w: DType) -> DType {
-    match x {
-        DType::F64 => DType::F64,
-        DType::F32 => DType::F32,
-        _ if w == x => x,
-        _ => DType::F32,
-    }
-}
-
 /// A row whose f32 `mean(x^2) + eps` falls below this is rescued (docs/numerics.md): the CPU
 /// path and the portable backend test it; the GPU kernels keep their own copy in `hip/row.h`.
 pub(crate) const RESCUE_MEAN_BELOW: f32 = 1e-30;

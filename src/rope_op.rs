@@ -9,8 +9,9 @@
 //! hands out the halves).
 
 use crate::config::{Backend, EpsMode, Rounding, WeightMode};
+use crate::error::op_error;
 use crate::rope_config::{HeadLayout, NormScope, RopeStyle};
-use candle_core::{Shape, Tensor};
+use candle_core::{Layout, Result, Shape, Tensor};
 
 /// The name errors and Candle's op graph use.
 pub(crate) const ROPE_OP: &str = "candle_rmsnorm::rms_norm_rope";
@@ -29,7 +30,7 @@ pub(crate) struct RopeOp {
     pub style: RopeStyle,
     pub layout: HeadLayout,
     /// q's and k's weights: contiguous, `[heads * head_dim]` ([`NormScope::Full`]) or
-    /// `[head_dim]` ([`NormScope::PerHead`]), of the dtype `op::kernel_weight_dtype` gives.
+    /// `[head_dim]` ([`NormScope::PerHead`]), of the compute dtype (f32; f64 for f64 inputs).
     pub weights: [Option<Tensor>; 2],
     /// `[>= L, head_dim / 2]`, contiguous, f32 (f64 for f64 inputs); row `l` rotates position
     /// `l`.
@@ -79,4 +80,22 @@ impl RopeOp {
             RopeStyle::HalfSplit => (i, i + self.head_dim / 2),
         }
     }
+}
+
+/// Where an input `[B, L, heads * head_dim]` of a storage of `len` elements lies: its start
+/// offset and batch and position strides (elements). Its last dim must be contiguous (the
+/// public API copies it otherwise) and every element inside the storage.
+pub(crate) fn input_rows(arg: &str, l: &Layout, len: usize) -> Result<(usize, usize, usize)> {
+    let (d, st) = (l.dims(), l.stride());
+    let off = l.start_offset();
+    let end = off + (d[0] - 1) * st[0] + (d[1] - 1) * st[1] + d[2];
+    if d[2] > 1 && st[2] != 1 || end > len {
+        return Err(op_error(
+            ROPE_OP,
+            arg,
+            "rows with a contiguous last dim inside its storage",
+            format!("layout {l:?} over {len} elements"),
+        ));
+    }
+    Ok((off, st[0], st[1]))
 }

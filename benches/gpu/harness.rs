@@ -20,6 +20,7 @@ pub const USAGE: &str =
   --only RxH     one shape, e.g. 512x4096
   --first-calls  (CUDA) only time the first call of every kernel variant, module load included
   --channels     (CUDA) only time norms over dim 1 of video-VAE shapes (cuda/channels.rs)
+  --rope         (CUDA) only time q/k norm + RoPE against the unfused path (cuda/rope.rs)
   --keep-pool    (CUDA) set the device's memory pool release threshold to the maximum first, so
                  synchronising does not hand freed memory back to the driver
   --untracked    (CUDA) turn off cudarc's per-buffer event tracking first (Candle's
@@ -34,6 +35,8 @@ pub struct Args {
     pub first_calls: bool,
     /// Time norms over dim 1 instead (CUDA; see `cuda::channels`).
     pub channels: bool,
+    /// Time q/k norm + RoPE instead (CUDA; see `cuda::rope`).
+    pub rope: bool,
     /// Keep freed memory in the allocator's pool (CUDA; see `Gpu::keep_pool`).
     pub keep_pool: bool,
     /// Turn off the device's per-buffer event tracking (CUDA; see `Gpu::untracked`).
@@ -50,6 +53,7 @@ impl Args {
                 "--quick" => a.quick = true,
                 "--first-calls" => a.first_calls = true,
                 "--channels" => a.channels = true,
+                "--rope" => a.rope = true,
                 "--keep-pool" => a.keep_pool = true,
                 "--untracked" => a.untracked = true,
                 "--only" => {

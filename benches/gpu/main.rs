@@ -5,6 +5,7 @@
 //! cargo bench --features cuda --bench gpu -- [--json FILE] [--quick] [--only RxH]
 //! cargo bench --features cuda --bench gpu -- --first-calls [--json FILE]
 //! cargo bench --features cuda --bench gpu -- --channels [--json FILE]
+//! cargo bench --features cuda --bench gpu -- --rope [--json FILE]
 //! cargo bench --features rocm --bench gpu -- [--json FILE] [--quick] [--only RxH]
 //! ```
 //! For each (op, dtype, shape), with inputs rotating over buffer sets of >= 256 MiB together:
@@ -59,17 +60,21 @@ fn first_calls(args: &harness::Args) -> candle_core::Result<()> {
     Ok(())
 }
 
-/// `--channels` (CUDA): norms over dim 1 beside a copy and the permute path.
+/// `--channels` / `--rope` (CUDA): one of the side tables (`cuda::channels`, `cuda::rope`).
 #[cfg(feature = "cuda")]
-fn channels(args: &harness::Args) -> candle_core::Result<()> {
+fn table(
+    args: &harness::Args,
+    what: &str,
+    run: fn(&cuda::Cuda) -> candle_core::Result<Vec<serde_json::Value>>,
+) -> candle_core::Result<()> {
     let g = match cuda::Cuda::new()? {
         Ok(g) => g,
         Err(why) => {
-            println!("SKIPPED channels: {why}");
+            println!("SKIPPED {what}: {why}");
             return Ok(());
         }
     };
-    let rows = cuda::channels::run(&g)?;
+    let rows = run(&g)?;
     if let Some(path) = &args.json {
         let lines: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
         std::fs::write(path, lines.join("\n") + "\n")?;
@@ -97,7 +102,11 @@ fn main() -> candle_core::Result<()> {
     }
     #[cfg(feature = "cuda")]
     if args.channels {
-        return channels(&args);
+        return table(&args, "channels", cuda::channels::run);
+    }
+    #[cfg(feature = "cuda")]
+    if args.rope {
+        return table(&args, "rope", cuda::rope::run);
     }
     #[cfg(feature = "cuda")]
     match cuda::Cuda::new()? {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the GPU test binary (tests/cuda.rs) and the benchmark (benches/gpu, staged as gpu_bench) on this
+# Builds the GPU test binaries (tests/cuda.rs, tests/rope_cuda.rs as rope_tests) and the benchmark (benches/gpu, staged as gpu_bench) on this
 # machine (no GPU needed, a CUDA 13 toolchain and clang-19 are), checks the PTX with ptxas
 # (registers, spills) and stages everything the device machine needs, gzipped, in $DIST/gpu:
 #   cuda_tests.xz gpu_bench.xz libcudart.so.13.gz device.sh torch_bench.py ptxas.txt rms_norm.ptx.gz
@@ -35,19 +35,19 @@ mkdir -p "$DIST/gpu"
 STAGE=$DIST/gpu
 
 echo "== building tests (cargo test --release --features cuda --no-run)"
-TEST_BIN=$(cargo test --release --features cuda --test cuda --no-run --message-format=json \
-  | python3 -c 'import json,sys
+# The executable of cargo's JSON artifact messages for target $1 (on stdin).
+artifact() {
+  python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cuda" and m.get("executable"):
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$1"
+}
+TEST_BIN=$(cargo test --release --features cuda --test cuda --no-run --message-format=json | artifact cuda)
+ROPE_BIN=$(cargo test --release --features cuda --test rope_cuda --no-run --message-format=json \
+  | artifact rope_cuda)
 echo "== building benchmark"
-BENCH_BIN=$(cargo bench --features cuda --bench gpu --no-run --message-format=json \
-  | python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"):
-        print(m["executable"])')
+BENCH_BIN=$(cargo bench --features cuda --bench gpu --no-run --message-format=json | artifact gpu)
 
 # xz, not gzip: the binaries carry Candle's and our PTX as text, which xz packs about 2.5x
 # smaller (16 MB gzip, 6.5 MB xz each): tests, benchmark and the Wan example fit one 64 MiB
@@ -58,7 +58,7 @@ pack() {
   rm -f "$STAGE/$1.gz"
   ls -l "$STAGE/$1.xz"
 }
-for pair in "cuda_tests:$TEST_BIN" "gpu_bench:$BENCH_BIN"; do
+for pair in "cuda_tests:$TEST_BIN" "rope_tests:$ROPE_BIN" "gpu_bench:$BENCH_BIN"; do
   pack "${pair%%:*}" "${pair#*:}"
 done
 # libcudart.so.13 travels beside the binaries when they need it; libcublas/libcublasLt/libcurand

@@ -2,7 +2,7 @@
 # Runs on the CUDA machine (staged by scripts/gpu/build.sh): the GPU tests, compute-sanitizer
 # memcheck + racecheck on a subset, the benchmark, other kernel builds if staged (variants), and
 # PyTorch on the same shapes, ending with one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
-#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [sanitizer] [bench] [channels]
+#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [sanitizer] [bench] [channels] [rope]
 #   [ab] [pool] [variants] [ncu] [torch]  (default: all)
 # Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick), POOL_SHAPES, POOL_FLAGS,
 #      TEST_FILTER (names of the GPU tests to run, default all), WAN_RUNS (impl:image pairs),
@@ -11,7 +11,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-PHASES=${*:-tests firstcalls images wan sanitizer bench channels ab pool variants ncu torch}
+PHASES=${*:-tests firstcalls images wan sanitizer bench channels rope ab pool variants ncu torch}
 W=${GPU_WORK_DIR:-/tmp/candle-rmsnorm-gpu}
 mkdir -p "$W"
 # unpack PATH_WITHOUT_SUFFIX DEST: PATH.xz (build.sh's, read with Python's lzma: the device may
@@ -26,6 +26,7 @@ unpack() {
   fi && chmod +x "$2"
 }
 for f in cuda_tests gpu_bench; do unpack "$HERE/$f" "$W/$f"; done
+unpack "$HERE/rope_tests" "$W/rope_tests" || true
 [ -f "$HERE/libcudart.so.13.gz" ] && gunzip -c "$HERE/libcudart.so.13.gz" > "$W/libcudart.so.13"
 # PyTorch's CUDA 13 wheels (libcublas, libcublasLt, libcurand); `nvidia` is a namespace package.
 NV=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null)
@@ -44,6 +45,10 @@ if [[ " $PHASES " == *" tests "* ]]; then
   ( time timeout 400 "$W/cuda_tests" ${TEST_FILTER:-} --test-threads=2 ) > "$OUT/tests.log" 2>&1 || status=1
   grep -E '^test |test result|panicked|skipped' "$OUT/tests.log" | tail -n 30
   tail -n 5 "$OUT/tests.log"
+  if [ -x "$W/rope_tests" ]; then
+    ( time timeout 300 "$W/rope_tests" ${ROPE_FILTER:-} --test-threads=2 ) > "$OUT/rope_tests.log" 2>&1 || status=1
+    grep -E '^test |test result|panicked|skipped' "$OUT/rope_tests.log" | tail -n 20
+  fi
   # Spills in the machine code the driver would build from our PTX (STL/LDL = local memory).
   gunzip -c "$HERE/rms_norm.ptx.gz" > "$W/rms_norm.ptx" 2>/dev/null
   if command -v cuobjdump >/dev/null && ptxas -arch=sm_90 "$W/rms_norm.ptx" -o "$W/k.cubin" 2>/dev/null; then
@@ -108,6 +113,11 @@ if [[ " $PHASES " == *" sanitizer "* ]]; then
       # `sanitizer_subset` also selects `sanitizer_subset_inplace` (a name filter).
       timeout 280 compute-sanitizer --tool $tool --error-exitcode 3 "$W/cuda_tests" sanitizer_subset --test-threads=1 2>&1 | tail -n 25
       echo "exit code: ${PIPESTATUS[0]}"
+      if [ -x "$W/rope_tests" ]; then
+        echo "--- $tool rope_tests extremes"
+        timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 "$W/rope_tests" extremes --test-threads=1 2>&1 | tail -n 8
+        echo "exit code: ${PIPESTATUS[0]}"
+      fi
     done
   } > "$OUT/sanitizer.log" 2>&1
   grep -E '^---|ERROR SUMMARY|RACECHECK SUMMARY|exit code|test result' "$OUT/sanitizer.log"
@@ -116,6 +126,11 @@ if [[ " $PHASES " == *" bench "* ]]; then
   echo "== benchmark"
   "$W/gpu_bench" --json "$OUT/ours.jsonl" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1 || status=1
   cat "$OUT/bench.log" | grep -v '^|' | tail -n 50
+fi
+if [[ " $PHASES " == *" rope "* ]]; then
+  echo "== q/k norm + RoPE (benches/gpu/cuda/rope.rs)"
+  "$W/gpu_bench" --rope --json "$OUT/rope.jsonl" > "$OUT/rope.log" 2>&1 || status=1
+  grep -E '^\||SKIPPED|Error|panicked' "$OUT/rope.log"
 fi
 if [[ " $PHASES " == *" channels "* ]]; then
   echo "== norms over dim 1 (benches/gpu/cuda/channels.rs)"

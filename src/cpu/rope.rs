@@ -18,7 +18,7 @@ use crate::error::{float_error, op_error};
 use crate::host::weight_values;
 use crate::op::{scale_f32, scale_f64, Operand};
 use crate::rope_config::{HeadLayout, NormScope};
-use crate::rope_op::{RopeOp, ROPE_OP};
+use crate::rope_op::{input_rows, RopeOp, ROPE_OP};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use half::{bf16, f16};
@@ -36,24 +36,8 @@ struct Input<'a, T> {
 
 impl<'a, T> Input<'a, T> {
     fn of(data: &'a [T], l: &Layout, arg: &str) -> Result<Self> {
-        let (d, st) = (l.dims(), l.stride());
-        let (b, s, c) = (d[0], d[1], d[2]);
-        let off = l.start_offset();
-        let last = off + (b - 1) * st[0] + (s - 1) * st[1] + c;
-        if c > 1 && st[2] != 1 || last > data.len() {
-            return Err(op_error(
-                ROPE_OP,
-                arg,
-                "rows with a contiguous last dim inside its storage",
-                format!("layout {:?} over {} elements", l, data.len()),
-            ));
-        }
-        Ok(Self {
-            data,
-            off,
-            sb: st[0],
-            sl: st[1],
-        })
+        let (off, sb, sl) = input_rows(arg, l, data.len())?;
+        Ok(Self { data, off, sb, sl })
     }
 
     fn row(&self, b: usize, l: usize, len: usize) -> &'a [T] {

@@ -1,7 +1,7 @@
 //! Per-device state of the CUDA launcher, looked up once per device (multiprocessor count,
 //! warp size, the loaded module, kernels and their occupancy), and the one `unsafe` launch.
 
-use crate::gpu::abi::{self, NormArgs};
+use crate::gpu::abi::{self, NormArgs, RopeArgs};
 use crate::gpu::call::{DeviceShape, Launch};
 use candle_core::cuda::cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -214,16 +214,45 @@ pub(super) unsafe fn launch(
     block: u32,
     launch: &Launch,
 ) -> Result<()> {
+    // SAFETY: the caller's promises above are `launch_args`'s.
+    unsafe {
+        launch_args(
+            st,
+            func,
+            (launch.grid, block, launch.smem_bytes),
+            &launch.args,
+        )
+    }
+}
+
+// SAFETY: `RopeArgs` is `#[repr(C)]`, `Copy`, made only of integers and an f64, and has the
+// layout of `struct RopeArgs` in hip/rope_args.h (both sides assert its size); the
+// rms_norm_rope kernels take it by value as their one parameter.
+unsafe impl DeviceRepr for RopeArgs {}
+
+/// Queues `func` over `grid` blocks of `block` threads (`smem` bytes of dynamic shared memory)
+/// with its one by-value parameter `args`.
+///
+/// # Safety
+/// `args` must be the parameter type of `func` (one of this crate's kernels), planned for it
+/// with this block size; every address in it must lie in device memory that stays valid until
+/// the kernel has run (the caller holds the stream guards), sized for what the args state, with
+/// outputs overlapping no input.
+pub(super) unsafe fn launch_args<A: DeviceRepr>(
+    st: &CudaStream,
+    func: &CudaFunction,
+    (grid, block, smem): (u32, u32, u32),
+    args: &A,
+) -> Result<()> {
     let cfg = LaunchConfig {
-        grid_dim: (launch.grid, 1, 1),
+        grid_dim: (grid, 1, 1),
         block_dim: (block, 1, 1),
-        shared_mem_bytes: launch.smem_bytes,
+        shared_mem_bytes: smem,
     };
     let mut b = st.launch_builder(func);
-    b.arg(&launch.args);
-    // SAFETY: `args` matches the kernel's one by-value parameter (see the DeviceRepr impl);
-    // the caller vouches for the addresses inside; the grid covers the launch's rows with
-    // `rows_per_block` rows per block as the kernel expects.
+    b.arg(args);
+    // SAFETY: `args` matches the kernel's one by-value parameter (see the DeviceRepr impls);
+    // the caller vouches for the addresses inside and for the plan's grid and block.
     unsafe { b.launch(cfg) }.w()?;
     Ok(())
 }

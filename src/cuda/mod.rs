@@ -7,6 +7,7 @@
 
 mod device;
 mod memory;
+pub(crate) mod rope;
 
 use crate::error::op_error;
 use crate::gpu::abi;

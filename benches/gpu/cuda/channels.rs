@@ -22,7 +22,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Median kernel time (us) of `f(set)` over rotating sets. Its outputs (`O`) are dropped only
 /// after the end event: freeing a buffer may wait for the device, which would time the host.
-fn time<O>(g: &Cuda, sets: usize, mut f: impl FnMut(usize) -> Result<O>) -> Result<f64> {
+pub(super) fn time<O>(g: &Cuda, sets: usize, mut f: impl FnMut(usize) -> Result<O>) -> Result<f64> {
     for s in 0..sets.max(3) {
         drop(f(s % sets)?);
     }
@@ -37,6 +37,17 @@ fn time<O>(g: &Cuda, sets: usize, mut f: impl FnMut(usize) -> Result<O>) -> Resu
         t.push(g.elapsed_us(&a, &b)?);
     }
     Ok(median(t))
+}
+
+/// Median time (us) of a device-to-device copy of `n` bytes.
+pub(super) fn copy_us(g: &Cuda, n: usize) -> Result<f64> {
+    let mut src = g.cd.alloc_zeros::<u8>(n)?;
+    let mut dst = g.cd.alloc_zeros::<u8>(n)?;
+    time(g, 1, |_| {
+        g.stream.memcpy_dtod(&src, &mut dst).map_err(Error::wrap)?;
+        std::mem::swap(&mut src, &mut dst);
+        Ok(())
+    })
 }
 
 /// Runs the table; returns one JSON object per row.
@@ -93,14 +104,7 @@ pub fn run(g: &Cuda) -> Result<Vec<serde_json::Value>> {
                 // Bytes moved: inputs read + outputs written (the weight is negligible); a copy
                 // of the inputs' bytes moves as many.
                 let bytes = tensor_bytes * if fused { 4 } else { 2 };
-                let mut src = g.cd.alloc_zeros::<u8>(bytes / 2)?;
-                let mut dst = g.cd.alloc_zeros::<u8>(bytes / 2)?;
-                let copy = time(g, 1, |_| {
-                    g.stream.memcpy_dtod(&src, &mut dst).map_err(Error::wrap)?;
-                    std::mem::swap(&mut src, &mut dst);
-                    Ok(())
-                });
-                let copy = copy?;
+                let copy = copy_us(g, bytes / 2)?;
                 let t_ours = time(g, sets, ours)?;
                 let t_perm = time(g, sets, permuted)?;
                 let op = if fused {
