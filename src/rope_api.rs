@@ -243,7 +243,8 @@ fn apply(
 /// a dimension or variance size; a bad eps; a backend that cannot run here (`Backend::Rocm`:
 /// the ROCm launcher of this op is not written yet; the kernels are in the code objects); on
 /// CUDA, a head larger than the kernel's registers hold (512 bf16 / 256 f32 values when
-/// 16-byte aligned, 256 / 256 otherwise, on 32-lane warps) or a row of more than 256 head pairs.
+/// 16-byte aligned, 256 / 256 otherwise, on 32-lane warps) or a row whose teams (two heads each)
+/// need more than 512 threads (e.g. more than 128 heads of 128 bf16).
 pub fn rms_norm_rope(
     x: &Tensor,
     weight: Option<&Tensor>,
