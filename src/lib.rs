@@ -7,6 +7,8 @@
 //!   results written into memory the caller holds, with no allocation.
 //! - [`rms_norm_rope`] / [`qk_rms_norm_rope`]: q/k RMSNorm (per row or per head) + rotary
 //!   embedding, written in the attention layout in one pass ([`RopeConfig`]).
+//! - [`rms_norm_quant`] / [`fused_add_rms_norm_quant`]: the norm written as fp8 e4m3 or i8 with
+//!   an f32 scale per row (dynamic or static, [`QuantConfig`]).
 //! - [`RmsNorm`]: the layer, a `candle_nn::Module`, with [`RmsNorm::forward_residual`].
 //!
 //! Layers, each using only those below it: kernels (`hip/`, compiled by `build.rs`; the SIMD CPU
@@ -36,8 +38,8 @@
 //! through `CANDLE_RMSNORM_BACKEND=auto|cpu|cuda|rocm|candle`.
 
 // Layers, bottom up (rustfmt sorts the declarations below, so the order is written here): config;
-// error; rope_config; op; rope_op; layout; host; gpu; the backends cpu, cuda, rocm, portable; backward; custom_op; api;
-// inplace; module. Each module uses only modules of lower layers (docs/design.md).
+// error; quant; rope_config; op; rope_op; layout; host; gpu; the backends cpu, cuda, rocm, portable; backward; custom_op; api;
+// quant_api; inplace; module. Each module uses only modules of lower layers (docs/design.md).
 mod api;
 mod backward;
 mod config;
@@ -54,6 +56,8 @@ mod layout;
 mod module;
 mod op;
 mod portable;
+mod quant;
+mod quant_api;
 #[cfg(feature = "rocm")]
 pub mod rocm;
 mod rope_api;
@@ -68,5 +72,7 @@ pub use inplace::{
     rms_norm_inplace, rms_norm_inplace_with,
 };
 pub use module::RmsNorm;
+pub use quant::{QuantConfig, QuantDType, QuantScale, Quantized};
+pub use quant_api::{fused_add_rms_norm_quant, rms_norm_quant};
 pub use rope_api::{qk_rms_norm_rope, rms_norm_rope};
 pub use rope_config::{HeadLayout, NormScope, RopeConfig, RopeStyle};

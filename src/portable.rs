@@ -24,6 +24,7 @@
 
 use crate::config::{EpsMode, Rounding, WeightMode};
 use crate::op::{compute_dtype, NormOp, RESCUE_MEAN_BELOW};
+use crate::quant::{QuantDType, QuantSpec};
 use crate::rope_config::{HeadLayout, NormScope, RopeStyle};
 use crate::rope_op::RopeOp;
 use candle_core::{DType, Result, Tensor, D};
@@ -223,4 +224,61 @@ pub(crate) fn rms_norm_rope(op: &RopeOp, q: &Tensor, k: Option<&Tensor>) -> Resu
         None => Ok(qo),
         Some(k) => Tensor::stack(&[qo, one(k, op.weights[1].as_ref())?], 0),
     }
+}
+
+/// `rms_norm_quant` / `fused_add_rms_norm_quant` (`src/quant_api.rs`): the norm above, then its
+/// output `y` (rounded to f32 for f64 input) quantised with Candle ops: `(values, scales, sum)`.
+pub(crate) fn norm_quant(
+    op: &NormOp,
+    spec: &QuantSpec,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    weight: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let (y, sum) = match residual {
+        Some(r) => {
+            let (n, s) = fused_add_rms_norm(op, x, r, weight)?;
+            (n, Some(s))
+        }
+        None => (rms_norm(op, x, weight)?, None),
+    };
+    let y = y.to_dtype(DType::F32)?;
+    let nan = y.ne(&y)?;
+    let scale = match spec.fixed {
+        Some(s) => {
+            let mut dims = y.dims().to_vec();
+            *dims.last_mut().expect("rank >= 1") = 1;
+            Tensor::full(s, dims, y.device())?
+        }
+        None => {
+            // amax ignoring NaN, then max(amax / max_value, min_scale).
+            let a = nan.where_cond(&y.zeros_like()?, &y.abs()?)?;
+            let m = a.max_keepdim(D::Minus1)?;
+            // A true f32 division (a scalar `/` would multiply by a rounded reciprocal).
+            let max = Tensor::new(spec.dtype.max_value(), m.device())?;
+            m.broadcast_div(&max)?
+                .maximum(spec.dtype.min_scale() as f64)?
+        }
+    };
+    let v = y.broadcast_mul(&scale.recip()?)?;
+    let values = match spec.dtype {
+        QuantDType::F8E4M3 => {
+            // Saturate (NaN kept), then Candle's conversion rounds to nearest even.
+            let lim = spec.dtype.max_value() as f64;
+            nan.where_cond(&v, &v.clamp(-lim, lim)?)?
+                .to_dtype(DType::F8E4M3)?
+        }
+        QuantDType::I8 => {
+            // Round half to even: at a tie (fraction exactly 0.5), twice round(v / 2).
+            let tie = (&v - v.floor()?)?.eq(0.5)?;
+            let r = tie.where_cond(&((&v / 2.0)?.round()? * 2.0)?, &v.round()?)?;
+            let r = nan
+                .where_cond(&v.zeros_like()?, &r)?
+                .clamp(-128f64, 127f64)?;
+            // Two's complement bytes.
+            let neg = r.lt(0f64)?;
+            neg.where_cond(&(&r + 256.0)?, &r)?.to_dtype(DType::U8)?
+        }
+    };
+    Ok((values, scale, sum))
 }

@@ -3,6 +3,7 @@
 mod channel;
 mod inplace;
 mod kernel;
+pub(crate) mod quant;
 pub(crate) mod rope;
 mod simd;
 
@@ -159,26 +160,43 @@ fn run<T, C: Copy>(
     if let Some(dim) = op.axis(x.1.dims().len()) {
         return run_channels(op, dim, x, r, w, m);
     }
-    let (conv, kernel) = (m.conv, m.rows);
+    let weight = weight_as(op, w, last_dim(x.1), m.conv)?;
+    let (job, xl) = row_job(op, x, r, &weight, m.conv)?;
+    let n = xl.rows * xl.hidden;
+    let len = if job.residual.is_some() { 2 * n } else { n };
+    Ok(fill_output(len, n, |out, sum| (m.rows)(&job, out, sum)))
+}
+
+/// The size of the last dimension of `l` (rank >= 1, checked by the API).
+fn last_dim(l: &Layout) -> usize {
+    l.dims().last().copied().unwrap_or(1)
+}
+
+/// The row job of `x` (and `residual`) with `weight` (of [`last_dim`] elements, in the compute
+/// precision `C`); also the rows of `x`.
+fn row_job<'a, T, C: Copy>(
+    op: &NormOp,
+    x: (&'a [T], &Layout),
+    r: Option<(&'a [T], &Layout)>,
+    weight: &'a [C],
+    conv: fn(f64) -> C,
+) -> Result<(Job<'a, T, C>, RowLayout)> {
     let (xr, xl) = rows_of(op, "xs", x.0, x.1)?;
     let residual = match r {
         Some((d, l)) => Some(rows_of(op, "residual", d, l)?.0),
         None => None,
     };
-    let weight = weight_as(op, w, xl.hidden, conv)?;
-    let n = xl.rows * xl.hidden;
     let job = Job {
         x: xr,
         residual,
-        weight: &weight,
+        weight,
         hidden: xl.hidden,
         var_size: op.var_size(xl.hidden),
         eps: conv(op.eps_arg(xl.hidden)),
         eps_mode: op.eps_mode,
         rounding: op.rounding,
     };
-    let len = if job.residual.is_some() { 2 * n } else { n };
-    Ok(fill_output(len, n, |out, sum| kernel(&job, out, sum)))
+    Ok((job, xl))
 }
 
 /// The arithmetic of f32, f16 and bf16 storage: the weight and eps in f32, the f32 kernels.
@@ -199,6 +217,16 @@ fn f64_math() -> Math<f64, f64> {
     }
 }
 
+/// The error for a residual whose dtype is not that of `xs`.
+fn residual_dtype_error(op: &NormOp, xs: &CpuStorage, residual: &CpuStorage) -> candle_core::Error {
+    op_error(
+        op.name(),
+        "residual",
+        format!("of the dtype of xs ({:?})", xs.dtype()),
+        format!("{:?}", residual.dtype()),
+    )
+}
+
 /// The CPU forward of every op variant.
 pub(crate) fn forward(op: &NormOp, inputs: Inputs<'_, CpuStorage>) -> Result<(CpuStorage, Shape)> {
     let Inputs {
@@ -217,14 +245,7 @@ pub(crate) fn forward(op: &NormOp, inputs: Inputs<'_, CpuStorage>) -> Result<(Cp
             let rs = match r {
                 None => None,
                 Some((CpuStorage::$variant(d), l)) => Some((d.as_slice(), l)),
-                Some((other, _)) => {
-                    return Err(op_error(
-                        op.name(),
-                        "residual",
-                        format!("of the dtype of xs ({:?})", x.0.dtype()),
-                        format!("{:?}", other.dtype()),
-                    ))
-                }
+                Some((other, _)) => return Err(residual_dtype_error(op, x.0, other)),
             };
             CpuStorage::$variant(run(op, (xs, x.1), rs, w, &m)?)
         }};

@@ -4,13 +4,21 @@
 //! - `cases`: the one case matrix (`views`: its strided layouts; `random`: its inputs);
 //! - `runner`: runs cases on a backend (`Target`) and checks them;
 //! - `rope_reference`: the f64 reference of `rms_norm_rope` and its bound; `rope_cases`: its
-//!   case matrix and runner.
+//!   case matrix and runner;
+//! - `quant_reference`: the reference of the quantised ops' scales and 8-bit encodings;
+//!   `quant_checks`: their results against it and against `reference`; `quant_cases`: their
+//!   cases and runner; `quant_inputs`: special inputs (exact norms, views, given rows).
 //!
-//! Nothing but `runner` and `rope_cases` call the code under test.
+//! Only `runner`, `rope_cases`, `quant_checks`, `quant_cases` and `quant_inputs` call the code
+//! under test.
 #![allow(dead_code, unused_imports)]
 
 pub mod cases;
 pub mod compare;
+pub mod quant_cases;
+pub mod quant_checks;
+pub mod quant_inputs;
+pub mod quant_reference;
 pub mod random;
 pub mod reference;
 pub mod rope_cases;

@@ -278,6 +278,35 @@ pub(super) fn rows_per_task(rows: usize, hidden: usize, elem_bytes: usize) -> us
     by_bytes.min(by_balance).max(1)
 }
 
+/// Normalises the rows `row0..row0 + out.len() / hidden` of `job` on the calling thread with
+/// the given tier (and, fused, writes their rounded sums into `sum`).
+pub(crate) fn rows_f32_with<T: Elem>(
+    tier: Tier,
+    job: &Job<'_, T, f32>,
+    row0: usize,
+    out: &mut [MaybeUninit<T>],
+    sum: &mut [MaybeUninit<T>],
+) {
+    let fused = job.residual.is_some();
+    let rb = job.rounding == Rounding::BeforeWeight;
+    match (fused, rb) {
+        (false, false) => dispatch::<T, false, false>(tier, job, row0, out, sum),
+        (false, true) => dispatch::<T, false, true>(tier, job, row0, out, sum),
+        (true, false) => dispatch::<T, true, false>(tier, job, row0, out, sum),
+        (true, true) => dispatch::<T, true, true>(tier, job, row0, out, sum),
+    }
+}
+
+/// [`rows_f32_with`] on the widest tier this CPU supports.
+pub(crate) fn rows_f32<T: Elem>(
+    job: &Job<'_, T, f32>,
+    row0: usize,
+    out: &mut [MaybeUninit<T>],
+    sum: &mut [MaybeUninit<T>],
+) {
+    rows_f32_with(tier(), job, row0, out, sum)
+}
+
 /// Runs `job` over every row with the given tier. `out` holds `rows * hidden` elements; `sum`
 /// the same when the job is fused, and is empty otherwise.
 pub(crate) fn run_f32_with<T: Elem>(
@@ -291,12 +320,8 @@ pub(crate) fn run_f32_with<T: Elem>(
         return;
     }
     let fused = job.residual.is_some();
-    let rb = job.rounding == Rounding::BeforeWeight;
-    let f = |row0: usize, o: &mut [MaybeUninit<T>], s: &mut [MaybeUninit<T>]| match (fused, rb) {
-        (false, false) => dispatch::<T, false, false>(tier, job, row0, o, s),
-        (false, true) => dispatch::<T, false, true>(tier, job, row0, o, s),
-        (true, false) => dispatch::<T, true, false>(tier, job, row0, o, s),
-        (true, true) => dispatch::<T, true, true>(tier, job, row0, o, s),
+    let f = |row0: usize, o: &mut [MaybeUninit<T>], s: &mut [MaybeUninit<T>]| {
+        rows_f32_with(tier, job, row0, o, s)
     };
     let rows = out.len() / h;
     let per = rows_per_task(rows, h, std::mem::size_of::<T>());
@@ -325,19 +350,19 @@ pub(crate) fn run_f32<T: Elem>(
     run_f32_with(tier(), job, out, sum)
 }
 
-/// The f64 path: f64 storage, f64 arithmetic throughout (no rounding step exists).
-pub(crate) fn run_f64(
+/// The f64 path for the rows `row0..row0 + out.len() / hidden` on the calling thread: f64
+/// storage, f64 arithmetic throughout (no rounding step exists).
+pub(crate) fn rows_f64(
     job: &Job<'_, f64, f64>,
+    row0: usize,
     out: &mut [MaybeUninit<f64>],
     sum: &mut [MaybeUninit<f64>],
 ) {
     let h = job.hidden;
-    if out.is_empty() || h == 0 {
-        return;
-    }
-    let row_fn = |r: usize, o: &mut [MaybeUninit<f64>], s: Option<&mut [MaybeUninit<f64>]>| {
-        let x = job.x.row(r, h);
-        let res = job.residual.as_ref().map(|res| res.row(r, h));
+    let mut sums = sum.chunks_exact_mut(h);
+    for (i, o) in out.chunks_exact_mut(h).enumerate() {
+        let x = job.x.row(row0 + i, h);
+        let res = job.residual.as_ref().map(|res| res.row(row0 + i, h));
         let v = |i: usize| match res {
             Some(res) => x[i] + res[i],
             None => x[i],
@@ -347,7 +372,8 @@ pub(crate) fn run_f64(
             let e = v(i);
             acc[i % 4] += e * e;
         }
-        if let Some(s) = s {
+        if res.is_some() {
+            let s = sums.next().expect("sum has one row per output row");
             for (i, si) in s.iter_mut().enumerate() {
                 si.write(v(i));
             }
@@ -357,16 +383,28 @@ pub(crate) fn run_f64(
         for (i, oi) in o.iter_mut().enumerate() {
             oi.write(v(i) * scale * job.weight[i]);
         }
-    };
+    }
+}
+
+/// The f64 path over every row, one row a rayon task.
+pub(crate) fn run_f64(
+    job: &Job<'_, f64, f64>,
+    out: &mut [MaybeUninit<f64>],
+    sum: &mut [MaybeUninit<f64>],
+) {
+    let h = job.hidden;
+    if out.is_empty() || h == 0 {
+        return;
+    }
     if job.residual.is_some() {
         out.par_chunks_mut(h)
             .zip(sum.par_chunks_mut(h))
             .enumerate()
-            .for_each(|(r, (o, s))| row_fn(r, o, Some(s)));
+            .for_each(|(r, (o, s))| rows_f64(job, r, o, s));
     } else {
         out.par_chunks_mut(h)
             .enumerate()
-            .for_each(|(r, o)| row_fn(r, o, None));
+            .for_each(|(r, o)| rows_f64(job, r, o, &mut []));
     }
 }
 
