@@ -66,7 +66,8 @@ fn value_storage(dtype: QuantDType, n: usize, write: impl FnOnce(&mut [u8])) -> 
             };
             assert_eq!(std::mem::size_of_val(v.as_slice()), v.len());
             // SAFETY: Candle's F8E4M3 is one byte (`repr(transparent)` over u8, checked above),
-            // so the `n` elements are `n` initialised-on-write bytes.
+            // so its `n` elements are `n` bytes of the allocation; they are zeroed at once, before
+            // anything reads them, so no uninitialised byte is ever read.
             let bytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, n) };
             bytes.fill(0);
             write(bytes);
