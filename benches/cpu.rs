@@ -214,5 +214,44 @@ fn rope_benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(cpu, benches, channel_benches, rope_benches);
+/// `rms_norm_quant` (fp8 e4m3 and i8, dynamic per-row scales) against `rms_norm` alone (the
+/// unquantised op writes twice the bytes for bf16) and a copy of the bytes `rms_norm` moves.
+fn quant_benches(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let tier = candle_rmsnorm::cpu_tier_name();
+    let (rows, h) = (1560usize, 5120usize);
+    for dt in [DType::BF16, DType::F32] {
+        let x = Tensor::randn(0f32, 1., (rows, h), &dev)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap();
+        let w = Tensor::randn(1f32, 0.1, h, &dev)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap();
+        let cfg = candle_rmsnorm::NormConfig::new(1e-6);
+        let bytes = x.elem_count() * dt.size_in_bytes();
+        let mut g = c.benchmark_group(format!("quant/{}/{rows}x{h}", name(dt)));
+        g.throughput(Throughput::Bytes((bytes + x.elem_count()) as u64));
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(3));
+        for q in [
+            candle_rmsnorm::QuantDType::F8E4M3,
+            candle_rmsnorm::QuantDType::I8,
+        ] {
+            let qc = candle_rmsnorm::QuantConfig::new(q);
+            g.bench_function(BenchmarkId::new(format!("ours_{q:?}"), tier), |b| {
+                b.iter(|| candle_rmsnorm::rms_norm_quant(&x, Some(&w), &cfg, &qc).unwrap())
+            });
+        }
+        g.bench_function(BenchmarkId::new("rms_norm", tier), |b| {
+            b.iter(|| candle_rmsnorm::rms_norm_with(&x, Some(&w), &cfg).unwrap())
+        });
+        bench_copy(&mut g, bytes);
+        g.finish();
+    }
+}
+
+criterion_group!(cpu, benches, channel_benches, rope_benches, quant_benches);
 criterion_main!(cpu);

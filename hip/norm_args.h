@@ -9,6 +9,8 @@
 #define NORM_ROUND_BEFORE_WEIGHT 2u // n rounded to the input dtype before the weight multiply
 #define NORM_VECTOR 4u              // every row start, stride and the weight allow 16-byte chunks
 #define NORM_CLAMP_NORM 8u          // scale = sqrt(n) / max(sqrt(ss), eps) (EpsMode::ClampNorm)
+#define NORM_QUANT_I8 16u           // _quant kernels: the values are i8 (else fp8 e4m3)
+#define NORM_QUANT_STATIC 32u       // _quant kernels: every row's scale is quant_scale
 // Bits 8..10: S, the row buffers of the staged loop (hip/norm_staged.h; 0: not staged; the
 // staged kernels take S = 2). The host sets it only with NORM_VECTOR, hidden a whole number of
 // chunks, and min(S, rows_per_block) row buffers (two per row for the fused op) of dynamic shared
@@ -44,6 +46,10 @@ struct NormArgs {
   long long sum_outer;
   long long x_inner;   // elements between positions of the inputs (the outputs': 1)
   long long res_inner;
+  // _quant kernels only (hip/quant.h): `out` holds the values' bytes (out_stride in bytes).
+  void* scales;          // [rows] f32, one scale per row, written
+  float quant_scale;     // with NORM_QUANT_STATIC: every row's scale
+  unsigned int reserved; // 0
 };
 
-static_assert(sizeof(NormArgs) == 176, "NormArgs must match src/gpu/abi.rs");
+static_assert(sizeof(NormArgs) == 192, "NormArgs must match src/gpu/abi.rs");

@@ -3,6 +3,7 @@
 
 #include "row.h"
 #include "team.h"
+#include "quant.h"
 
 namespace rn {
 
@@ -12,7 +13,10 @@ namespace rn {
 // the first pass, and the rescue's, covers only the row's first a.var_size elements.
 // On gfx9 the row pointers live in vector registers and the team shape is re-read per row
 // (portable.h, NORM_GFX9): scalar-register relief; elsewhere both are no-ops.
-template <typename T, typename W, int VEC, bool FUSED, typename Team, bool VAR = false>
+// QUANT (the _quant kernels, hip/quant.h): the row is read a third time, for its largest |y|,
+// and written as 8-bit values with its scale.
+template <typename T, typename W, int VEC, bool FUSED, typename Team, bool VAR = false,
+          bool QUANT = false>
 NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity,
                         const Team& team_in) {
   using A = typename Tr<T>::A;
@@ -109,7 +113,71 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
     for (long long e = tail0_s + team.rank; e < end_s; e += team.size) f((float)input1(e));
   };
   const A sc = row_scale<VAR>(a, ss, valid, team, each_value);
-  write([&](A e) { return e * sc; });
+  if constexpr (!QUANT) {
+    write([&](A e) { return e * sc; });
+  } else {
+    const QuantArgs qa = quant_args(a);
+    // gfx9: the scale and the bounds in vector registers across the passes below (scalar-register
+    // relief, as the row pointers above; no-ops elsewhere).
+    A scl = sc;
+    long long nv_l = nvec, tail_l = tail0, end_l = end;
+    norm_to_lanes(scl);
+    norm_to_lanes(nv_l);
+    norm_to_lanes(tail_l);
+    norm_to_lanes(end_l);
+    // y of chunk c (VEC values) and of element e, rounded to T as the plain kernels store it.
+    auto y_of = [&](long long c, const A* v, A* y) __attribute__((always_inline)) {
+      A w[VEC];
+      load_weight<W, VEC, A>(p.w ? p.w + c * VEC : nullptr, off1, w);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        A n = v[i] * scl;
+        if (rb) n = Tr<T>::round(n);
+        y[i] = Tr<T>::round(n * w[i]);
+      }
+    };
+    auto y_chunk = [&](long long c, A* y) __attribute__((always_inline)) {
+      A v[VEC];
+      input(c, v);
+      y_of(c, v, y);
+    };
+    auto y_one = [&](long long e) __attribute__((always_inline)) {
+      A w[1];
+      load_weight<W, 1, A>(p.w ? p.w + e : nullptr, off1, w);
+      A n = input1(e) * scl;
+      if (rb) n = Tr<T>::round(n);
+      return Tr<T>::round(n * w[0]);
+    };
+    auto each_y = [&](auto f) __attribute__((always_inline)) {
+      for (long long c = team.rank; c < nv_l; c += team.size) {
+        A y[VEC];
+        y_chunk(c, y);
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) f((float)y[i]);
+      }
+      for (long long e = tail_l + team.rank; e < end_l; e += team.size) f((float)y_one(e));
+    };
+    const float inv = quant_inv(qa, row, valid, team, each_y);
+    unsigned char* q = quant_row(qa, valid ? row : 0);
+    const bool i8 = quant_i8(qa);
+      {
+      for (long long c = team.rank; c < nv_l; c += team.size) {
+        A v[VEC], y[VEC];
+        float t[VEC];
+        input(c, v);
+        if constexpr (FUSED) store_chunk<T, VEC>(p.s + c * VEC, v);
+        y_of(c, v, y);
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) t[i] = (float)y[i] * inv;
+        quant_store<VEC>(q + c * VEC, t, i8);
+      }
+      for (long long e = tail_l + team.rank; e < end_l; e += team.size) {
+        const float t = (float)y_one(e) * inv;
+        if constexpr (FUSED) Tr<T>::put(p.s + e, input1(e));
+        quant_store<1>(q + e, &t, i8);
+      }
+    }
+  }
 }
 
 } // namespace rn

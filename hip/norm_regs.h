@@ -3,6 +3,7 @@
 
 #include "row.h"
 #include "team.h"
+#include "quant.h"
 
 namespace rn {
 
@@ -16,7 +17,9 @@ namespace rn {
 // that element of out or sum, so out may be x and sum may be the residual (the row pointers'
 // __restrict__ sits on struct members, which clang does not use for alias analysis, so no
 // load is moved past a store or redone after it).
-template <typename T, typename W, int VEC, bool FUSED, int K, typename Team>
+// QUANT (the _quant kernels, hip/quant.h): y is rounded to T as the plain kernels store it, then
+// written as 8-bit values with the row's scale.
+template <typename T, typename W, int VEC, bool FUSED, int K, typename Team, bool QUANT = false>
 NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step, int share,
                         const Team& team) {
   using A = typename Tr<T>::A;
@@ -75,6 +78,10 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
     return v;
   };
 
+  // The quantised kernels' own arguments (hip/quant.h), read once.
+  QuantArgs qa{};
+  if constexpr (QUANT) qa = quant_args(a);
+
   // The same count in every lane: teams of one warp must run the same shuffles.
   const int iters = (share + step - 1) / step;
   if (PREFETCH) load(first, local0 < share && first < a.rows, xc, rc, xt, rt);
@@ -130,29 +137,77 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
       opaque_chunk<W, VEC>(wc[k]);
     }
 
+    // y of chunk k (VEC values) and of the tail element, before rounding to T.
+    auto y_chunk = [&](int k, A scale, A* y) __attribute__((always_inline)) {
+      A v[VEC], w[VEC];
+      value(k, v);
+      unpack_weight<W, VEC, A>(wc[k], has_w, off1, w);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        A n = v[i] * scale;
+        if (rb) n = Tr<T>::round(n);
+        y[i] = n * w[i];
+      }
+    };
+    auto y_tail = [&](A scale) __attribute__((always_inline)) {
+      A w[1];
+      unpack_weight<W, 1, A>(wtc, has_w, off1, w);
+      A n = value_tail() * scale;
+      if (rb) n = Tr<T>::round(n);
+      return n * w[0];
+    };
     auto write = [&](A scale) __attribute__((always_inline)) {
 #pragma unroll
       for (int k = 0; k < K; ++k) {
         const int c = team.rank + k * team.size;
         if (c < nv) {
-          A v[VEC], w[VEC], y[VEC];
-          value(k, v);
-          unpack_weight<W, VEC, A>(wc[k], has_w, off1, w);
-#pragma unroll
-          for (int i = 0; i < VEC; ++i) {
-            A n = v[i] * scale;
-            if (rb) n = Tr<T>::round(n);
-            y[i] = n * w[i];
-          }
+          A y[VEC];
+          y_chunk(k, scale, y);
           store_chunk<T, VEC>(p.o + (long long)c * VEC, y);
         }
       }
-      if (ht) {
-        A w[1];
-        unpack_weight<W, 1, A>(wtc, has_w, off1, w);
-        A n = value_tail() * scale;
-        if (rb) n = Tr<T>::round(n);
-        Tr<T>::put(p.o + tail0 + team.rank, n * w[0]);
+      if (ht) Tr<T>::put(p.o + tail0 + team.rank, y_tail(scale));
+    };
+    // The quantised write: y rounded to T (then to f32), the row's scale, the bytes.
+    auto write_quant = [&](A scale) __attribute__((always_inline)) {
+      // gfx9: the scale in vector registers across the two passes (scalar-register relief; a
+      // no-op elsewhere).
+      norm_to_lanes(scale);
+      // gfx9: the row's scale in vector registers across the two passes (scalar-register relief,
+      // as norm_loop's row pointers; a no-op elsewhere).
+      norm_to_lanes(scale);
+      auto each_y = [&](auto f) __attribute__((always_inline)) {
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          if (team.rank + k * team.size < nv) {
+            A y[VEC];
+            y_chunk(k, scale, y);
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) f((float)Tr<T>::round(y[i]));
+          }
+        }
+        if (ht) f((float)Tr<T>::round(y_tail(scale)));
+      };
+      const float inv = quant_inv(qa, row, valid, team, each_y);
+      unsigned char* q = quant_row(qa, valid ? row : 0);
+      const bool i8 = quant_i8(qa);
+      {
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          const int c = team.rank + k * team.size;
+          if (c < nv) {
+            A y[VEC];
+            float t[VEC];
+            y_chunk(k, scale, y);
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) t[i] = (float)Tr<T>::round(y[i]) * inv;
+            quant_store<VEC>(q + (long long)c * VEC, t, i8);
+          }
+        }
+        if (ht) {
+          const float t = (float)Tr<T>::round(y_tail(scale)) * inv;
+          quant_store<1>(q + tail0 + team.rank, &t, i8);
+        }
       }
     };
 
@@ -166,7 +221,8 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
           [&](A v) __attribute__((always_inline)) { f((float)v); });
     };
     const A sc = row_scale(a, ss, valid, team, each_value);
-    write(sc);
+    if constexpr (QUANT) write_quant(sc);
+    else write(sc);
     if (PREFETCH) {
 #pragma unroll
       for (int k = 0; k < K; ++k) xc[k] = nx[k];

@@ -3,6 +3,7 @@
 
 #include "row.h"
 #include "team.h"
+#include "quant.h"
 
 namespace rn {
 
@@ -21,7 +22,10 @@ namespace rn {
 // min(S, iters) * step * IN * hidden elements of dynamic shared memory (iters the iterations
 // below). In place: out may be x and sum the residual: a row's inputs are in shared memory
 // before its outputs are written.
-template <typename T, typename W, bool FUSED, int S, typename Team>
+// QUANT (the _staged_quant kernels, hip/quant.h): y, rounded to T as the plain kernels store it,
+// is formed from the staged row once; with a dynamic scale it replaces x in shared memory while
+// the row's largest |y| is taken, and the bytes are written from there.
+template <typename T, typename W, bool FUSED, int S, typename Team, bool QUANT = false>
 NORM_DEV void norm_staged(const NormArgs& a, long long first, int local0, int step, int share,
                           const Team& team) {
   using A = typename Tr<T>::A;
@@ -47,6 +51,8 @@ NORM_DEV void norm_staged(const NormArgs& a, long long first, int local0, int st
   };
   const bool rb = (a.flags & NORM_ROUND_BEFORE_WEIGHT) != 0;
   const bool off1 = (a.flags & NORM_OFFSET_ONE) != 0;
+  QuantArgs qa{};
+  if constexpr (QUANT) qa = quant_args(a);
   // The same count in every lane: teams of one warp must run the same shuffles.
   const int iters = (share + step - 1) / step;
 
@@ -86,15 +92,66 @@ NORM_DEV void norm_staged(const NormArgs& a, long long first, int local0, int st
       }
     };
     const A sc = row_scale(a, ss, valid, team, each_value);
-    with_flags(rb, off1, [&](auto RB, auto OFF1) __attribute__((always_inline)) {
-      for (long long c = team.rank; c < nv; c += team.size) {
-        A v[VEC];
-        value(c, v);
-        // An element index within a staged row, which shared memory holds: an int.
+    if constexpr (!QUANT) {
+      with_flags(rb, off1, [&](auto RB, auto OFF1) __attribute__((always_inline)) {
+        for (long long c = team.rank; c < nv; c += team.size) {
+          A v[VEC];
+          value(c, v);
+          // An element index within a staged row, which shared memory holds: an int.
+          constexpr bool R = decltype(RB)::value, O = decltype(OFF1)::value;
+          write_elems<T, W, VEC, FUSED, R, O>(p, (int)(c * VEC), v, sc);
+        }
+      });
+    } else {
+      // The options as compile-time flags here too (the flags are uniform over the launch, so
+      // the team reduction inside quant_inv_of is reached by every lane of the team alike).
+      with_flags(rb, off1, [&](auto RB, auto OFF1) __attribute__((always_inline)) {
         constexpr bool R = decltype(RB)::value, O = decltype(OFF1)::value;
-        write_elems<T, W, VEC, FUSED, R, O>(p, (int)(c * VEC), v, sc);
-      }
-    });
+        // y of chunk c (the fused sum stored on the way), rounded to T as the plain kernels
+        // store it.
+        auto y_of = [&](long long c, A* y) __attribute__((always_inline)) {
+          A v[VEC], w[VEC];
+          value(c, v);
+          if constexpr (FUSED) store_chunk<T, VEC>(p.s + c * VEC, v);
+          load_weight<W, VEC, A>(p.w ? p.w + c * VEC : nullptr, O, w);
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) {
+            A n = v[e] * sc;
+            if constexpr (R) n = Tr<T>::round(n);
+            y[e] = Tr<T>::round(n * w[e]);
+          }
+        };
+        // A dynamic scale: y formed once, its largest |y| taken and y kept in the row's x
+        // buffer (this lane's own chunks; y is exact in T), from which the bytes are written.
+        // A static one: y formed in the writing pass.
+        const bool dynamic = !quant_static(qa);
+        float m = 0.0f;
+        if (dynamic) {
+          for (long long c = team.rank; c < nv; c += team.size) {
+            A y[VEC];
+            y_of(c, y);
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) m = __builtin_fmaxf(m, __builtin_fabsf((float)y[e]));
+            store_chunk<T, VEC>((T*)slot(i, 0, c), y);
+          }
+        }
+        const float inv = quant_inv_of(qa, row, valid, team, m);
+        unsigned char* q = quant_row(qa, valid ? row : 0);
+        const bool i8 = quant_i8(qa);
+        for (long long c = team.rank; c < nv; c += team.size) {
+          A y[VEC];
+          if (dynamic) {
+            unpack_chunk<T, VEC>(*slot(i, 0, c), y);
+          } else {
+            y_of(c, y);
+          }
+          float t[VEC];
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) t[e] = (float)y[e] * inv;
+          quant_store<VEC>(q + c * VEC, t, i8);
+        }
+      });
+    }
   }
   norm_async_wait<0>(); // nothing left in flight when the block ends
 }

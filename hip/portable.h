@@ -63,6 +63,11 @@ typedef unsigned long long norm_u64;
 // The q/k norm + rotary embedding kernels (hip/norm_rope.h) run at most 512 threads a block
 // (src/gpu/rope_plan.rs ROPE_MAX_BLOCK): 128 registers a thread (at 768, 80, ptxas spilled).
 #define NORM_LAUNCH_BOUNDS_ROPE __attribute__((launch_bounds(512)))
+// The quantised-output kernels (hip/quant.h) run at most 512 threads a block (src/gpu/geometry.rs
+// QUANT_MAX_BLOCK): the row's values are formed twice (largest |y|, then the bytes), and at 768
+// (80 registers) ptxas spilled 8 bytes in the _wf32 kernels. Their rows kernels keep 256.
+#define NORM_LAUNCH_BOUNDS_QUANT __attribute__((launch_bounds(512, 1)))
+#define NORM_LAUNCH_BOUNDS_ROWS_QUANT __attribute__((launch_bounds(256, 2)))
 NORM_DEV norm_u32 norm_tid() { return __nvvm_read_ptx_sreg_tid_x(); }
 NORM_DEV norm_u32 norm_ntid() { return __nvvm_read_ptx_sreg_ntid_x(); }
 NORM_DEV norm_u32 norm_bid() { return __nvvm_read_ptx_sreg_ctaid_x(); }
@@ -92,6 +97,8 @@ NORM_DEV int norm_shfl_xor_i(int v, int mask) {
 #define NORM_LAUNCH_BOUNDS_ROWS __attribute__((amdgpu_flat_work_group_size(1, 256)))
 #define NORM_LAUNCH_BOUNDS_CHAN __attribute__((amdgpu_flat_work_group_size(1, 256)))
 #define NORM_LAUNCH_BOUNDS_ROPE __attribute__((amdgpu_flat_work_group_size(1, 512)))
+#define NORM_LAUNCH_BOUNDS_QUANT __attribute__((amdgpu_flat_work_group_size(1, 512)))
+#define NORM_LAUNCH_BOUNDS_ROWS_QUANT __attribute__((amdgpu_flat_work_group_size(1, 256)))
 NORM_DEV norm_u32 norm_tid() { return __builtin_amdgcn_workitem_id_x(); }
 NORM_DEV norm_u32 norm_ntid() { return __builtin_amdgcn_workgroup_size_x(); }
 NORM_DEV norm_u32 norm_bid() { return __builtin_amdgcn_workgroup_id_x(); }
@@ -116,6 +123,8 @@ NORM_DEV float norm_shfl_xor(float v, int mask) {
 #define NORM_LAUNCH_BOUNDS_STAGED
 #define NORM_LAUNCH_BOUNDS_CHAN
 #define NORM_LAUNCH_BOUNDS_ROPE
+#define NORM_LAUNCH_BOUNDS_QUANT
+#define NORM_LAUNCH_BOUNDS_ROWS_QUANT
 norm_u32 norm_sim_tid();
 norm_u32 norm_sim_ntid();
 norm_u32 norm_sim_bid();

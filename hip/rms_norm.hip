@@ -25,6 +25,9 @@
 //                             with shuffles only: small hidden (per-head q/k norm, 1..512 bf16).
 //   {op}_{dtype}[_wf32]_rows_staged (NVIDIA sm_80+) the same teams, each team's rows staged in
 //                             shared memory (hip/norm_staged.h).
+//   {op}_{dtype}[_wf32][_rows]_quant, [_rows]_staged_quant: the Block, Rows, Staged and
+//                             RowsStaged kernels writing fp8 e4m3 or i8 with a scale per row
+//                             (hip/quant.h).
 //   {op}_{dtype}[_wf32]_var   the mean of squares over each row's first var_size elements
 //                             (NormConfig::with_variance_size): rows as {op}_{dtype}, always
 //                             read twice (hip/norm_loop.h with VAR); kept apart so that the
@@ -70,19 +73,28 @@ NORM_DEV bool vector_holds(const NormArgs& a) {
 // team covers the block's `share` rows `first + it * step` (see norm_regs). A plan whose lanes
 // could not hold the row would lose elements in registers, so it takes the loop instead (the
 // host never plans one: src/gpu/geometry.rs tests that).
-template <typename T, typename W, int VEC, bool FUSED, typename Team>
+template <typename T, typename W, int VEC, bool FUSED, typename Team, bool QUANT = false>
 NORM_DEV void dispatch_k(const NormArgs& a, long long first, int local0, int step, int share,
                          const Team& team) {
   const long long n = a.hidden / VEC;
   const int k = (long long)a.chunks_per_lane * team.size >= n ? (int)a.chunks_per_lane : 0;
-  switch (k) {
-  case 1: norm_regs<T, W, VEC, FUSED, 1>(a, first, local0, step, share, team); break;
-  case 2: norm_regs<T, W, VEC, FUSED, 2>(a, first, local0, step, share, team); break;
+  // AMD's fused quantised kernels take the loop (rows read three times, the later reads mostly
+  // from L2): their register paths spilled scalar registers (clang 19: 2 to 7 on gfx90a, 2 on
+  // gfx1201).
+#if defined(__AMDGCN__)
+  constexpr bool LOOP_ONLY = QUANT && FUSED;
+#else
+  constexpr bool LOOP_ONLY = false;
+#endif
+  switch (LOOP_ONLY ? 0 : k) {
+  case 1: norm_regs<T, W, VEC, FUSED, 1, Team, QUANT>(a, first, local0, step, share, team); break;
+  case 2: norm_regs<T, W, VEC, FUSED, 2, Team, QUANT>(a, first, local0, step, share, team); break;
   default:
 #pragma unroll 1
     for (int it = 0; it < (share + step - 1) / step; ++it) {
       const long long row = first + (long long)it * step;
-      norm_loop<T, W, VEC, FUSED>(a, row, local0 + it * step < share && row < a.rows, it & 1, team);
+      norm_loop<T, W, VEC, FUSED, Team, false, QUANT>(
+          a, row, local0 + it * step < share && row < a.rows, it & 1, team);
     }
     break;
   }
@@ -98,8 +110,8 @@ NORM_DEV BlockRows block_rows(const NormArgs& a) {
   return {(long long)norm_bid() * rpb, rpb};
 }
 
-// One row at a time per block, in registers or read twice.
-template <typename T, typename W, bool FUSED>
+// One row at a time per block, in registers or read twice (QUANT: the _quant kernels).
+template <typename T, typename W, bool FUSED, bool QUANT = false>
 NORM_DEV void large_entry(const NormArgs& a) {
   __shared__ float red[4 * (1024 / NORM_WARP)];
   __shared__ double redd[2 * (1024 / NORM_WARP)];
@@ -107,9 +119,9 @@ NORM_DEV void large_entry(const NormArgs& a) {
   if (b.first >= a.rows) return; // the whole block: no barrier is skipped by part of it
   const BlockTeam team{(int)norm_tid(), (int)norm_ntid(), red, redd};
   if (vector_holds<T, W, FUSED>(a)) {
-    dispatch_k<T, W, Tr<T>::V, FUSED>(a, b.first, 0, 1, b.share, team);
+    dispatch_k<T, W, Tr<T>::V, FUSED, BlockTeam, QUANT>(a, b.first, 0, 1, b.share, team);
   } else {
-    dispatch_k<T, W, 1, FUSED>(a, b.first, 0, 1, b.share, team);
+    dispatch_k<T, W, 1, FUSED, BlockTeam, QUANT>(a, b.first, 0, 1, b.share, team);
   }
 }
 
@@ -154,7 +166,7 @@ NORM_DEV void staged_launch_or_trap(const NormArgs& a) {
 // One or two rows a block, staged in shared memory (hip/norm_staged.h): a kernel of its own, so
 // that its few registers, not the register loop's, set how many blocks (and so how many bytes in
 // flight) a multiprocessor holds.
-template <typename T, typename W, bool FUSED>
+template <typename T, typename W, bool FUSED, bool QUANT = false>
 NORM_DEV void staged_entry(const NormArgs& a) {
   __shared__ float red[4 * (1024 / NORM_WARP)];
   __shared__ double redd[2 * (1024 / NORM_WARP)];
@@ -162,13 +174,13 @@ NORM_DEV void staged_entry(const NormArgs& a) {
   if (b.first >= a.rows) return;
   staged_launch_or_trap<T, W, FUSED>(a);
   const BlockTeam team{(int)norm_tid(), (int)norm_ntid(), red, redd};
-  norm_staged<T, W, FUSED, 2>(a, b.first, 0, 1, b.share, team);
+  norm_staged<T, W, FUSED, 2, BlockTeam, QUANT>(a, b.first, 0, 1, b.share, team);
 }
 
 // Teams of g = lanes_per_row lanes, one row each, blockDim / g rows at a time (as rows_entry),
 // each team's rows staged in shared memory: its next row's copies issued before this row is
 // reduced.
-template <typename T, typename W, bool FUSED>
+template <typename T, typename W, bool FUSED, bool QUANT = false>
 NORM_DEV void rows_staged_entry(const NormArgs& a) {
   const int rpb = a.rows_per_block > 0 ? (int)a.rows_per_block : 1;
   const long long base = (long long)norm_bid() * rpb;
@@ -178,13 +190,14 @@ NORM_DEV void rows_staged_entry(const NormArgs& a) {
   const int g = a.lanes_per_row > 0 ? (int)a.lanes_per_row : 1;
   const int local0 = tid / g;
   const GroupTeam team{tid & (g - 1), g};
-  norm_staged<T, W, FUSED, 2>(a, base + local0, local0, (int)norm_ntid() / g, rpb, team);
+  norm_staged<T, W, FUSED, 2, GroupTeam, QUANT>(a, base + local0, local0, (int)norm_ntid() / g,
+                                                rpb, team);
 }
 #endif
 
 // Teams of g = lanes_per_row lanes (a power of two <= warp size), one row each, blockDim / g
 // rows at a time, `rows_per_block` rows in all; coverage of the block's rows is exact for any g.
-template <typename T, typename W, bool FUSED>
+template <typename T, typename W, bool FUSED, bool QUANT = false>
 NORM_DEV void rows_entry(const NormArgs& a) {
   const int nt = (int)norm_ntid();
   const int rpb = a.rows_per_block > 0 ? (int)a.rows_per_block : 1;
@@ -196,9 +209,9 @@ NORM_DEV void rows_entry(const NormArgs& a) {
   const int local0 = tid / g;
   const GroupTeam team{tid & (g - 1), g};
   if (vec) {
-    dispatch_k<T, W, Tr<T>::V, FUSED>(a, base + local0, local0, conc, rpb, team);
+    dispatch_k<T, W, Tr<T>::V, FUSED, GroupTeam, QUANT>(a, base + local0, local0, conc, rpb, team);
   } else {
-    dispatch_k<T, W, 1, FUSED>(a, base + local0, local0, conc, rpb, team);
+    dispatch_k<T, W, 1, FUSED, GroupTeam, QUANT>(a, base + local0, local0, conc, rpb, team);
   }
 }
 
@@ -230,6 +243,25 @@ NORM_DEV void rows_entry(const NormArgs& a) {
     rn::channel_entry<T, W, true>(a);                                                              \
   }
 
+// Quantised outputs (hip/quant.h): {op}_{TAG}_quant and {op}_{TAG}_rows_quant, the Block and
+// Rows kernels writing fp8 e4m3 or i8 (NORM_QUANT_I8) with a scale per row.
+#define NORM_QUANT_KERNELS(TAG, T, W)                                                              \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_QUANT void rms_norm_##TAG##_quant(NormArgs a) {         \
+    rn::large_entry<T, W, false, true>(a);                                                         \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_ROWS_QUANT void rms_norm_##TAG##_rows_quant(            \
+      NormArgs a) {                                                                                \
+    rn::rows_entry<T, W, false, true>(a);                                                          \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_QUANT void fused_add_rms_norm_##TAG##_quant(            \
+      NormArgs a) {                                                                                \
+    rn::large_entry<T, W, true, true>(a);                                                          \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_ROWS_QUANT void fused_add_rms_norm_##TAG##_rows_quant(  \
+      NormArgs a) {                                                                                \
+    rn::rows_entry<T, W, true, true>(a);                                                           \
+  }
+
 // Where copies are asynchronous (NORM_ASYNC): {op}_{TAG}_staged as well.
 #if NORM_ASYNC
 #define NORM_STAGED_KERNELS(TAG, T, W)                                                             \
@@ -252,6 +284,21 @@ NORM_DEV void rows_entry(const NormArgs& a) {
   extern "C" __global__ NORM_LAUNCH_BOUNDS_CHAN void fused_add_rms_norm_##TAG##_chan_staged(     \
       NormArgs a) {                                                                                \
     rn::channel_staged_entry<T, W, true>(a);                                                       \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_STAGED void rms_norm_##TAG##_staged_quant(NormArgs a) { \
+    rn::staged_entry<T, W, false, true>(a);                                                        \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_STAGED void fused_add_rms_norm_##TAG##_staged_quant(    \
+      NormArgs a) {                                                                                \
+    rn::staged_entry<T, W, true, true>(a);                                                         \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_STAGED void rms_norm_##TAG##_rows_staged_quant(         \
+      NormArgs a) {                                                                                \
+    rn::rows_staged_entry<T, W, false, true>(a);                                                   \
+  }                                                                                                \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_STAGED void fused_add_rms_norm_##TAG##_rows_staged_quant( \
+      NormArgs a) {                                                                                \
+    rn::rows_staged_entry<T, W, true, true>(a);                                                    \
   }
 #else
 #define NORM_STAGED_KERNELS(TAG, T, W)
@@ -259,16 +306,22 @@ NORM_DEV void rows_entry(const NormArgs& a) {
 
 NORM_KERNELS(f32, float, float, NORM_LAUNCH_BOUNDS)
 NORM_STAGED_KERNELS(f32, float, float)
+NORM_QUANT_KERNELS(f32, float, float)
 NORM_KERNELS(f64, double, double, NORM_LAUNCH_BOUNDS)
 NORM_STAGED_KERNELS(f64, double, double)
+NORM_QUANT_KERNELS(f64, double, double)
 NORM_KERNELS(f16, norm_f16, norm_f16, NORM_LAUNCH_BOUNDS)
 NORM_STAGED_KERNELS(f16, norm_f16, norm_f16)
+NORM_QUANT_KERNELS(f16, norm_f16, norm_f16)
 NORM_KERNELS(f16_wf32, norm_f16, float, NORM_LAUNCH_BOUNDS_WIDE)
 NORM_STAGED_KERNELS(f16_wf32, norm_f16, float)
+NORM_QUANT_KERNELS(f16_wf32, norm_f16, float)
 NORM_KERNELS(bf16, norm_bf16, norm_bf16, NORM_LAUNCH_BOUNDS)
 NORM_STAGED_KERNELS(bf16, norm_bf16, norm_bf16)
+NORM_QUANT_KERNELS(bf16, norm_bf16, norm_bf16)
 NORM_KERNELS(bf16_wf32, norm_bf16, float, NORM_LAUNCH_BOUNDS_WIDE)
 NORM_STAGED_KERNELS(bf16_wf32, norm_bf16, float)
+NORM_QUANT_KERNELS(bf16_wf32, norm_bf16, float)
 
 // q/k RMSNorm + rotary embedding into attention layout (hip/norm_rope.h): rms_norm_rope_{dtype}
 // (16-byte chunks) and rms_norm_rope_{dtype}_scalar.

@@ -39,6 +39,7 @@ struct RopeArgs {
   unsigned int teams;          // teams of lanes_per_head lanes a row; a team takes heads
                                // team, team + teams, ...
   unsigned int units_per_lane; // units (pairs of chunks) a lane holds per head: 1 (_scalar: 4)
+  long long reserved[2];       // 0: the size of NormArgs (one argument buffer serves both)
 };
 
-static_assert(sizeof(RopeArgs) == 176, "RopeArgs must match src/gpu/abi.rs");
+static_assert(sizeof(RopeArgs) == 192, "RopeArgs must match src/gpu/abi.rs");

@@ -1,5 +1,6 @@
 //! Quantised outputs (a leaf module): the 8-bit formats, how a row's scale is chosen, and the
-//! scalar conversions of the CPU path; the contract is `docs/numerics.md`, "Quantised outputs".
+//! scalar conversions of the CPU path. The GPU kernels keep their copy in `hip/quant.h`; the
+//! contract is `docs/numerics.md`, "Quantised outputs".
 
 use candle_core::{DType, Result, Tensor};
 
@@ -151,7 +152,7 @@ impl QuantSpec {
     }
 }
 
-/// `max(m, |y|)` ignoring NaN (IEEE maxNum).
+/// `max(m, |y|)` ignoring NaN (IEEE maxNum, as `fmaxf` in the kernels).
 #[inline(always)]
 pub(crate) fn amax_step(m: f32, y: f32) -> f32 {
     m.max(y.abs())

@@ -14,8 +14,10 @@ const FUSED: &str = "candle_rmsnorm::fused_add_rms_norm_quant";
 
 /// RMSNorm over the last dimension, written as 8-bit values with one f32 scale per row.
 ///
-/// `y` is exactly what [`rms_norm_with`](crate::rms_norm_with) returns for the same arguments
-/// on the same backend, in the dtype of `xs` (f64 input: then rounded to f32). Each row then gets `scale` ([`QuantScale`]: `max(amax / max_value,
+/// `y` is what [`rms_norm_with`](crate::rms_norm_with) returns for the same arguments on the
+/// same backend, in the dtype of `xs` (f64 input: then rounded to f32): exactly that tensor on
+/// the CPU and portable backends; on CUDA the same formula and rounding points, with the
+/// squares possibly summed in another order (`docs/numerics.md`). Each row then gets `scale` ([`QuantScale`]: `max(amax / max_value,
 /// min_scale)`, or the static one) and each value is `y * (1 / scale)` in f32 rounded to nearest
 /// even into the format, saturated to its range (fp8 e4m3: +-448, infinities too; NaN stays NaN;
 /// i8: -128..=127, NaN to 0). Dequantise with `values * scales` ([`Quantized::dequantize`]).
@@ -33,14 +35,13 @@ const FUSED: &str = "candle_rmsnorm::fused_add_rms_norm_quant";
 /// The results are detached (no gradient). Every [`NormConfig`] option applies but
 /// [`NormConfig::with_dim`] (other than the last) and [`NormConfig::with_variance_size`].
 ///
-/// Backends: the CPU path (SIMD, multi-threaded) and the portable one (Candle's ops, any
-/// device). There are no CUDA or ROCm kernels for these ops yet: `Backend::Auto` runs CUDA
-/// tensors on the portable backend (on the GPU, through Candle's kernels).
+/// Backends: the CPU path (SIMD, multi-threaded), CUDA kernels (`{op}_{dtype}[_rows]_quant`,
+/// `hip/quant.h`) and the portable one (Candle's ops, any device). The ROCm code objects hold
+/// the same kernels, but their launcher is not written yet.
 ///
 /// # Errors
 /// As [`rms_norm`](crate::rms_norm); a `dim` other than the last or a variance size (naming
-/// them); a static scale that is not finite and > 0; `Backend::Cuda` or `Backend::Rocm`
-/// asked for explicitly.
+/// them); a static scale that is not finite and > 0; `Backend::Rocm` (no launcher yet).
 pub fn rms_norm_quant(
     xs: &Tensor,
     weight: Option<&Tensor>,
@@ -116,6 +117,17 @@ fn cpu_operand<'a>((s, l): (&'a Storage, &'a Layout)) -> (&'a CpuStorage, &'a La
     }
 }
 
+/// An operand on a CUDA device, as [`cpu_operand`].
+#[cfg(feature = "cuda")]
+fn cuda_operand<'a>(
+    (s, l): (&'a Storage, &'a Layout),
+) -> (&'a candle_core::CudaStorage, &'a Layout) {
+    match s {
+        Storage::Cuda(c) => (c, l),
+        _ => unreachable!("operands are on the device of xs (checked)"),
+    }
+}
+
 fn detached(storage: Storage, dims: &[usize]) -> Tensor {
     Tensor::from_storage(storage, dims, BackpropOp::none(), false)
 }
@@ -133,12 +145,7 @@ fn quant_impl(
         check_like(op, "residual", r, xs, xs.dims(), "the shape of xs")?;
     }
     check_quant(op, xs, cfg, quant)?;
-    let backend = match resolve_backend(op, cfg, xs.device())? {
-        // No CUDA kernels for these ops yet: Candle's own ops on the device (the portable
-        // backend keeps the same contract).
-        Backend::Cuda if cfg.backend()? == Backend::Auto => Backend::Candle,
-        b => b,
-    };
+    let backend = resolve_backend(op, cfg, xs.device())?;
     let spec = QuantSpec::of(quant);
     let dtype = quant.dtype();
     if xs.elem_count() == 0 {
@@ -191,11 +198,25 @@ fn quant_impl(
                     out.sum.map(Storage::Cpu),
                 )
             }
+            #[cfg(feature = "cuda")]
+            (Storage::Cuda(xc), Backend::Cuda) => {
+                let inputs = Inputs {
+                    x: (xc, xl),
+                    residual: rs.map(cuda_operand),
+                    weight: ws.map(cuda_operand),
+                };
+                let out = crate::cuda::quant::forward(&nop, &spec, inputs)?;
+                (
+                    Storage::Cuda(out.values),
+                    Storage::Cuda(out.scales),
+                    out.sum.map(Storage::Cuda),
+                )
+            }
             (_, b) => return Err(op_error(
                 op,
                 "backend",
-                "Backend::Cpu or Backend::Candle (the quantised ops have no CUDA or ROCm kernels \
-                 yet: Backend::Auto runs CUDA tensors on Backend::Candle)",
+                "Backend::Cpu, Backend::Cuda or Backend::Candle (the quantised ops have no ROCm \
+                 launcher yet)",
                 b,
             )),
         };

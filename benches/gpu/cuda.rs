@@ -9,6 +9,7 @@ use candle_core::{CudaDevice, DType, Device, Error, Result, Tensor};
 use std::sync::Arc;
 
 pub mod channels;
+pub mod quant;
 pub mod rope;
 
 pub struct Cuda {

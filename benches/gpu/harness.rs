@@ -21,6 +21,7 @@ pub const USAGE: &str =
   --first-calls  (CUDA) only time the first call of every kernel variant, module load included
   --channels     (CUDA) only time norms over dim 1 of video-VAE shapes (cuda/channels.rs)
   --rope         (CUDA) only time q/k norm + RoPE against the unfused path (cuda/rope.rs)
+  --quant        (CUDA) only time the fp8/i8 quantised norms against a copy (cuda/quant.rs)
   --keep-pool    (CUDA) set the device's memory pool release threshold to the maximum first, so
                  synchronising does not hand freed memory back to the driver
   --untracked    (CUDA) turn off cudarc's per-buffer event tracking first (Candle's
@@ -37,6 +38,8 @@ pub struct Args {
     pub channels: bool,
     /// Time q/k norm + RoPE instead (CUDA; see `cuda::rope`).
     pub rope: bool,
+    /// Time the quantised norms instead (CUDA; see `cuda::quant`).
+    pub quant: bool,
     /// Keep freed memory in the allocator's pool (CUDA; see `Gpu::keep_pool`).
     pub keep_pool: bool,
     /// Turn off the device's per-buffer event tracking (CUDA; see `Gpu::untracked`).
@@ -54,6 +57,7 @@ impl Args {
                 "--first-calls" => a.first_calls = true,
                 "--channels" => a.channels = true,
                 "--rope" => a.rope = true,
+                "--quant" => a.quant = true,
                 "--keep-pool" => a.keep_pool = true,
                 "--untracked" => a.untracked = true,
                 "--only" => {

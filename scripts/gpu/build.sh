@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the GPU test binaries (tests/cuda.rs, tests/rope_cuda.rs as rope_tests) and the benchmark (benches/gpu, staged as gpu_bench) on this
+# Builds the GPU test binaries (tests/cuda.rs, tests/rope_cuda.rs as rope_tests, tests/quant_cuda.rs as quant_tests) and the benchmark (benches/gpu, staged as gpu_bench) on this
 # machine (no GPU needed, a CUDA 13 toolchain and clang-19 are), checks the PTX with ptxas
 # (registers, spills) and stages everything the device machine needs, gzipped, in $DIST/gpu:
 #   cuda_tests.xz gpu_bench.xz libcudart.so.13.gz device.sh torch_bench.py ptxas.txt rms_norm.ptx.gz
@@ -14,6 +14,8 @@
 #   CUDA_COMPUTE_CAP      PTX target and Candle's kernels (default 90)
 #   CARGO_TARGET_DIR      (default: <repo>/target/cuda, apart from the CPU builds in <repo>/target)
 #   WAN                   1: also build and stage the Wan example (wan_t2v.xz)
+#   BINS                  the binaries to stage (default: cuda_tests rope_tests quant_tests gpu_bench);
+#                         fewer keep one transfer under the device tool's 64 MiB with the tree
 # The kernels are the shipped ones (kernels/cuda); CANDLE_RMSNORM_KERNELS=build compiles hip/ instead
 # (docs/kernels.md).
 set -euo pipefail
@@ -43,11 +45,19 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
         print(m["executable"])' "$1"
 }
-TEST_BIN=$(cargo test --release --features cuda --test cuda --no-run --message-format=json | artifact cuda)
-ROPE_BIN=$(cargo test --release --features cuda --test rope_cuda --no-run --message-format=json \
-  | artifact rope_cuda)
-echo "== building benchmark"
-BENCH_BIN=$(cargo bench --features cuda --bench gpu --no-run --message-format=json | artifact gpu)
+BINS=${BINS:-cuda_tests rope_tests quant_tests gpu_bench}
+# The test target of each staged test binary.
+declare -A TARGET=([cuda_tests]=cuda [rope_tests]=rope_cuda [quant_tests]=quant_cuda)
+declare -A BIN=()
+for b in $BINS; do
+  if [[ $b == gpu_bench ]]; then
+    echo "== building benchmark"
+    BIN[$b]=$(cargo bench --features cuda --bench gpu --no-run --message-format=json | artifact gpu)
+  else
+    t=${TARGET[$b]}
+    BIN[$b]=$(cargo test --release --features cuda --test "$t" --no-run --message-format=json | artifact "$t")
+  fi
+done
 
 # xz, not gzip: the binaries carry Candle's and our PTX as text, which xz packs about 2.5x
 # smaller (16 MB gzip, 6.5 MB xz each): tests, benchmark and the Wan example fit one 64 MiB
@@ -58,9 +68,11 @@ pack() {
   rm -f "$STAGE/$1.gz"
   ls -l "$STAGE/$1.xz"
 }
-for pair in "cuda_tests:$TEST_BIN" "rope_tests:$ROPE_BIN" "gpu_bench:$BENCH_BIN"; do
-  pack "${pair%%:*}" "${pair#*:}"
+rm -f "$STAGE"/{cuda_tests,rope_tests,quant_tests,gpu_bench}.xz
+for b in $BINS; do
+  pack "$b" "${BIN[$b]}"
 done
+BENCH_BIN=${BIN[gpu_bench]:-${BIN[cuda_tests]:-}}
 # libcudart.so.13 travels beside the binaries when they need it; libcublas/libcublasLt/libcurand
 # come from the device's PyTorch wheels (device.sh sets LD_LIBRARY_PATH).
 if ldd "$BENCH_BIN" | grep -q 'libcudart.so.13'; then
@@ -85,5 +97,6 @@ if [[ "${WAN:-0}" == 1 ]]; then
   pack wan_t2v "$CARGO_TARGET_DIR/release/wan_t2v"
 fi
 
-cp scripts/gpu/device.sh scripts/gpu/torch_bench.py scripts/gpu/wan_1.3b_smoke.json "$STAGE/"
+cp scripts/gpu/device.sh scripts/gpu/torch_bench.py scripts/gpu/torch_attention.py \
+  scripts/gpu/wan_1.3b_smoke.json "$STAGE/"
 du -sh "$STAGE"

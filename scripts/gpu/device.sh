@@ -2,16 +2,17 @@
 # Runs on the CUDA machine (staged by scripts/gpu/build.sh): the GPU tests, compute-sanitizer
 # memcheck + racecheck on a subset, the benchmark, other kernel builds if staged (variants), and
 # PyTorch on the same shapes, ending with one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
-#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [sanitizer] [bench] [channels] [rope]
+#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [attn] [sanitizer] [bench] [channels] [rope]
 #   [ab] [pool] [variants] [ncu] [torch]  (default: all)
 # Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick), POOL_SHAPES, POOL_FLAGS,
 #      TEST_FILTER (names of the GPU tests to run, default all), WAN_RUNS (impl:image pairs),
+#      QUANT_UNSTAGED (0: the quant phase without its staging-off run),
 #      OUT (logs, default ./gpu-out), GPU_WORK_DIR (unpacked binaries, default /tmp/candle-rmsnorm-gpu).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-PHASES=${*:-tests firstcalls images wan sanitizer bench channels rope ab pool variants ncu torch}
+PHASES=${*:-tests firstcalls images wan attn sanitizer bench channels rope quant ab pool variants ncu quantncu torch}
 W=${GPU_WORK_DIR:-/tmp/candle-rmsnorm-gpu}
 mkdir -p "$W"
 # unpack PATH_WITHOUT_SUFFIX DEST: PATH.xz (build.sh's, read with Python's lzma: the device may
@@ -25,8 +26,8 @@ unpack() {
     return 1
   fi && chmod +x "$2"
 }
-for f in cuda_tests gpu_bench; do unpack "$HERE/$f" "$W/$f"; done
-unpack "$HERE/rope_tests" "$W/rope_tests" || true
+# Whichever of the binaries build.sh staged (BINS there); phases skip what is missing.
+for f in cuda_tests gpu_bench rope_tests quant_tests; do unpack "$HERE/$f" "$W/$f" || rm -f "$W/$f"; done
 [ -f "$HERE/libcudart.so.13.gz" ] && gunzip -c "$HERE/libcudart.so.13.gz" > "$W/libcudart.so.13"
 # PyTorch's CUDA 13 wheels (libcublas, libcublasLt, libcurand); `nvidia` is a namespace package.
 NV=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null)
@@ -36,15 +37,21 @@ export RUST_BACKTRACE=1
   date -u
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,power.limit --format=csv
   python3 -c 'import torch; p=torch.cuda.get_device_properties(0); print(torch.__version__, p.name, p.multi_processor_count, "SMs")'
-  ldd "$W/cuda_tests" | grep -E 'not found|cu|nv' || true
+  ldd "$W/gpu_bench" | grep -E 'not found|cu|nv' || true
 } 2>&1 | tee "$OUT/device.txt"
 
 status=0
 if [[ " $PHASES " == *" tests "* ]]; then
   echo "== GPU tests"
-  ( time timeout 400 "$W/cuda_tests" ${TEST_FILTER:-} --test-threads=2 ) > "$OUT/tests.log" 2>&1 || status=1
-  grep -E '^test |test result|panicked|skipped' "$OUT/tests.log" | tail -n 30
-  tail -n 5 "$OUT/tests.log"
+  if [ -x "$W/cuda_tests" ]; then
+    ( time timeout 400 "$W/cuda_tests" ${TEST_FILTER:-} --test-threads=2 ) > "$OUT/tests.log" 2>&1 || status=1
+    grep -E '^test |test result|panicked|skipped' "$OUT/tests.log" | tail -n 30
+    tail -n 5 "$OUT/tests.log"
+  fi
+  if [ -x "$W/quant_tests" ]; then
+    ( time timeout 300 "$W/quant_tests" ${QUANT_FILTER:-} --test-threads=2 ) > "$OUT/quant_tests.log" 2>&1 || status=1
+    grep -E '^test |test result|panicked|skipped' "$OUT/quant_tests.log" | tail -n 20
+  fi
   if [ -x "$W/rope_tests" ]; then
     ( time timeout 300 "$W/rope_tests" ${ROPE_FILTER:-} --test-threads=2 ) > "$OUT/rope_tests.log" 2>&1 || status=1
     grep -E '^test |test result|panicked|skipped' "$OUT/rope_tests.log" | tail -n 20
@@ -105,14 +112,27 @@ if [[ " $PHASES " == *" wan "* ]]; then
     echo "== wan: skipped (no wan_t2v.xz staged; build with WAN=1 scripts/gpu/build.sh)"
   fi
 fi
+if [[ " $PHASES " == *" attn "* ]]; then
+  # PyTorch's SDPA (and the example's chunked algorithm in PyTorch) at the Wan example's
+  # attention shapes: the bar for the example's "inside DiT attention" line.
+  echo "== attention at the Wan example's shapes (PyTorch)"
+  python3 "$HERE/torch_attention.py" --json "$OUT/torch_attention.json" 2>&1 | tee "$OUT/torch_attention.log" || status=1
+fi
 if [[ " $PHASES " == *" sanitizer "* ]]; then
   echo "== compute-sanitizer (memcheck, racecheck) on sanitizer_subset (out of place, in place)"
   {
     for tool in memcheck racecheck; do
       echo "--- $tool"
       # `sanitizer_subset` also selects `sanitizer_subset_inplace` (a name filter).
-      timeout 280 compute-sanitizer --tool $tool --error-exitcode 3 "$W/cuda_tests" sanitizer_subset --test-threads=1 2>&1 | tail -n 25
-      echo "exit code: ${PIPESTATUS[0]}"
+      if [ -x "$W/cuda_tests" ]; then
+        timeout 280 compute-sanitizer --tool $tool --error-exitcode 3 "$W/cuda_tests" sanitizer_subset --test-threads=1 2>&1 | tail -n 25
+        echo "exit code: ${PIPESTATUS[0]}"
+      fi
+      if [ -x "$W/quant_tests" ]; then
+        echo "--- $tool quant_tests constructed_inputs_exact + sizes"
+        timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 "$W/quant_tests" constructed_inputs_exact sizes --test-threads=1 2>&1 | tail -n 8
+        echo "exit code: ${PIPESTATUS[0]}"
+      fi
       if [ -x "$W/rope_tests" ]; then
         echo "--- $tool rope_tests extremes"
         timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 "$W/rope_tests" extremes --test-threads=1 2>&1 | tail -n 8
@@ -131,6 +151,18 @@ if [[ " $PHASES " == *" rope "* ]]; then
   echo "== q/k norm + RoPE (benches/gpu/cuda/rope.rs)"
   "$W/gpu_bench" --rope --json "$OUT/rope.jsonl" > "$OUT/rope.log" 2>&1 || status=1
   grep -E '^\||SKIPPED|Error|panicked' "$OUT/rope.log"
+fi
+if [[ " $PHASES " == *" quant "* ]]; then
+  echo "== quantised outputs (benches/gpu/cuda/quant.rs)"
+  "$W/gpu_bench" --quant --json "$OUT/quant.jsonl" > "$OUT/quant.log" 2>&1 || status=1
+  grep -E '^\||SKIPPED|Error|panicked' "$OUT/quant.log"
+  # The same with staging off (CANDLE_RMSNORM_STAGES=0): the register _quant kernels, and the
+  # unquantised ops unstaged too (QUANT_UNSTAGED=0 skips it).
+  if [ "${QUANT_UNSTAGED:-1}" = 1 ]; then
+    echo "== quantised outputs, staging off"
+    CANDLE_RMSNORM_STAGES=0 "$W/gpu_bench" --quant --json "$OUT/quant_unstaged.jsonl" > "$OUT/quant_unstaged.log" 2>&1 || status=1
+    grep -E '^\||SKIPPED|Error|panicked' "$OUT/quant_unstaged.log"
+  fi
 fi
 if [[ " $PHASES " == *" channels "* ]]; then
   echo "== norms over dim 1 (benches/gpu/cuda/channels.rs)"
@@ -204,6 +236,17 @@ for r in rows[1:]:
 for (name, metric), vals in sorted(acc.items()):
     print(f"{name:40s} {metric:28s} n={len(vals):3d} median={statistics.median(vals):.1f}")
 PY
+fi
+if [[ " $PHASES " == *" quantncu "* ]]; then
+  # Nsight Compute on the fused op's staged kernel, quantised and plain (bf16 75600x5120, the
+  # first launch of each in `gpu_bench --quant`): throughput, occupancy, warp stalls.
+  for k in fused_add_rms_norm_bf16_staged_quant fused_add_rms_norm_bf16_staged; do
+    echo "== ncu $k"
+    timeout 150 ncu --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --section WarpStateStats --section MemoryWorkloadAnalysis --kernel-name "regex:^$k\$" \
+      --launch-count 1 --kill yes "$W/gpu_bench" --quant > "$OUT/ncu_$k.log" 2>&1
+    grep -E 'Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit|Dynamic Shared|Stall|Warp Cycles|Issued|Bank' "$OUT/ncu_$k.log" | head -n 40
+  done
 fi
 if [[ " $PHASES " == *" torch "* && -s "$OUT/ours.jsonl" ]]; then
   echo "== PyTorch side by side"

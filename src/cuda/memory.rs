@@ -106,3 +106,16 @@ impl Out {
         }
     }
 }
+
+/// The address of a quantised output's bytes (an `F8E4M3` or `U8` storage the call allocated),
+/// with the guard that records the write on `st`.
+pub(super) fn bytes_ptr_mut<'a>(
+    s: &'a mut CudaStorage,
+    st: &'a CudaStream,
+) -> (u64, SyncOnDrop<'a>) {
+    match &mut s.slice {
+        CudaStorageSlice::U8(v) => v.device_ptr_mut(st),
+        CudaStorageSlice::F8E4M3(v) => v.device_ptr_mut(st),
+        _ => unreachable!("quantised values are allocated as U8 or F8E4M3"),
+    }
+}

@@ -7,11 +7,12 @@
 
 mod device;
 mod memory;
+pub(crate) mod quant;
 pub(crate) mod rope;
 
 use crate::error::op_error;
 use crate::gpu::abi;
-use crate::gpu::call::{Call, Channels, Operands};
+use crate::gpu::call::{Call, Channels, Operands, QuantCall};
 use crate::layout::{ChannelLayout, RowLayout};
 use crate::op::{Inputs, NormOp, Operand};
 use candle_core::backend::BackendStorage;
@@ -74,7 +75,7 @@ pub(crate) fn forward(
         }
         None => None,
     };
-    queue(op, &dev, &st, xdt, (rows, hidden), o, None, w)?;
+    queue(op, &dev, &st, xdt, (rows, hidden), o, None, w, None)?;
     drop((_xg, _rg, _og));
     Ok((out.into_storage(&dev), op.out_shape(x.1.shape())))
 }
@@ -135,7 +136,17 @@ fn forward_channels(
         }
         None => None,
     };
-    queue(op, dev, st, xdt, (cl.outer, cl.channels), o, Some(ch), w)?;
+    queue(
+        op,
+        dev,
+        st,
+        xdt,
+        (cl.outer, cl.channels),
+        o,
+        Some(ch),
+        w,
+        None,
+    )?;
     drop((_rg, _og));
     Ok(out)
 }
@@ -168,7 +179,7 @@ pub(crate) fn forward_inplace(
             x_stride: rs,
             ..Default::default()
         };
-        queue(op, &dev, &st, dt, (tr.rows, tr.hidden), o, None, w)?;
+        queue(op, &dev, &st, dt, (tr.rows, tr.hidden), o, None, w, None)?;
         drop(_tg);
         return Ok(());
     };
@@ -191,7 +202,7 @@ pub(crate) fn forward_inplace(
         res_stride: rs,
         weight: 0,
     };
-    queue(op, &dev, &st, dt, (n, tr.hidden), o, None, w)?;
+    queue(op, &dev, &st, dt, (n, tr.hidden), o, None, w, None)?;
     drop((_tg, _xg));
     Ok(())
 }
@@ -236,6 +247,7 @@ fn queue(
     mut o: Operands,
     channels: Option<Channels>,
     w: Option<Operand<'_, CudaStorage>>,
+    quant: Option<QuantCall>,
 ) -> Result<()> {
     let name = op.name();
     let w_dtype = abi::kernel_weight_dtype(xdt, w.map_or(xdt, |(ws, _)| ws.dtype()));
@@ -268,6 +280,7 @@ fn queue(
         hidden: hidden as u64,
         operands: o,
         channels,
+        quant,
     };
     let plan_err = |e| op_error(name, "device", "a supported CUDA device", e);
     let shape = device::shape(dev, st)?;

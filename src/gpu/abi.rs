@@ -11,6 +11,10 @@ pub(crate) const NORM_ROUND_BEFORE_WEIGHT: u32 = 2;
 pub(crate) const NORM_VECTOR: u32 = 4;
 /// `scale = sqrt(n) / max(sqrt(ss), eps)` (`EpsMode::ClampNorm`).
 pub(crate) const NORM_CLAMP_NORM: u32 = 8;
+/// `_quant` kernels: the values are i8 (else fp8 e4m3).
+pub(crate) const NORM_QUANT_I8: u32 = 16;
+/// `_quant` kernels: every row's scale is `NormArgs::quant_scale`.
+pub(crate) const NORM_QUANT_STATIC: u32 = 32;
 /// Where the staged loop's row-buffer count goes in the flags (`geometry::Plan::stages`).
 pub(crate) const NORM_STAGES_SHIFT: u32 = 8;
 
@@ -50,11 +54,17 @@ pub(crate) struct NormArgs {
     pub sum_outer: i64,
     pub x_inner: i64,
     pub res_inner: i64,
+    /// [`Variant::Quant`] and [`Variant::RowsQuant`] only (`hip/quant.h`; `out` then holds the
+    /// values' bytes): the f32 scale of each row, written, and with [`NORM_QUANT_STATIC`] the
+    /// scale of every row.
+    pub scales: u64,
+    pub quant_scale: f32,
+    pub reserved: u32,
 }
 
 /// Bytes of `NormArgs`, the one kernel argument (also checked in the code-object metadata;
 /// `RopeArgs` has the same size).
-pub const NORM_ARGS_BYTES: usize = 176;
+pub const NORM_ARGS_BYTES: usize = 192;
 const _: () = assert!(std::mem::size_of::<NormArgs>() == NORM_ARGS_BYTES);
 const _: () = assert!(std::mem::size_of::<RopeArgs>() == NORM_ARGS_BYTES);
 
@@ -103,6 +113,9 @@ pub(crate) struct RopeArgs {
     pub lanes_per_head: u32,
     pub teams: u32,
     pub units_per_lane: u32,
+    /// 0: pads `RopeArgs` to the size of `NormArgs` (one argument buffer serves both in the
+    /// host simulator).
+    pub reserved: [i64; 2],
 }
 
 /// The q/k norm + RoPE kernel of input dtype `x`: 16-byte chunks, or (`scalar`) single values.
@@ -154,6 +167,17 @@ pub enum Variant {
     /// `{op}_{dtype}_chan_staged`: as [`Variant::Channel`], a block taking `rows_per_block`
     /// tiles in turn through shared memory; NVIDIA sm_80+ only, as [`Variant::Staged`].
     ChannelStaged,
+    /// `{op}_{dtype}_quant`: as [`Variant::Block`], the output written as fp8 e4m3 or i8 with
+    /// a scale per row (`rms_norm_quant`).
+    Quant,
+    /// `{op}_{dtype}_rows_quant`: as [`Variant::Rows`], quantised as [`Variant::Quant`].
+    RowsQuant,
+    /// `{op}_{dtype}_staged_quant`: as [`Variant::Staged`], quantised as [`Variant::Quant`];
+    /// NVIDIA sm_80+ only.
+    StagedQuant,
+    /// `{op}_{dtype}_rows_staged_quant`: as [`Variant::RowsStaged`], quantised as
+    /// [`Variant::Quant`]; NVIDIA sm_80+ only.
+    RowsStagedQuant,
 }
 
 impl Variant {
@@ -166,6 +190,10 @@ impl Variant {
             Variant::Partial => "_var",
             Variant::Channel => "_chan",
             Variant::ChannelStaged => "_chan_staged",
+            Variant::Quant => "_quant",
+            Variant::RowsQuant => "_rows_quant",
+            Variant::StagedQuant => "_staged_quant",
+            Variant::RowsStagedQuant => "_rows_staged_quant",
         }
     }
 }
@@ -189,8 +217,8 @@ pub(crate) fn kernel_name(fused: bool, x: DType, w: DType, variant: Variant) -> 
     Some(format!("{op}_{xt}{wt}{}", variant.suffix()))
 }
 
-/// Every kernel name of the portable variants, Block, Rows, Partial and Channel (48), and the
-/// 8 q/k norm + RoPE kernels: every
+/// Every kernel name of the portable variants, Block, Rows, Partial, Channel, Quant and
+/// RowsQuant (72), and the 8 q/k norm + RoPE kernels: every
 /// code object has them; the ROCm code-object audit and the tests check them.
 #[cfg(any(feature = "rocm", test))]
 pub fn portable_kernel_names() -> Vec<String> {
@@ -199,6 +227,8 @@ pub fn portable_kernel_names() -> Vec<String> {
         Variant::Rows,
         Variant::Partial,
         Variant::Channel,
+        Variant::Quant,
+        Variant::RowsQuant,
     ]);
     for x in crate::error::FLOAT_DTYPES {
         for scalar in [false, true] {
@@ -236,12 +266,21 @@ mod tests {
     #[test]
     fn names() {
         let all = portable_kernel_names();
-        assert_eq!(all.len(), 56);
+        assert_eq!(all.len(), 80);
         assert!(all.contains(&"rms_norm_rope_bf16_scalar".to_string()));
         assert!(all.contains(&"fused_add_rms_norm_bf16_wf32_var".to_string()));
         assert!(all.contains(&"rms_norm_f16_chan".to_string()));
-        let staged = kernel_names(&[Variant::Staged, Variant::RowsStaged, Variant::ChannelStaged]);
-        assert_eq!(staged.len(), 36);
+        assert!(all.contains(&"fused_add_rms_norm_bf16_wf32_rows_quant".to_string()));
+        assert!(all.contains(&"rms_norm_f64_quant".to_string()));
+        let staged = kernel_names(&[
+            Variant::Staged,
+            Variant::RowsStaged,
+            Variant::ChannelStaged,
+            Variant::StagedQuant,
+            Variant::RowsStagedQuant,
+        ]);
+        assert_eq!(staged.len(), 60);
+        assert!(staged.contains(&"fused_add_rms_norm_f16_wf32_rows_staged_quant".to_string()));
         assert!(staged.contains(&"rms_norm_bf16_chan_staged".to_string()));
         assert!(staged.contains(&"fused_add_rms_norm_bf16_wf32_staged".to_string()));
         assert!(staged.contains(&"rms_norm_f32_rows_staged".to_string()));

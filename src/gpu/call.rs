@@ -7,6 +7,7 @@ use super::channel_plan::{self, plan_channels, ChannelProblem};
 use super::geometry::{self, Plan, Problem};
 use crate::config::{EpsMode, Rounding, WeightMode};
 use crate::op::NormOp;
+use crate::quant::{QuantDType, QuantSpec};
 use candle_core::DType;
 
 /// Device addresses and row strides (in elements) of one call; 0 for an unused residual, sum
@@ -50,6 +51,14 @@ pub(crate) struct Channels {
     pub res_inner: u64,
 }
 
+/// A quantised output's part of a call ([`abi::Variant::Quant`]): the operands' `out` is then the
+/// values' bytes (`out_stride` in bytes) and `scales` one f32 a row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct QuantCall {
+    pub scales: u64,
+    pub spec: QuantSpec,
+}
+
 /// One call of a kernel over `rows x hidden`, or with `channels` over
 /// `rows x hidden x channels.inner` normalised over the middle dimension.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,6 +72,8 @@ pub(crate) struct Call {
     pub hidden: u64,
     pub operands: Operands,
     pub channels: Option<Channels>,
+    /// A quantised output (rows over the last dimension only).
+    pub quant: Option<QuantCall>,
 }
 
 /// One launch of a call: its grid (blocks) and its argument.
@@ -164,6 +175,7 @@ impl Call {
             inputs: if self.op.fused { 2 } else { 1 },
             wide_weight: self.w_dtype.size_in_bytes() > eb,
             partial_variance: self.op.var_size(self.hidden as usize) < self.hidden as usize,
+            quant: self.quant.is_some(),
         })
     }
 
@@ -211,8 +223,22 @@ impl Call {
             flags |= abi::NORM_VECTOR;
         }
         flags |= plan.stages << abi::NORM_STAGES_SHIFT;
+        let (mut out, mut scales, mut quant_scale) =
+            (at(o.out, step(o.out_stride, ch.out_outer)), 0, 0.0);
+        if let Some(q) = self.quant {
+            // One byte a value, one f32 a row.
+            out = o.out + first * o.out_stride;
+            scales = q.scales + first * 4;
+            if q.spec.dtype == QuantDType::I8 {
+                flags |= abi::NORM_QUANT_I8;
+            }
+            if let Some(s) = q.spec.fixed {
+                flags |= abi::NORM_QUANT_STATIC;
+                quant_scale = s;
+            }
+        }
         NormArgs {
-            out: at(o.out, step(o.out_stride, ch.out_outer)),
+            out,
             sum_out: at(o.sum_out, step(o.sum_stride, ch.sum_outer)),
             x: at(o.x, step(o.x_stride, ch.x_outer)),
             residual: at(o.residual, step(o.res_stride, ch.res_outer)),
@@ -236,6 +262,9 @@ impl Call {
             sum_outer: ch.sum_outer as i64,
             x_inner: ch.x_inner as i64,
             res_inner: ch.res_inner as i64,
+            scales,
+            quant_scale,
+            reserved: 0,
         }
     }
 }
@@ -256,6 +285,7 @@ mod tests {
             hidden,
             operands: o,
             channels: None,
+            quant: None,
         }
     }
 

@@ -25,6 +25,9 @@ pub const MAX_BLOCK: u32 = 768;
 pub const MAX_BLOCK_WIDE: u32 = 640;
 /// Most rows one block handles (one after another, or `block / lanes_per_row` at a time).
 pub const MAX_ROW_ITERS: u64 = 16;
+/// The most threads a block of the quantised one-row-per-block kernels has
+/// (`NORM_LAUNCH_BOUNDS_QUANT` in `hip/portable.h`: 128 registers a thread).
+pub const QUANT_MAX_BLOCK: u32 = 512;
 /// Blocks wanted per multiprocessor before blocks take several rows each: enough waves that the
 /// last, partial one costs little.
 pub const BLOCKS_PER_MP: u64 = 16;
@@ -58,7 +61,8 @@ pub const STAGED_PAIR_BELOW: u64 = 4 << 10;
 /// Measured on the H200 (README, probe): `rms_norm` 128 bf16 78% of copy at 2 rows a team, 88% at
 /// 4, 92.5% at 8; f32 97% at 4, 95% at 8; the fused op 94-96% at 2 (128 and 512 bf16).
 pub const STAGED_TEAM_ITERS: [u64; 2] = [8, 2];
-/// The shortest row (bytes) `rms_norm` stages; the fused op stages any.
+/// The shortest row (bytes) `rms_norm` stages; the fused op and the quantised ops (whose
+/// register kernels hold a row at 512 threads, one block a multiprocessor) stage any.
 pub const STAGE_MIN_ROW_BYTES: u64 = 3 << 10;
 
 /// Elements in one 16-byte chunk.
@@ -103,12 +107,18 @@ pub struct Problem {
     /// Whether the mean of squares is over part of the row only (a variance size below hidden):
     /// [`Variant::Partial`].
     pub partial_variance: bool,
+    /// Whether the output is quantised ([`Variant::Quant`], [`Variant::RowsQuant`],
+    /// [`Variant::StagedQuant`], [`Variant::RowsStagedQuant`]): register blocks of
+    /// at most [`QUANT_MAX_BLOCK`] threads; staged wherever rows can be, whatever their length.
+    pub quant: bool,
 }
 
 /// The most threads a block of the one-row-per-block kernel for `p` has: [`MAX_BLOCK_WIDE`]
 /// for the fused op with a wide weight, [`MAX_BLOCK`] otherwise.
 pub fn max_block(p: &Problem) -> u32 {
-    if p.inputs >= 2 && p.wide_weight {
+    if p.quant {
+        QUANT_MAX_BLOCK
+    } else if p.inputs >= 2 && p.wide_weight {
         MAX_BLOCK_WIDE
     } else {
         MAX_BLOCK
@@ -167,11 +177,32 @@ pub(crate) fn max_blocks(block: u32) -> u64 {
     ((u32::MAX as u64) / block as u64).min(i32::MAX as u64)
 }
 
-/// Picks the launch for `p`.
+/// Picks the launch for `p` (a quantised output: the quantised kernel of the same plan,
+/// [`Variant::Quant`], [`Variant::RowsQuant`], [`Variant::StagedQuant`] or
+/// [`Variant::RowsStagedQuant`]).
 ///
 /// # Errors
 /// A warp size that is not 32 or 64, a zero hidden size or element size.
 pub fn plan(p: &Problem) -> Result<Plan, String> {
+    if !p.quant {
+        return plan_unquantised(p);
+    }
+    if p.partial_variance {
+        return Err("quantised outputs are not of a partial variance".into());
+    }
+    let mut plan = plan_unquantised(p)?;
+    plan.variant = match plan.variant {
+        Variant::Block => Variant::Quant,
+        Variant::Rows => Variant::RowsQuant,
+        Variant::Staged => Variant::StagedQuant,
+        Variant::RowsStaged => Variant::RowsStagedQuant,
+        v => return Err(format!("no quantised kernel for variant {v:?}")),
+    };
+    Ok(plan)
+}
+
+/// [`plan`] without quantised outputs.
+fn plan_unquantised(p: &Problem) -> Result<Plan, String> {
     let w = p.warp_size as u64;
     if w != 32 && w != 64 {
         return Err(format!("warp size must be 32 or 64, got {w}"));
@@ -312,17 +343,21 @@ fn fits_budget(p: &Problem, bytes: u64) -> bool {
 /// block's rows that do not fit the budget.
 ///
 /// Measured on the H200 (README, `scripts/gpu/probe.sh`): blocks of one row each (two below
-/// [`STAGED_PAIR_BELOW`]), as many as the rows, reach 97-99% of a copy at 6-40 KiB rows, where
+/// [`STAGED_PAIR_BELOW`]; quantised rows two wherever two fit), as many as the rows, reach
+/// 97-99% of a copy at 6-40 KiB rows, where
 /// one wave of persistent blocks with equal shares of the rows and a 4-row ring reached 84-88%
 /// (the slowest multiprocessor sets the end; the hardware's block scheduler balances short
 /// blocks). The block size follows the row: about [`STAGED_LANE_BYTES`] a lane, a power of
 /// two in [`STAGED_MIN_BLOCK`], [`STAGED_BLOCK`] (bf16 5120: 128; fused bf16 5120: 256).
 fn staged(p: &Problem, vector: bool, n: u64) -> Option<(u64, u64, u64)> {
     let row = stage_row_bytes(p, vector)?;
-    if p.inputs < 2 && row < STAGE_MIN_ROW_BYTES {
+    if p.inputs < 2 && !p.quant && row < STAGE_MIN_ROW_BYTES {
         return None;
     }
-    let rpb: u64 = if row < STAGED_PAIR_BELOW { 2 } else { 1 };
+    // Quantised rows go two to a block wherever two fit (the next row's copies in flight
+    // while this one takes its longer turn: y formed, its largest |y| reduced, the bytes).
+    let pair = row < STAGED_PAIR_BELOW || (p.quant && fits_budget(p, 2 * row));
+    let rpb: u64 = if pair { 2 } else { 1 };
     let smem = rpb * row;
     if !fits_budget(p, smem) {
         return None;
@@ -352,6 +387,7 @@ mod tests {
             inputs: 1,
             wide_weight: false,
             partial_variance: false,
+            quant: false,
         }
     }
 
@@ -492,6 +528,37 @@ mod tests {
         );
         let p = plan(&Problem { inputs: 2, ..heads }).unwrap();
         assert_eq!((p.rows_per_block, p.smem_bytes), (32, 2 * 16 * 512));
+        // Quantised: the quantised kernel of the same plan; rms_norm stages short rows too
+        // (1024 bf16: 2 KiB, below STAGE_MIN_ROW_BYTES), without a budget the register kernels.
+        let quant = |q: Problem| plan(&Problem { quant: true, ..q }).unwrap();
+        assert_eq!(
+            at(&Problem {
+                quant: true,
+                ..base
+            }),
+            (Variant::StagedQuant, 128, 2, STAGES, 20480, 37800)
+        );
+        assert_eq!(quant(heads).variant, Variant::RowsStagedQuant);
+        let short = Problem {
+            hidden: 1024,
+            ..base
+        };
+        assert_eq!(plan(&short).unwrap().variant, Variant::Block);
+        assert_eq!(quant(short).variant, Variant::StagedQuant);
+        let unstaged = Problem {
+            stage_bytes: 0,
+            ..base
+        };
+        assert_eq!(quant(unstaged).variant, Variant::Quant);
+        assert!(quant(unstaged).block <= QUANT_MAX_BLOCK);
+        assert_eq!(
+            quant(Problem {
+                stage_bytes: 0,
+                ..heads
+            })
+            .variant,
+            Variant::RowsQuant
+        );
         // No budget, scalar rows, a partial last chunk: never staged.
         for q in [
             Problem {

@@ -14,4 +14,6 @@ mod sim;
 #[cfg(all(test, target_os = "linux"))]
 mod sim_channels;
 #[cfg(all(test, target_os = "linux"))]
+mod sim_quant;
+#[cfg(all(test, target_os = "linux"))]
 mod sim_rope;

@@ -124,6 +124,11 @@ impl Buf {
         // SAFETY: the u128 vector viewed as its bytes (any bit pattern is a valid u8).
         unsafe { std::slice::from_raw_parts_mut(self.mem.as_mut_ptr() as *mut u8, n) }
     }
+    /// Byte `i` (of a one-byte dtype).
+    pub(super) fn byte(&mut self, i: usize) -> u8 {
+        let at = (self.off + i) * self.dt.size_in_bytes();
+        self.bytes()[at]
+    }
     pub(super) fn set(&mut self, i: usize, v: f64) {
         let (dt, at) = (self.dt, (self.off + i) * self.dt.size_in_bytes());
         let b = self.bytes();
@@ -303,6 +308,7 @@ fn run(s: &Sim, c: Case, dest: Dest, seed: u64) -> (Outs, u32) {
             weight: if c.w.is_some() { w.addr() } else { 0 },
         },
         channels: None,
+        quant: None,
     };
     let shape = DeviceShape {
         warp_size: c.warp,

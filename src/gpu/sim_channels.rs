@@ -143,6 +143,7 @@ fn run(c: &Case, seed: u64) -> Option<(Vec<f64>, Vec<f64>)> {
             x_inner: c.step as u64,
             res_inner: c.step as u64,
         }),
+        quant: None,
     };
     let shape = DeviceShape {
         warp_size: c.warp,

@@ -362,6 +362,7 @@ mod tests {
                     inputs: if fused { 2 } else { 1 },
                     wide_weight: w.size_in_bytes() > x.size_in_bytes(),
                     partial_variance: rows == 7,
+                    quant: rows == 1000,
                 })
                 .unwrap();
                 let name = abi::kernel_name(fused, x, w, p.variant).unwrap();

@@ -189,6 +189,7 @@ fn stage<T: WithDType + Copy + Default>(
             weight: wd.as_ref().map_or(0, RocmTensor::addr),
         },
         channels: None,
+        quant: None,
     };
     let stream = dev.stream()?;
     // SAFETY: x and residual were uploaded as the exact spans their row layouts cover (first

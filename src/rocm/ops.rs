@@ -106,6 +106,7 @@ fn device_call(
             ..Default::default()
         },
         channels,
+        quant: None,
     })
 }
 

@@ -140,6 +140,7 @@ fn raw_call(op: &str, a: &RawNorm, fused: bool, cfg: &NormConfig) -> Result<Call
         hidden: a.hidden as u64,
         operands: o,
         channels: None,
+        quant: None,
     })
 }
 

@@ -11,7 +11,7 @@ use super::quant_reference::{decode, encode, max_value, min_scale, same_code, Re
 use super::reference::ulp;
 use super::runner::values;
 use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
-use candle_rmsnorm::{QuantConfig, QuantScale, Quantized};
+use candle_rmsnorm::{QuantConfig, QuantDType, QuantScale, Quantized};
 
 /// The words to replay a failure.
 pub fn replay() -> String {
@@ -45,6 +45,26 @@ pub fn codes(t: &Tensor) -> Result<Vec<u8>> {
 /// The values of `t` (any float dtype, any device) rounded to f32, row-major.
 pub fn f32s(t: &Tensor) -> Result<Vec<f32>> {
     Ok(values(t)?.iter().map(|&v| v as f32).collect())
+}
+
+/// Whether two code sequences of `dtype` agree to within one quantisation step everywhere:
+/// equal, or neighbours on the same side of zero (e4m3: magnitudes one code apart, i8: values
+/// one apart). For results whose `y` may differ in its last bit (another summation order).
+pub fn codes_adjacent(dtype: QuantDType, a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(&p, &q)| match dtype {
+            QuantDType::F8E4M3 => (p & 0x80) == (q & 0x80) && (p & 0x7f).abs_diff(q & 0x7f) <= 1,
+            QuantDType::I8 => (p as i8).abs_diff(q as i8) <= 1,
+        })
+}
+
+/// Whether two tensors' values agree to a relative `rel` (NaN equal to NaN).
+pub fn close_values(a: &Tensor, b: &Tensor, rel: f64) -> Result<bool> {
+    let (a, b) = (values(a)?, values(b)?);
+    Ok(a.len() == b.len()
+        && a.iter().zip(&b).all(|(p, q)| {
+            (p - q).abs() <= rel * p.abs().max(q.abs()) || (p.is_nan() && q.is_nan())
+        }))
 }
 
 /// Whether two tensors hold the same bits (NaN equal to NaN).

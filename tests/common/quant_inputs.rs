@@ -3,7 +3,9 @@
 //! exact everywhere ([`check_constructed`]), strided views ([`check_views`]).
 
 use super::quant_cases::{check_against_norm, draw_scale, quant_configs, quant_op};
-use super::quant_checks::{check_exact, codes, f32s, replay, same_bits};
+use super::quant_checks::{
+    check_exact, close_values, codes, codes_adjacent, f32s, replay, same_bits,
+};
 use super::reference::quantize;
 use super::runner::tensor;
 use candle_core::{DType, Device, IndexOp, Result, Tensor};
@@ -101,9 +103,10 @@ pub fn check_constructed(dev: &Device, backend: Backend, shapes: &[(usize, usize
 }
 
 /// On `dev` with `backend`: the views of `views::VIEWS` give the bits their contiguous copies
-/// give (both ops, every quantisation); and row ranges with narrowed last dims
-/// (`i((.., a..b, c..d))`), transposed leading dims and a row step (with `ClampNorm`) through
-/// [`check_against_norm`] when `exact`.
+/// give (both ops, every quantisation; not `exact`: codes within one step and scales to 1e-6,
+/// for kernels whose misaligned views take a path that sums in another order; sums always bit
+/// for bit); and, when `exact`, row ranges with narrowed last dims (`i((.., a..b, c..d))`),
+/// transposed leading dims and a row step (with `ClampNorm`) through [`check_against_norm`].
 pub fn check_views(dev: &Device, backend: Backend, exact: bool) -> Result<()> {
     let (mut rng, _) = super::rng();
     let cfg = NormConfig::new(1e-6).with_backend(backend);
@@ -119,12 +122,26 @@ pub fn check_views(dev: &Device, backend: Backend, exact: bool) -> Result<()> {
                     let rc = r.map(copy).transpose()?;
                     let (c, sc) = quant_op(&copy(&x)?, rc.as_ref(), None, &cfg, &quant)?;
                     let what = format!("{} {dt:?} {quant:?} fused {}", view.name, r.is_some());
-                    assert_eq!(codes(&a.values)?, codes(&c.values)?, "{what} {}", replay());
-                    assert!(
-                        same_bits(&a.scales, &c.scales)?,
-                        "{what}: scales {}",
-                        replay()
-                    );
+                    let (ca, cc) = (codes(&a.values)?, codes(&c.values)?);
+                    if exact {
+                        assert_eq!(ca, cc, "{what} {}", replay());
+                        assert!(
+                            same_bits(&a.scales, &c.scales)?,
+                            "{what}: scales {}",
+                            replay()
+                        );
+                    } else {
+                        assert!(
+                            codes_adjacent(quant.dtype(), &ca, &cc),
+                            "{what}: codes {}",
+                            replay()
+                        );
+                        assert!(
+                            close_values(&a.scales, &c.scales, 1e-6)?,
+                            "{what}: scales {}",
+                            replay()
+                        );
+                    }
                     if let (Some(sa), Some(sc)) = (sa, sc) {
                         assert!(same_bits(&sa, &sc)?, "{what}: sum");
                     }

@@ -102,7 +102,16 @@ static_assert(sizeof(RopeArgs) == sizeof(NormArgs), "one argument buffer serves 
       SIM_NORM("rms_norm_" #TAG "_chan", rms_norm_##TAG##_chan),                                   \
       SIM_NORM("fused_add_rms_norm_" #TAG "_chan", fused_add_rms_norm_##TAG##_chan),               \
       SIM_NORM("rms_norm_" #TAG "_chan_staged", rms_norm_##TAG##_chan_staged),                     \
-      SIM_NORM("fused_add_rms_norm_" #TAG "_chan_staged", fused_add_rms_norm_##TAG##_chan_staged)
+      SIM_NORM("fused_add_rms_norm_" #TAG "_chan_staged", fused_add_rms_norm_##TAG##_chan_staged), \
+      SIM_NORM("rms_norm_" #TAG "_quant", rms_norm_##TAG##_quant),                                 \
+      SIM_NORM("rms_norm_" #TAG "_rows_quant", rms_norm_##TAG##_rows_quant),                       \
+      SIM_NORM("fused_add_rms_norm_" #TAG "_quant", fused_add_rms_norm_##TAG##_quant),             \
+      SIM_NORM("fused_add_rms_norm_" #TAG "_rows_quant", fused_add_rms_norm_##TAG##_rows_quant),   \
+      SIM_NORM("rms_norm_" #TAG "_staged_quant", rms_norm_##TAG##_staged_quant),                   \
+      SIM_NORM("fused_add_rms_norm_" #TAG "_staged_quant", fused_add_rms_norm_##TAG##_staged_quant), \
+      SIM_NORM("rms_norm_" #TAG "_rows_staged_quant", rms_norm_##TAG##_rows_staged_quant),         \
+      SIM_NORM("fused_add_rms_norm_" #TAG "_rows_staged_quant",                                    \
+               fused_add_rms_norm_##TAG##_rows_staged_quant)
 #define SIM_ROPE(TAG)                                                                              \
   SIM_ENTRY("rms_norm_rope_" #TAG, rms_norm_rope_##TAG, RopeArgs),                                 \
       SIM_ENTRY("rms_norm_rope_" #TAG "_scalar", rms_norm_rope_##TAG##_scalar, RopeArgs)
@@ -172,7 +181,7 @@ int norm_sim_shfl_xor(int v, int mask) {
 }
 
 // Runs kernel `name` over `grid` blocks of `block` threads with argument `*a` (a NormArgs, or a
-// RopeArgs for rms_norm_rope_*: both 176 bytes) and `smem` bytes of
+// RopeArgs for rms_norm_rope_*: both 192 bytes) and `smem` bytes of
 // dynamic shared memory. Returns 0; -1 for an unknown kernel, -2 for a block that is not whole
 // warps, -3 for a deadlock, -4 for copies still in flight when a thread ended.
 extern "C" int norm_sim_launch(const char* name, const void* a, unsigned grid, unsigned block,
