@@ -77,20 +77,31 @@ pub fn sinusoidal_embedding(dim: usize, timesteps: &[f64], dev: &Device) -> Resu
 }
 
 /// Softmax attention over [B, H, L, D] tensors, queries in chunks so that one chunk's score
-/// matrix holds at most 2^26 values (256 MB in f32).
+/// matrix holds at most 2^26 values (256 MB in f32). Timed as `timing::Part::Attention`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    crate::timing::timed(crate::timing::Part::Attention, q.device(), || {
+        attention_chunked(q, k, v, 1 << 26)
+    })
+}
+
+/// [`attention`] with at most `max_scores` score values a chunk (at least one query row a
+/// chunk). `q` is scaled by `1 / sqrt(D)` before the product (in its dtype), so the scores are
+/// written once by the product and read once by the softmax: no pass of their own for the scale.
+pub fn attention_chunked(q: &Tensor, k: &Tensor, v: &Tensor, max_scores: usize) -> Result<Tensor> {
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
+    let q = (q * scale)?;
     let kt = k.t()?.contiguous()?;
     let (b, h, lq, _) = q.dims4()?;
     let lk = k.dim(2)?;
-    let chunk = ((1usize << 26) / (b * h * lk).max(1)).clamp(1, lq.max(1));
+    let chunk = (max_scores / (b * h * lk).max(1)).clamp(1, lq.max(1));
     let mut outs = Vec::new();
     let mut start = 0;
     while start < lq {
         let n = chunk.min(lq - start);
-        let qc = q.narrow(2, start, n)?;
-        let s = (qc.matmul(&kt)? * scale)?;
-        let p = candle_nn::ops::softmax_last_dim(&s)?;
+        let s = q.narrow(2, start, n)?.matmul(&kt)?;
+        let p = crate::timing::timed_on_gpu(crate::timing::Part::Softmax, s.device(), || {
+            candle_nn::ops::softmax_last_dim(&s)
+        })?;
         outs.push(p.matmul(v)?);
         start += n;
     }

@@ -9,6 +9,7 @@ pub mod pipeline;
 pub mod rng;
 pub mod sampler;
 pub mod t5;
+pub mod timing;
 pub mod tokenizer;
 pub mod vae;
 pub mod video;

@@ -236,5 +236,14 @@ fn real_main(args: Args) -> candle_core::Result<()> {
         t.norm_calls,
         100.0 * t.norm.as_secs_f64() / t.total.as_secs_f64().max(1e-9)
     );
+    println!(
+        "  inside DiT attention {}  ({} calls, {:.1}% of denoising)",
+        ms(t.attention),
+        t.attention_calls,
+        100.0 * t.attention.as_secs_f64() / t.denoising.as_secs_f64().max(1e-9)
+    );
+    if !t.softmax.is_zero() {
+        println!("    of which softmax   {}", ms(t.softmax));
+    }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Every RMSNorm of the pipeline goes through here: through `candle_rmsnorm` (`--norm-impl ours`)
 //! or through `candle_nn::ops::rms_norm` plus a separate add (`--norm-impl candle`), with the
-//! time spent inside the norm calls accumulated for the closing timing table.
+//! time spent inside the norm calls accumulated for the closing timing table (`crate::timing`).
 //!
 //! The example runs in f32, where [`Rounding::BeforeWeight`] and [`Rounding::AtEnd`] give the same
 //! values, so the candle path (which multiplies the weight before its single rounding) computes
@@ -11,8 +11,6 @@ use candle_rmsnorm::{
     fused_add_rms_norm_with, qk_rms_norm_rope, rms_norm_with, EpsMode, NormConfig, RopeConfig,
     Rounding,
 };
-use std::cell::Cell;
-use std::time::{Duration, Instant};
 
 /// Which RMSNorm implementation the pipeline calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,41 +21,9 @@ pub enum NormImpl {
     Candle,
 }
 
-thread_local! {
-    /// (nanoseconds, calls) inside norm ops on this thread.
-    static NORM: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-}
-
-/// Time spent inside norm calls and their number on this thread since the last
-/// [`reset_norm_time`]. Per thread: a pipeline runs its norm calls on the thread that runs it,
-/// so pipelines running concurrently (the tests) do not count each other's calls.
-pub fn norm_time() -> (Duration, u64) {
-    let (nanos, calls) = NORM.with(Cell::get);
-    (Duration::from_nanos(nanos), calls)
-}
-
-pub fn reset_norm_time() {
-    NORM.with(|n| n.set((0, 0)));
-}
-
-/// Runs `f` and adds its duration to the norm counters. On a GPU the device is synchronised
-/// before and after so that the time is the kernel's, not the launch's.
+/// Runs `f` and adds its duration to the norm counters (`crate::timing`).
 fn timed<T>(x: &Tensor, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let sync = !x.device().is_cpu();
-    if sync {
-        x.device().synchronize()?;
-    }
-    let start = Instant::now();
-    let out = f()?;
-    if sync {
-        x.device().synchronize()?;
-    }
-    let nanos = start.elapsed().as_nanos() as u64;
-    NORM.with(|n| {
-        let (t, c) = n.get();
-        n.set((t + nanos, c + 1));
-    });
-    Ok(out)
+    crate::timing::timed(crate::timing::Part::Norm, x.device(), f)
 }
 
 /// An RMSNorm over the last dimension with a weight.

@@ -2,8 +2,9 @@
 
 use crate::config::{WanConfig, PATCH};
 use crate::dit::WanDit;
-use crate::norms::{norm_time, reset_norm_time, NormImpl};
+use crate::norms::NormImpl;
 use crate::t5::T5Encoder;
+use crate::timing::{self, Part};
 use crate::tokenizer::PromptTokenizer;
 use crate::vae::WanVaeDecoder;
 use crate::{sampler, video, weights};
@@ -198,8 +199,14 @@ pub struct Timings {
     pub vae_decode: Duration,
     pub writing: Duration,
     pub total: Duration,
+    /// Inside norm calls (every RMSNorm of the pipeline).
     pub norm: Duration,
     pub norm_calls: u64,
+    /// Inside the DiT's attention calls (self- and cross-attention).
+    pub attention: Duration,
+    pub attention_calls: u64,
+    /// Inside the softmax of the DiT's attention (GPU only; part of `attention`).
+    pub softmax: Duration,
 }
 
 #[derive(Debug)]
@@ -237,7 +244,7 @@ pub fn load_models(
 
 pub fn run(opts: &Options, dev: &Device, obs: &mut dyn Observer) -> Result<Report> {
     let t_start = Instant::now();
-    reset_norm_time();
+    timing::reset();
     let cfg = load_config(opts)?;
     let mut notes = Vec::new();
     let s = resolve(opts, &cfg, &mut notes)?;
@@ -358,7 +365,9 @@ pub fn run(opts: &Options, dev: &Device, obs: &mut dyn Observer) -> Result<Repor
     };
     let writing = t0.elapsed();
 
-    let (norm, norm_calls) = norm_time();
+    let (norm, norm_calls) = timing::spent(Part::Norm);
+    let (attention, attention_calls) = timing::spent(Part::Attention);
+    let (softmax, _) = timing::spent(Part::Softmax);
     Ok(Report {
         timings: Timings {
             loading,
@@ -370,6 +379,9 @@ pub fn run(opts: &Options, dev: &Device, obs: &mut dyn Observer) -> Result<Repor
             total: t_start.elapsed(),
             norm,
             norm_calls,
+            attention,
+            attention_calls,
+            softmax,
         },
         settings: s,
         config_name: cfg.name.clone(),

@@ -5,6 +5,7 @@
 mod bad_input;
 mod common;
 mod config_settings;
+mod dit_attention;
 mod dit_embeddings;
 mod sampler_sigmas;
 mod sampler_unipc;

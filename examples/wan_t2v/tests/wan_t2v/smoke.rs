@@ -39,6 +39,7 @@ fn smoke_two_steps_gif_and_norm_impls_agree() -> Result<()> {
     assert_eq!((s.frames, s.height, s.width, s.steps), (5, 32, 48, 2));
     assert_eq!(ours.video.dims(), &[5, 3, 32, 48]);
     assert!(ours.timings.norm_calls > 0);
+    assert!(ours.timings.attention_calls > 0);
     for path in [&out_ours, &out_candle] {
         let (n, w, h, frames) = decode_gif(path);
         assert_eq!((n, w, h), (5, 48, 32));
