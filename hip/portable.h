@@ -278,3 +278,27 @@ NORM_DEV norm_u32 norm_pack_bf16x2(float lo, float hi) {
 NORM_DEV norm_u32 norm_pack_f16x2(float lo, float hi) {
   return (norm_u32)norm_f32_to_f16(lo) | ((norm_u32)norm_f32_to_f16(hi) << 16);
 }
+
+// fp8 e4m3fn conversion in hardware: NORM_HW_E4M3 is 1 where an instruction converts two floats
+// (NVIDIA sm_90: cvt.rn.satfinite.e4m3x2.f32, round to nearest even, saturated to +-448, NaN to
+// 0x7f; sm_89 has it from PTX ISA 8.1 only, above the 7.8 its cubin is built with), and then
+// norm_hw_e4m3x2 gives the bytes, lo in bits 0..7; elsewhere hip/quant.h converts in integer
+// arithmetic.
+#if defined(__NVPTX__) && __CUDA_ARCH__ >= 900
+#define NORM_HW_E4M3 1
+NORM_DEV norm_u32 norm_hw_e4m3x2(float lo, float hi) {
+  norm_u16 r;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+#else
+#define NORM_HW_E4M3 0
+#endif
+
+// 1 when compiling for AMD (amdgcn), for choices of code shape that only AMD's register
+// allocation needs (e.g. hip/rms_norm.hip's dispatch_k).
+#if defined(__AMDGCN__)
+#define NORM_AMD 1
+#else
+#define NORM_AMD 0
+#endif

@@ -37,10 +37,8 @@ NORM_DEV norm_u32 quant_e4m3(float v) {
 // Two values as e4m3 bytes, lo in bits 0..7 and hi in 8..15. sm_90 has the conversion in
 // hardware (same rounding and saturation; NaN to 0x7f); elsewhere quant_e4m3.
 NORM_DEV norm_u32 quant_e4m3x2(float lo, float hi) {
-#if defined(__NVPTX__) && __CUDA_ARCH__ >= 900
-  norm_u16 r;
-  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
-  return r;
+#if NORM_HW_E4M3
+  return norm_hw_e4m3x2(lo, hi);
 #else
   return quant_e4m3(lo) | (quant_e4m3(hi) << 8);
 #endif

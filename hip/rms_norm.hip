@@ -81,11 +81,7 @@ NORM_DEV void dispatch_k(const NormArgs& a, long long first, int local0, int ste
   // AMD's fused quantised kernels take the loop (rows read three times, the later reads mostly
   // from L2): their register paths spilled scalar registers (clang 19: 2 to 7 on gfx90a, 2 on
   // gfx1201).
-#if defined(__AMDGCN__)
-  constexpr bool LOOP_ONLY = QUANT && FUSED;
-#else
-  constexpr bool LOOP_ONLY = false;
-#endif
+  constexpr bool LOOP_ONLY = NORM_AMD && QUANT && FUSED;
   switch (LOOP_ONLY ? 0 : k) {
   case 1: norm_regs<T, W, VEC, FUSED, 1, Team, QUANT>(a, first, local0, step, share, team); break;
   case 2: norm_regs<T, W, VEC, FUSED, 2, Team, QUANT>(a, first, local0, step, share, team); break;
