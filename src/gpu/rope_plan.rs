@@ -10,7 +10,13 @@
 //! block (its teams combine through shared memory); a norm per head packs rows into blocks of
 //! about 256 threads.
 
-use super::abi::{self, RopeArgs, ROPE_MAX_TEAMS, ROPE_PER_HEAD, ROPE_VECTOR};
+use super::abi::{
+    self, RopeArgs, ROPE_CLAMP_NORM, ROPE_HALF_SPLIT, ROPE_MAX_TEAMS, ROPE_OFFSET_ONE,
+    ROPE_PER_HEAD, ROPE_ROUND_BEFORE_WEIGHT, ROPE_VECTOR,
+};
+use crate::config::{EpsMode, Rounding, WeightMode};
+use crate::rope_config::{HeadLayout, NormScope, RopeStyle};
+use crate::rope_op::RopeParams;
 use candle_core::DType;
 
 /// The most threads a block (`NORM_LAUNCH_BOUNDS_ROPE` in `hip/portable.h`).
@@ -29,6 +35,50 @@ pub(crate) struct RopeLaunch {
     pub block: u32,
     pub grid: u32,
     pub args: RopeArgs,
+}
+
+/// The `RopeArgs::flags` bits of the call's options.
+fn flags(p: &RopeParams) -> u32 {
+    [
+        (p.style == RopeStyle::HalfSplit, ROPE_HALF_SPLIT),
+        (p.scope == NormScope::PerHead, ROPE_PER_HEAD),
+        (
+            p.rounding == Rounding::BeforeWeight,
+            ROPE_ROUND_BEFORE_WEIGHT,
+        ),
+        (p.weight_mode == WeightMode::OffsetOne, ROPE_OFFSET_ONE),
+        (p.eps_mode == EpsMode::ClampNorm, ROPE_CLAMP_NORM),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |f, (_, bit)| f | bit)
+}
+
+/// The argument of a call of `p` on `batch` x `seq` rows writing a fresh contiguous output at
+/// `out`: sizes, options, eps and the output's strides set; the inputs' addresses and strides,
+/// the weights' and tables' addresses are the launcher's to set, the geometry
+/// [`plan_rope`]'s.
+pub(crate) fn rope_args(p: &RopeParams, batch: usize, seq: usize, out: u64) -> RopeArgs {
+    let (h, d, l, b) = (p.heads as i64, p.head_dim as i64, seq as i64, batch as i64);
+    let (out_t, out_b, out_l, out_h) = match p.layout {
+        HeadLayout::Bhld => (b * h * l * d, h * l * d, d, l * d),
+        HeadLayout::Blhd => (b * l * h * d, l * h * d, h * d, d),
+    };
+    RopeArgs {
+        out,
+        out_t,
+        out_b,
+        out_l,
+        out_h,
+        batch: b,
+        seq: l,
+        eps: p.eps_arg(),
+        flags: flags(p),
+        heads: p.heads as u32,
+        head_dim: p.head_dim as u32,
+        tensors: p.tensors as u32,
+        ..Default::default()
+    }
 }
 
 /// Whether `a`'s addresses and strides allow 16-byte chunks of `dt` (the kernel's
@@ -125,6 +175,55 @@ mod tests {
             flags: if per_head { ROPE_PER_HEAD } else { 0 },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn argument_of_the_params() {
+        let p = RopeParams {
+            eps: 0.5,
+            eps_mode: EpsMode::ClampNorm,
+            weight_mode: WeightMode::OffsetOne,
+            rounding: Rounding::AtEnd,
+            heads: 4,
+            head_dim: 16,
+            scope: NormScope::PerHead,
+            style: RopeStyle::HalfSplit,
+            layout: HeadLayout::Bhld,
+            tensors: 2,
+        };
+        let a = rope_args(&p, 3, 5, 0x1000);
+        assert_eq!(
+            (a.out, a.batch, a.seq, a.heads, a.head_dim, a.tensors),
+            (0x1000, 3, 5, 4, 16, 2)
+        );
+        // [2, B, H, L, D]: tensor, batch, position and head strides.
+        assert_eq!(
+            (a.out_t, a.out_b, a.out_l, a.out_h),
+            (3 * 4 * 5 * 16, 4 * 5 * 16, 16, 5 * 16)
+        );
+        assert_eq!(
+            a.flags,
+            ROPE_HALF_SPLIT | ROPE_PER_HEAD | ROPE_OFFSET_ONE | ROPE_CLAMP_NORM
+        );
+        assert_eq!(a.eps, 0.25 / 16.0);
+        let b = rope_args(
+            &RopeParams {
+                layout: HeadLayout::Blhd,
+                rounding: Rounding::BeforeWeight,
+                eps_mode: EpsMode::AddToMean,
+                ..p
+            },
+            3,
+            5,
+            0,
+        );
+        // [2, B, L, H, D].
+        assert_eq!(
+            (b.out_t, b.out_b, b.out_l, b.out_h),
+            (3 * 5 * 4 * 16, 5 * 4 * 16, 4 * 16, 16)
+        );
+        assert_eq!(b.flags & ROPE_ROUND_BEFORE_WEIGHT, ROPE_ROUND_BEFORE_WEIGHT);
+        assert_eq!(b.eps, 0.5);
     }
 
     #[test]
