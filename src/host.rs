@@ -1,13 +1,11 @@
 //! Host-side operands: the weight of a call read out of a `CpuStorage` into the precision a
-//! backend computes or uploads in (the one weight conversion of the crate), and the storage of
-//! quantised values that the CPU path writes and the ROCm path downloads into.
+//! backend computes or uploads in (the one weight conversion of the crate), and what the
+//! quantised ops return on host storages.
 
 use crate::error::float_error;
 use crate::layout::RowLayout;
-use crate::quant::QuantDType;
-use candle_core::backend::{BackendDevice, BackendStorage};
-use candle_core::cpu_backend::CpuDevice;
-use candle_core::{CpuStorage, DType, Layout, Result, Shape};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout, Result};
 
 /// The `hidden` weights of `s` at layout `l`, each passed through `f` as an f64 (exact for
 /// every float dtype).
@@ -39,34 +37,4 @@ pub(crate) struct QuantOut {
     pub scales: Vec<f32>,
     /// The fused op's rounded sum, of the dtype of `xs`.
     pub sum: Option<CpuStorage>,
-}
-
-/// A new storage of `n` bytes of the values' dtype, every byte written by `write`.
-pub(crate) fn value_storage(
-    dtype: QuantDType,
-    n: usize,
-    write: impl FnOnce(&mut [u8]),
-) -> Result<CpuStorage> {
-    match dtype {
-        QuantDType::I8 => {
-            let mut v = vec![0u8; n];
-            write(&mut v);
-            Ok(CpuStorage::U8(v))
-        }
-        QuantDType::F8E4M3 => {
-            // SAFETY: the storage is read only after `write` has set all `n` bytes (below).
-            let mut s = unsafe { CpuDevice.alloc_uninit(&Shape::from(n), DType::F8E4M3)? };
-            let CpuStorage::F8E4M3(v) = &mut s else {
-                unreachable!("Candle allocates F8E4M3 storage for DType::F8E4M3")
-            };
-            assert_eq!(std::mem::size_of_val(v.as_slice()), v.len());
-            // SAFETY: Candle's F8E4M3 is one byte (`repr(transparent)` over u8, checked above),
-            // so its `n` elements are `n` bytes of the allocation; they are zeroed at once, before
-            // anything reads them, so no uninitialised byte is ever read.
-            let bytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, n) };
-            bytes.fill(0);
-            write(bytes);
-            Ok(s)
-        }
-    }
 }

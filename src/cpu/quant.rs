@@ -6,11 +6,12 @@ use super::kernel::{rows_f32, rows_f64, rows_per_task, Job};
 use super::simd::Elem;
 use super::{last_dim, residual_dtype_error, row_job, weight_as};
 use crate::error::float_error;
-use crate::host::{value_storage, QuantOut};
+use crate::host::QuantOut;
 use crate::op::{Inputs, NormOp};
-use crate::quant::{quantise_row, QuantSpec};
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Layout, Result};
+use crate::quant::{quantise_row, QuantDType, QuantSpec};
+use candle_core::backend::{BackendDevice, BackendStorage};
+use candle_core::cpu_backend::CpuDevice;
+use candle_core::{CpuStorage, DType, Layout, Result, Shape};
 use half::{bf16, f16};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -39,6 +40,32 @@ impl ToF32 for F64 {
 
 /// The rows kernel of one precision: rows `row0..` of the job into `out` (and `sum`).
 type RowsFn<T, C> = fn(&Job<'_, T, C>, usize, &mut [MaybeUninit<T>], &mut [MaybeUninit<T>]);
+
+/// A new storage of `n` bytes of the values' dtype, every byte written by `write`.
+fn value_storage(dtype: QuantDType, n: usize, write: impl FnOnce(&mut [u8])) -> Result<CpuStorage> {
+    match dtype {
+        QuantDType::I8 => {
+            let mut v = vec![0u8; n];
+            write(&mut v);
+            Ok(CpuStorage::U8(v))
+        }
+        QuantDType::F8E4M3 => {
+            // SAFETY: the storage is read only after `write` has set all `n` bytes (below).
+            let mut s = unsafe { CpuDevice.alloc_uninit(&Shape::from(n), DType::F8E4M3)? };
+            let CpuStorage::F8E4M3(v) = &mut s else {
+                unreachable!("Candle allocates F8E4M3 storage for DType::F8E4M3")
+            };
+            assert_eq!(std::mem::size_of_val(v.as_slice()), v.len());
+            // SAFETY: Candle's F8E4M3 is one byte (`repr(transparent)` over u8, checked above),
+            // so its `n` elements are `n` bytes of the allocation; they are zeroed at once, before
+            // anything reads them, so no uninitialised byte is ever read.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, n) };
+            bytes.fill(0);
+            write(bytes);
+            Ok(s)
+        }
+    }
+}
 
 /// Normalises and quantises every row of `job` into `q` and `scales` (and the fused sums into
 /// `sum`, empty otherwise), in parallel over blocks of rows.

@@ -6,12 +6,12 @@ use super::memory::RocmTensor;
 use crate::error::{float_error, op_error};
 use crate::gpu::abi::kernel_weight_dtype;
 use crate::gpu::call::{Call, Operands, QuantCall};
-use crate::host::{value_storage, weight_values, QuantOut};
+use crate::host::{weight_values, QuantOut};
 use crate::layout::RowLayout;
 use crate::op::{Inputs, NormOp};
 use crate::quant::QuantSpec;
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Layout, Result, Shape, WithDType};
+use candle_core::{CpuStorage, DType, Layout, Result, Shape, Storage, WithDType};
 use half::{bf16, f16};
 
 /// The device the host-tensor path uses: HIP device 0 (choose another with
@@ -271,7 +271,7 @@ fn stage_quant<T: WithDType + Copy + Default>(
 ) -> Result<QuantOut> {
     let mut st = stage_inputs::<T>(op, dev, x, r, w)?;
     let n = st.rows * st.hidden;
-    let values = RocmTensor::alloc(dev, DType::U8, n)?;
+    let values = RocmTensor::alloc(dev, spec.dtype.storage_dtype(), n)?;
     let scales = RocmTensor::alloc(dev, DType::F32, st.rows)?;
     let sum = match r {
         Some(_) => Some(RocmTensor::alloc(dev, T::DTYPE, n)?),
@@ -285,9 +285,16 @@ fn stage_quant<T: WithDType + Copy + Default>(
         spec: *spec,
     });
     run(dev, &st)?;
-    let bytes = values.download::<u8>()?;
+    let values = values.to_tensor()?;
+    let (values, _) = values.storage_and_layout();
+    let Storage::Cpu(values) = &*values else {
+        return Err(candle_core::Error::Msg(format!(
+            "{}: internal error: values downloaded to another device",
+            op.name()
+        )));
+    };
     Ok(QuantOut {
-        values: value_storage(spec.dtype, n, |b| b.copy_from_slice(&bytes))?,
+        values: values.clone(),
         scales: scales.download::<f32>()?,
         sum: sum
             .map(|s| s.download::<T>().map(T::to_cpu_storage_owned))

@@ -5,10 +5,7 @@ use super::device::RocmDevice;
 use super::runtime::{err, hip};
 use super::stream::RocmStream;
 use super::sys;
-use crate::host::value_storage;
-use crate::quant::QuantDType;
-use candle_core::op::BackpropOp;
-use candle_core::{DType, Device, Result, Shape, Storage, Tensor};
+use candle_core::{DType, Device, Result, Shape, Tensor};
 use std::ffi::c_void;
 
 /// A contiguous tensor in device memory: dtype, shape and an owned allocation (freed on drop).
@@ -152,19 +149,10 @@ impl RocmTensor {
             DType::F16 => Tensor::from_vec(self.download::<half::f16>()?, shape, &Device::Cpu),
             DType::BF16 => Tensor::from_vec(self.download::<half::bf16>()?, shape, &Device::Cpu),
             DType::F64 => Tensor::from_vec(self.download::<f64>()?, shape, &Device::Cpu),
-            DType::U8 => Tensor::from_vec(self.download::<u8>()?, shape, &Device::Cpu),
-            DType::F8E4M3 => {
-                // Candle has no public fp8 element type here: the bytes into an F8E4M3 storage.
+            // The quantised values, byte for byte (no fp8 element type is exported here).
+            DType::U8 | DType::F8E4M3 => {
                 let bytes = self.download::<u8>()?;
-                let s = value_storage(QuantDType::F8E4M3, bytes.len(), |b| {
-                    b.copy_from_slice(&bytes)
-                })?;
-                Ok(Tensor::from_storage(
-                    Storage::Cpu(s),
-                    shape,
-                    BackpropOp::none(),
-                    false,
-                ))
+                Tensor::from_raw_buffer(&bytes, self.dtype, shape.dims(), &Device::Cpu)
             }
             other => Err(err(format!("to_tensor: unsupported dtype {other:?}"))),
         }
