@@ -211,6 +211,8 @@ fn rope_cpu(
 ) -> Result<(CpuStorage, Shape)> {
     match op.backend {
         Backend::Auto | Backend::Cpu => crate::cpu::rope::forward(op, q, k),
+        #[cfg(feature = "rocm")]
+        Backend::Rocm => crate::rocm::host_forward_rope(op, q, k),
         other => Err(backend_unavailable(ROPE_OP, other)),
     }
 }

@@ -1,5 +1,6 @@
 //! Host-side operands: the weight of a call read out of a `CpuStorage` into the precision a
-//! backend computes or uploads in. The one weight conversion of the crate.
+//! backend computes or uploads in (the one weight conversion of the crate), and what the
+//! quantised ops return on host storages.
 
 use crate::error::float_error;
 use crate::layout::RowLayout;
@@ -26,4 +27,14 @@ pub(crate) fn weight_values<C>(
         CpuStorage::BF16(d) => d[range(d.len())?].iter().map(|e| f(e.to_f64())).collect(),
         other => return Err(float_error(op, "weight", other.dtype())),
     })
+}
+
+/// What a quantised op returns on host storages (the CPU path, the ROCm path's download).
+pub(crate) struct QuantOut {
+    /// `rows * hidden` bytes, of the dtype `QuantDType::storage_dtype`.
+    pub values: CpuStorage,
+    /// One scale per row.
+    pub scales: Vec<f32>,
+    /// The fused op's rounded sum, of the dtype of `xs`.
+    pub sum: Option<CpuStorage>,
 }

@@ -38,7 +38,7 @@
 //! through `CANDLE_RMSNORM_BACKEND=auto|cpu|cuda|rocm|candle`.
 
 // Layers, bottom up (rustfmt sorts the declarations below, so the order is written here): config;
-// error; quant; rope_config; op; rope_op; layout; host; gpu; the backends cpu, cuda, rocm, portable; backward; custom_op; api;
+// error; quant; rope_config; op; rope_op; rope_check; layout; host; gpu; the backends cpu, cuda, rocm, portable; backward; custom_op; api;
 // quant_api; inplace; module. Each module uses only modules of lower layers (docs/design.md).
 mod api;
 mod backward;
@@ -61,6 +61,7 @@ mod quant_api;
 #[cfg(feature = "rocm")]
 pub mod rocm;
 mod rope_api;
+mod rope_check;
 mod rope_config;
 mod rope_op;
 

@@ -1,7 +1,9 @@
-//! Quantised outputs (a leaf module): the 8-bit formats, how a row's scale is chosen, and the
-//! scalar conversions of the CPU path. The GPU kernels keep their copy in `hip/quant.h`; the
+//! Quantised outputs (using only `config` and `error`): the 8-bit formats, how a row's scale is
+//! chosen, the checks every entry point makes, and the scalar conversions of the CPU path. The GPU kernels keep their copy in `hip/quant.h`; the
 //! contract is `docs/numerics.md`, "Quantised outputs".
 
+use crate::config::NormConfig;
+use crate::error::op_error;
 use candle_core::{DType, Result, Tensor};
 
 /// The 8-bit format of a quantised norm's values.
@@ -139,6 +141,47 @@ impl QuantSpec {
                 QuantScale::Static(s) => Some(s),
             },
         }
+    }
+
+    /// The spec of `quant` for input of shape `dims` normalised with `cfg`, after the checks
+    /// the quantised ops add to a norm's: rows over the last dimension (no other `dim`, no
+    /// variance size) and a static scale that is finite and > 0.
+    ///
+    /// # Errors
+    /// The first of those that fails, naming the op and the argument.
+    pub fn checked(
+        op: &str,
+        dims: &[usize],
+        cfg: &NormConfig,
+        quant: &QuantConfig,
+    ) -> Result<Self> {
+        let rank = dims.len();
+        if let Some(d) = cfg.dim().filter(|&d| d + 1 != rank) {
+            return Err(op_error(
+                op,
+                "dim",
+                format!(
+                    "the last dim of xs {dims:?} ({}): quantised outputs are per row of the \
+                     last dimension",
+                    rank.saturating_sub(1)
+                ),
+                d.to_string(),
+            ));
+        }
+        if let Some(n) = cfg.variance_size() {
+            return Err(op_error(
+                op,
+                "variance_size",
+                "unset: the quantised ops take the mean over the whole row",
+                n.to_string(),
+            ));
+        }
+        if let QuantScale::Static(s) = quant.scale() {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(op_error(op, "scale", "finite and > 0", s));
+            }
+        }
+        Ok(Self::of(quant))
     }
 
     /// The scale of a row whose largest `|y|` (NaN ignored) is `amax`: the static scale, or

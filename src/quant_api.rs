@@ -3,9 +3,9 @@
 
 use crate::api::{check_common, check_like, readable, resolve_backend};
 use crate::config::{Backend, NormConfig};
-use crate::error::op_error;
+use crate::error::backend_unavailable;
 use crate::op::{Inputs, NormOp};
-use crate::quant::{QuantConfig, QuantScale, QuantSpec, Quantized};
+use crate::quant::{QuantConfig, QuantSpec, Quantized};
 use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
 
@@ -17,7 +17,7 @@ const FUSED: &str = "candle_rmsnorm::fused_add_rms_norm_quant";
 /// `y` is what [`rms_norm_with`](crate::rms_norm_with) returns for the same arguments on the
 /// same backend, in the dtype of `xs` (f64 input: then rounded to f32): exactly that tensor on
 /// the CPU and portable backends; on CUDA the same formula and rounding points, with the
-/// squares possibly summed in another order (`docs/numerics.md`). Each row then gets `scale` ([`QuantScale`]: `max(amax / max_value,
+/// squares possibly summed in another order (`docs/numerics.md`). Each row then gets `scale` ([`QuantScale`](crate::QuantScale): `max(amax / max_value,
 /// min_scale)`, or the static one) and each value is `y * (1 / scale)` in f32 rounded to nearest
 /// even into the format, saturated to its range (fp8 e4m3: +-448, infinities too; NaN stays NaN;
 /// i8: -128..=127, NaN to 0). Dequantise with `values * scales` ([`Quantized::dequantize`]).
@@ -36,12 +36,14 @@ const FUSED: &str = "candle_rmsnorm::fused_add_rms_norm_quant";
 /// [`NormConfig::with_dim`] (other than the last) and [`NormConfig::with_variance_size`].
 ///
 /// Backends: the CPU path (SIMD, multi-threaded), CUDA kernels (`{op}_{dtype}[_rows]_quant`,
-/// `hip/quant.h`) and the portable one (Candle's ops, any device). The ROCm code objects hold
-/// the same kernels, but their launcher is not written yet.
+/// `hip/quant.h`), the same kernels on ROCm (`Backend::Rocm`: host tensors uploaded, run,
+/// downloaded; `candle_rmsnorm::rocm` has the ops on device tensors; compiled and their
+/// no-device errors tested, not yet run on AMD hardware) and the portable one (Candle's ops,
+/// any device).
 ///
 /// # Errors
 /// As [`rms_norm`](crate::rms_norm); a `dim` other than the last or a variance size (naming
-/// them); a static scale that is not finite and > 0; `Backend::Rocm` (no launcher yet).
+/// them); a static scale that is not finite and > 0; `Backend::Rocm` without a usable AMD GPU.
 pub fn rms_norm_quant(
     xs: &Tensor,
     weight: Option<&Tensor>,
@@ -67,37 +69,6 @@ pub fn fused_add_rms_norm_quant(
 ) -> Result<(Quantized, Tensor)> {
     let (q, sum) = quant_impl(FUSED, xs, Some(residual), weight, cfg, quant)?;
     Ok((q, sum.expect("the fused op returns its sum")))
-}
-
-/// The checks the quantised ops add to `check_common`.
-fn check_quant(op: &str, xs: &Tensor, cfg: &NormConfig, quant: &QuantConfig) -> Result<()> {
-    if let Some(d) = cfg.dim().filter(|&d| d + 1 != xs.rank()) {
-        return Err(op_error(
-            op,
-            "dim",
-            format!(
-                "the last dim of xs {:?} ({}): quantised outputs are per row of the last \
-                 dimension",
-                xs.dims(),
-                xs.rank() - 1
-            ),
-            d.to_string(),
-        ));
-    }
-    if let Some(n) = cfg.variance_size() {
-        return Err(op_error(
-            op,
-            "variance_size",
-            "unset: the quantised ops take the mean over the whole row",
-            n.to_string(),
-        ));
-    }
-    if let QuantScale::Static(s) = quant.scale() {
-        if !(s.is_finite() && s > 0.0) {
-            return Err(op_error(op, "scale", "finite and > 0", s));
-        }
-    }
-    Ok(())
 }
 
 /// The shape of the scales: `xs` with the last dimension 1.
@@ -128,6 +99,22 @@ fn cuda_operand<'a>(
     }
 }
 
+/// The quantised forward on host storages: the CPU path, or with `Backend::Rocm` staged
+/// through the ROCm kernels.
+fn host_forward(
+    name: &str,
+    op: &NormOp,
+    spec: &QuantSpec,
+    inputs: Inputs<'_, CpuStorage>,
+) -> Result<crate::host::QuantOut> {
+    match op.backend {
+        #[cfg(feature = "rocm")]
+        Backend::Rocm => crate::rocm::host_forward_quant(name, op, spec, inputs),
+        Backend::Cpu => crate::cpu::quant::forward(op, spec, inputs),
+        b => Err(backend_unavailable(name, b)),
+    }
+}
+
 fn detached(storage: Storage, dims: &[usize]) -> Tensor {
     Tensor::from_storage(storage, dims, BackpropOp::none(), false)
 }
@@ -144,9 +131,8 @@ fn quant_impl(
     if let Some(r) = residual {
         check_like(op, "residual", r, xs, xs.dims(), "the shape of xs")?;
     }
-    check_quant(op, xs, cfg, quant)?;
+    let spec = QuantSpec::checked(op, xs.dims(), cfg, quant)?;
     let backend = resolve_backend(op, cfg, xs.device())?;
-    let spec = QuantSpec::of(quant);
     let dtype = quant.dtype();
     if xs.elem_count() == 0 {
         let values = Tensor::zeros(xs.shape(), dtype.storage_dtype(), xs.device())?;
@@ -183,43 +169,36 @@ fn quant_impl(
     let sdims = scale_dims(xs);
     let rs = rs.as_ref().map(|(g, l)| (&**g, *l));
     let ws = ws.as_ref().map(|(g, l)| (&**g, *l));
-    let (values, scales, sum) =
-        match (&*xs_s, backend) {
-            (Storage::Cpu(xc), Backend::Cpu) => {
-                let inputs = Inputs {
-                    x: (xc, xl),
-                    residual: rs.map(cpu_operand),
-                    weight: ws.map(cpu_operand),
-                };
-                let out = crate::cpu::quant::forward(&nop, &spec, inputs)?;
-                (
-                    Storage::Cpu(out.values),
-                    Storage::Cpu(CpuStorage::F32(out.scales)),
-                    out.sum.map(Storage::Cpu),
-                )
-            }
-            #[cfg(feature = "cuda")]
-            (Storage::Cuda(xc), Backend::Cuda) => {
-                let inputs = Inputs {
-                    x: (xc, xl),
-                    residual: rs.map(cuda_operand),
-                    weight: ws.map(cuda_operand),
-                };
-                let out = crate::cuda::quant::forward(&nop, &spec, inputs)?;
-                (
-                    Storage::Cuda(out.values),
-                    Storage::Cuda(out.scales),
-                    out.sum.map(Storage::Cuda),
-                )
-            }
-            (_, b) => return Err(op_error(
-                op,
-                "backend",
-                "Backend::Cpu, Backend::Cuda or Backend::Candle (the quantised ops have no ROCm \
-                 launcher yet)",
-                b,
-            )),
-        };
+    let (values, scales, sum) = match (&*xs_s, backend) {
+        (Storage::Cpu(xc), Backend::Cpu | Backend::Rocm) => {
+            let inputs = Inputs {
+                x: (xc, xl),
+                residual: rs.map(cpu_operand),
+                weight: ws.map(cpu_operand),
+            };
+            let out = host_forward(op, &nop, &spec, inputs)?;
+            (
+                Storage::Cpu(out.values),
+                Storage::Cpu(CpuStorage::F32(out.scales)),
+                out.sum.map(Storage::Cpu),
+            )
+        }
+        #[cfg(feature = "cuda")]
+        (Storage::Cuda(xc), Backend::Cuda) => {
+            let inputs = Inputs {
+                x: (xc, xl),
+                residual: rs.map(cuda_operand),
+                weight: ws.map(cuda_operand),
+            };
+            let out = crate::cuda::quant::forward(&nop, &spec, inputs)?;
+            (
+                Storage::Cuda(out.values),
+                Storage::Cuda(out.scales),
+                out.sum.map(Storage::Cuda),
+            )
+        }
+        (_, b) => return Err(backend_unavailable(op, b)),
+    };
     Ok((
         Quantized {
             values: detached(values, xs.dims()),

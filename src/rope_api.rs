@@ -3,48 +3,24 @@
 
 use crate::api::resolve_backend;
 use crate::config::Backend;
-use crate::error::{check_eps, check_float, op_error};
+use crate::error::{backend_unavailable, op_error};
 use crate::op::compute_dtype;
-use crate::rope_config::{NormScope, RopeConfig};
+use crate::rope_check::{check_table, check_weight, rope_params, Names, ONE, PAIR};
+use crate::rope_config::RopeConfig;
 use crate::rope_op::{RopeOp, ROPE_OP};
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
-/// The names errors give the operands: `x` and `weight` for one tensor, else `q`, `k`,
-/// `q_weight` and `k_weight`.
-struct Names {
-    x: &'static str,
-    weights: [&'static str; 2],
-}
-
-const ONE: Names = Names {
-    x: "x",
-    weights: ["weight", "k_weight"],
-};
-const PAIR: Names = Names {
-    x: "q",
-    weights: ["q_weight", "k_weight"],
-};
-
-/// Checks `t` as a rank-`n` float operand on the device of `q`; returns its dims.
-fn operand<'a>(arg: &str, t: &'a Tensor, q: &Tensor, n: usize, what: &str) -> Result<&'a [usize]> {
-    if t.rank() != n {
-        return Err(op_error(
-            ROPE_OP,
-            arg,
-            format!("of rank {n} ({what})"),
-            format!("shape {:?}", t.dims()),
-        ));
+/// Checks that operand `arg` is on the device of `q`.
+fn same_device(arg: &str, t: &Tensor, q: &Tensor) -> Result<()> {
+    if t.device().same_device(q.device()) {
+        return Ok(());
     }
-    check_float(ROPE_OP, arg, t.dtype())?;
-    if !t.device().same_device(q.device()) {
-        return Err(op_error(
-            ROPE_OP,
-            arg,
-            format!("on the device of the input ({:?})", q.device().location()),
-            format!("{:?}", t.device().location()),
-        ));
-    }
-    Ok(t.dims())
+    Err(op_error(
+        ROPE_OP,
+        arg,
+        format!("on the device of the input ({:?})", q.device().location()),
+        format!("{:?}", t.device().location()),
+    ))
 }
 
 /// `t`, or a contiguous copy when its last dimension is not contiguous (the kernels read rows
@@ -68,104 +44,36 @@ fn describe(
     cfg: &RopeConfig,
     names: &Names,
 ) -> Result<RopeOp> {
-    let dims = operand(names.x, q, q, 3, "[batch, seq, heads * head_dim]")?;
-    let (seq, dim) = (dims[1], dims[2]);
+    fn shape(t: &Tensor) -> (&[usize], DType) {
+        (t.dims(), t.dtype())
+    }
+    let params = rope_params(shape(q), k.map(shape), cfg, names)?;
     if let Some(k) = k {
-        operand("k", k, q, 3, "[batch, seq, heads * head_dim]")?;
-        if k.dims() != dims || k.dtype() != q.dtype() {
-            return Err(op_error(
-                ROPE_OP,
-                "k",
-                format!("of the shape and dtype of q ({dims:?} {:?})", q.dtype()),
-                format!("{:?} {:?}", k.dims(), k.dtype()),
-            ));
-        }
+        same_device("k", k, q)?;
     }
-    let heads = cfg.heads();
-    if heads == 0 || !dim.is_multiple_of(heads) || !(dim / heads).is_multiple_of(2) {
-        return Err(op_error(
-            ROPE_OP,
-            "heads",
-            format!(
-                "a divisor of the last dim of {} ({dim}) leaving an even head size",
-                names.x
-            ),
-            heads,
-        ));
-    }
-    let head_dim = dim / heads;
-    let norm = cfg.norm();
-    if norm.dim().is_some() || norm.variance_size().is_some() {
-        return Err(op_error(
-            ROPE_OP,
-            "cfg.norm",
-            "a NormConfig without with_dim or with_variance_size",
-            format!(
-                "dim {:?}, variance size {:?}",
-                norm.dim(),
-                norm.variance_size()
-            ),
-        ));
-    }
-    check_eps(ROPE_OP, norm.eps())?;
-    let norm_len = match cfg.scope() {
-        NormScope::Full => dim,
-        NormScope::PerHead => head_dim,
-    };
+    let cdt = compute_dtype(q.dtype());
     let mut ws = [None, None];
     for (i, (w, arg)) in weights.iter().zip(names.weights).enumerate() {
         if let Some(w) = w {
-            let wd = operand(arg, w, q, 1, "[norm size]")?;
-            if wd[0] != norm_len {
-                return Err(op_error(
-                    ROPE_OP,
-                    arg,
-                    format!(
-                        "of shape [{norm_len}] ({:?} norm of {} {dims:?})",
-                        cfg.scope(),
-                        names.x
-                    ),
-                    format!("shape {wd:?}"),
-                ));
-            }
-            ws[i] = Some(w.to_dtype(compute_dtype(q.dtype()))?.contiguous()?);
+            check_weight(&params, arg, shape(w), q.dims(), names)?;
+            same_device(arg, w, q)?;
+            ws[i] = Some(w.to_dtype(cdt)?.contiguous()?);
         }
     }
-    let cdt = compute_dtype(q.dtype());
     let mut tables = Vec::with_capacity(2);
     for (t, arg) in [(cos, "cos"), (sin, "sin")] {
-        let td = operand(arg, t, q, 2, "[seq, head_dim / 2]")?;
-        if td[0] < seq || td[1] * 2 != head_dim {
-            return Err(op_error(
-                ROPE_OP,
-                arg,
-                format!(
-                    "of shape [>= {seq}, {}] ({} {dims:?}, {heads} heads)",
-                    head_dim / 2,
-                    names.x
-                ),
-                format!("shape {td:?}"),
-            ));
-        }
+        check_table(&params, arg, shape(t), q.dims(), names)?;
+        same_device(arg, t, q)?;
         tables.push(t.to_dtype(cdt)?.contiguous()?);
     }
     let sin = tables.pop().expect("two tables");
     let cos = tables.pop().expect("two tables");
     Ok(RopeOp {
-        eps: norm.eps(),
-        eps_mode: norm.eps_mode(),
-        weight_mode: norm.weight_mode(),
-        rounding: norm.rounding(),
+        params,
         backend: Backend::Auto,
-        heads,
-        head_dim,
-        scope: cfg.scope(),
-        style: cfg.style(),
-        layout: cfg.layout(),
         weights: ws,
         cos,
         sin,
-        tensors: if k.is_some() { 2 } else { 1 },
     })
 }
 
@@ -187,26 +95,21 @@ fn apply(
     }
     match op.backend {
         Backend::Candle => crate::portable::rms_norm_rope(&op, q, k),
-        Backend::Cpu | Backend::Cuda => {
+        Backend::Cpu | Backend::Cuda | Backend::Rocm => {
             let q = rows_readable(q)?;
             match k {
                 Some(k) => q.apply_op2(&rows_readable(k)?, op),
                 None => q.apply_op1(op),
             }
         }
-        other => Err(op_error(
-            ROPE_OP,
-            "backend",
-            "auto, cpu, cuda or candle (the ROCm launcher of this op is not written yet)",
-            other,
-        )),
+        other => Err(backend_unavailable(ROPE_OP, other)),
     }
 }
 
 /// RMSNorm + rotary embedding of one `[B, L, heads * head_dim]` tensor, written in the layout
 /// `cfg` asks for, in one read and one write.
 ///
-/// Each row (or with [`NormScope::PerHead`] each head) is normalised as
+/// Each row (or with [`NormScope::PerHead`](crate::NormScope::PerHead) each head) is normalised as
 /// [`crate::rms_norm_with`] would normalise it with `cfg.norm()` (sums of squares in f32, f64
 /// for f64 input; the rescue of huge and tiny rows), and the normalised value times the weight
 /// is rounded to the dtype of `x`, as the unfused path stores it. Each pair of that head
@@ -214,7 +117,7 @@ fn apply(
 /// `(a cos - b sin, a sin + b cos)`, computed in f32 (f64 for f64 input) with `cos` and `sin`
 /// converted to that dtype, and rounded once. `cos` and `sin` are `[>= L, head_dim / 2]` (the
 /// tables `candle_nn::rotary_emb::rope_i` takes; row `l` rotates position `l`). The weight is
-/// `[heads * head_dim]` ([`NormScope::Full`]) or `[head_dim]` ([`NormScope::PerHead`]), of any
+/// `[heads * head_dim]` ([`NormScope::Full`](crate::NormScope::Full)) or `[head_dim]` ([`NormScope::PerHead`](crate::NormScope::PerHead)), of any
 /// float dtype. `x` may be a view whose last dimension is contiguous (any batch and position
 /// strides); the output is contiguous. No backward (a gradient through it is an error).
 ///
@@ -240,11 +143,16 @@ fn apply(
 /// # Errors
 /// `x` not rank 3 or not float; `heads` not dividing the last dim into even head sizes; a
 /// weight or table of the wrong shape or dtype kind, or on another device; a `NormConfig` with
-/// a dimension or variance size; a bad eps; a backend that cannot run here (`Backend::Rocm`:
-/// the ROCm launcher of this op is not written yet; the kernels are in the code objects); on
-/// CUDA, a head larger than the kernel's registers hold (512 bf16 / 256 f32 values when
-/// 16-byte aligned, 256 / 256 otherwise, on 32-lane warps) or a row whose teams (two heads each)
-/// need more than 512 threads (e.g. more than 128 heads of 128 bf16).
+/// a dimension or variance size; a bad eps; a backend that cannot run here (`Backend::Rocm`
+/// without a usable AMD GPU: the error says why); on CUDA and ROCm, a head larger than the
+/// kernel's registers hold (512 bf16 / 256 f32 values when 16-byte aligned, 256 / 256
+/// otherwise, on 32-lane warps and AMD's wave32; twice that on wave64) or a row whose teams
+/// (two heads each) need more than 512 threads (e.g. more than 128 heads of 128 bf16).
+///
+/// `Backend::Rocm` (host tensors) uploads q (and k), the weights and tables, runs the same
+/// kernel and plan as CUDA, waits and downloads the result; `candle_rmsnorm::rocm` has the op
+/// on device tensors. That launcher was compiled and its no-device errors tested, but it has
+/// not run on AMD hardware yet.
 pub fn rms_norm_rope(
     x: &Tensor,
     weight: Option<&Tensor>,

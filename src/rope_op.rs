@@ -16,19 +16,28 @@ use candle_core::{Layout, Result, Shape, Tensor};
 /// The name errors and Candle's op graph use.
 pub(crate) const ROPE_OP: &str = "candle_rmsnorm::rms_norm_rope";
 
-/// One call's parameters and side operands.
-#[derive(Debug, Clone)]
-pub(crate) struct RopeOp {
+/// One call's parameters without its operands: what the kernels' flags, eps and output
+/// geometry follow. The device-resident ROCm API builds it from device tensors' shapes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RopeParams {
     pub eps: f64,
     pub eps_mode: EpsMode,
     pub weight_mode: WeightMode,
     pub rounding: Rounding,
-    pub backend: Backend,
     pub heads: usize,
     pub head_dim: usize,
     pub scope: NormScope,
     pub style: RopeStyle,
     pub layout: HeadLayout,
+    /// 1 (q) or 2 (q and k).
+    pub tensors: usize,
+}
+
+/// One call's parameters and side operands (the parameters reached through `Deref`).
+#[derive(Debug, Clone)]
+pub(crate) struct RopeOp {
+    pub params: RopeParams,
+    pub backend: Backend,
     /// q's and k's weights: contiguous, `[heads * head_dim]` ([`NormScope::Full`]) or
     /// `[head_dim]` ([`NormScope::PerHead`]), of the compute dtype (f32; f64 for f64 inputs).
     pub weights: [Option<Tensor>; 2],
@@ -36,11 +45,17 @@ pub(crate) struct RopeOp {
     /// `l`.
     pub cos: Tensor,
     pub sin: Tensor,
-    /// 1 (q) or 2 (q and k).
-    pub tensors: usize,
 }
 
-impl RopeOp {
+impl std::ops::Deref for RopeOp {
+    type Target = RopeParams;
+
+    fn deref(&self) -> &RopeParams {
+        &self.params
+    }
+}
+
+impl RopeParams {
     /// The elements one norm covers.
     pub fn norm_len(&self) -> usize {
         match self.scope {
@@ -83,9 +98,13 @@ impl RopeOp {
 }
 
 /// Where an input `[B, L, heads * head_dim]` of a storage of `len` elements lies: its start
-/// offset and batch and position strides (elements). Its last dim must be contiguous (the
+/// offset, batch and position strides, and the end of the span its rows cover (elements). Its last dim must be contiguous (the
 /// public API copies it otherwise) and every element inside the storage.
-pub(crate) fn input_rows(arg: &str, l: &Layout, len: usize) -> Result<(usize, usize, usize)> {
+pub(crate) fn input_rows(
+    arg: &str,
+    l: &Layout,
+    len: usize,
+) -> Result<(usize, usize, usize, usize)> {
     let (d, st) = (l.dims(), l.stride());
     let off = l.start_offset();
     let end = off + (d[0] - 1) * st[0] + (d[1] - 1) * st[1] + d[2];
@@ -97,5 +116,5 @@ pub(crate) fn input_rows(arg: &str, l: &Layout, len: usize) -> Result<(usize, us
             format!("layout {l:?} over {len} elements"),
         ));
     }
-    Ok((off, st[0], st[1]))
+    Ok((off, st[0], st[1], end))
 }

@@ -15,6 +15,7 @@ mod common;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_rmsnorm::rocm::{self, RocmDevice, RocmTensor};
 use candle_rmsnorm::{Backend, NormConfig};
+use common::rocm_gpu::gpu;
 use common::*;
 use rand::Rng;
 
@@ -155,16 +156,6 @@ fn hip_runtime_loads() {
     let (path, version) = rocm::runtime_info().expect("the HIP runtime must load");
     let n = rocm::device_count().expect("hipGetDeviceCount");
     println!("HIP runtime {path}, version {version:?}, {n} AMD GPU(s)");
-}
-
-fn gpu() -> Option<RocmDevice> {
-    match rocm::device_count() {
-        Ok(n) if n > 0 => match rocm::default_device() {
-            Ok(d) => Some(d),
-            Err(e) => panic!("an AMD GPU is present but unusable: {e}"),
-        },
-        _ => None,
-    }
 }
 
 fn skipped(what: &str) {

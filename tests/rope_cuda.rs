@@ -12,9 +12,8 @@ use candle_core::{DType, Device, IndexOp, Result, Tensor};
 use candle_rmsnorm::{
     rms_norm_rope, Backend, HeadLayout, NormConfig, NormScope, RopeConfig, RopeStyle,
 };
-use common::rope_cases::{rope_matrix, run_rope_cases, RopeCase, RopeGroup};
-use common::rope_reference::RopeExpected;
-use common::rope_reference::{check_rope, check_rope_within, rope_reference, Geometry};
+use common::rope_cases::{check_against_cpu, rope_matrix, run_rope_cases, RopeCase, RopeGroup};
+use common::rope_reference::{check_rope, rope_reference, Geometry};
 use common::{quantize, randn, rng, tensor, values, Opts};
 
 fn gpu() -> Option<Device> {
@@ -69,21 +68,7 @@ fn extremes() -> Result<()> {
 /// other (NaN in the same places).
 #[test]
 fn matches_cpu_backend() -> Result<()> {
-    let dev = gpu_or_skip!();
-    for c in cases() {
-        let inp = c.inputs();
-        let gpu = c.run(&dev, Backend::Cuda, &inp)?;
-        let cpu = c.run(&Device::Cpu, Backend::Cpu, &inp)?;
-        for ((g, cpu), want) in gpu.iter().zip(&cpu).zip(c.expected(&inp)) {
-            let cpu = RopeExpected {
-                out: values(cpu)?,
-                mag: want.mag,
-            };
-            let what = format!("CUDA against CPU: {}", c.describe());
-            check_rope_within(&what, c.dtype, &values(g)?, &cpu, 2.0);
-        }
-    }
-    Ok(())
+    check_against_cpu(&gpu_or_skip!(), Backend::Cuda)
 }
 
 fn bits(t: &Tensor) -> Result<Vec<u64>> {

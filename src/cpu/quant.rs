@@ -6,6 +6,7 @@ use super::kernel::{rows_f32, rows_f64, rows_per_task, Job};
 use super::simd::Elem;
 use super::{last_dim, residual_dtype_error, row_job, weight_as};
 use crate::error::float_error;
+use crate::host::QuantOut;
 use crate::op::{Inputs, NormOp};
 use crate::quant::{quantise_row, QuantDType, QuantSpec};
 use candle_core::backend::{BackendDevice, BackendStorage};
@@ -17,16 +18,6 @@ use std::mem::MaybeUninit;
 
 /// The rows a task normalises before quantising them: about this many bytes of `y`.
 const BLOCK_BYTES: usize = 32 << 10;
-
-/// What a quantised op returns on the CPU.
-pub(crate) struct QuantOut {
-    /// `rows * hidden` bytes, of the dtype `QuantDType::storage_dtype`.
-    pub values: CpuStorage,
-    /// One scale per row.
-    pub scales: Vec<f32>,
-    /// The fused op's rounded sum, of the dtype of `xs`.
-    pub sum: Option<CpuStorage>,
-}
 
 /// An element of `y` as the quantiser reads it: f32 (f64 rounded to f32).
 trait ToF32: Copy + Send + Sync {

@@ -36,7 +36,7 @@ struct Input<'a, T> {
 
 impl<'a, T> Input<'a, T> {
     fn of(data: &'a [T], l: &Layout, arg: &str) -> Result<Self> {
-        let (off, sb, sl) = input_rows(arg, l, data.len())?;
+        let (off, sb, sl, _) = input_rows(arg, l, data.len())?;
         Ok(Self { data, off, sb, sl })
     }
 

@@ -4,35 +4,12 @@
 
 use super::device;
 use super::memory::{base_ptr, Out};
-use crate::config::{EpsMode, Rounding, WeightMode};
 use crate::error::op_error;
-use crate::gpu::abi::{
-    RopeArgs, ROPE_CLAMP_NORM, ROPE_HALF_SPLIT, ROPE_OFFSET_ONE, ROPE_PER_HEAD,
-    ROPE_ROUND_BEFORE_WEIGHT,
-};
-use crate::gpu::rope_plan::{plan_rope, RopeDevice};
+use crate::gpu::rope_plan::{plan_rope, rope_args, RopeDevice};
 use crate::op::Operand;
-use crate::rope_config::{HeadLayout, NormScope, RopeStyle};
 use crate::rope_op::{input_rows, RopeOp, ROPE_OP};
 use candle_core::backend::BackendStorage;
 use candle_core::{CudaStorage, Result, Shape, Storage, Tensor};
-
-/// The `RopeArgs::flags` bits of the op's options.
-fn flags(op: &RopeOp) -> u32 {
-    [
-        (op.style == RopeStyle::HalfSplit, ROPE_HALF_SPLIT),
-        (op.scope == NormScope::PerHead, ROPE_PER_HEAD),
-        (
-            op.rounding == Rounding::BeforeWeight,
-            ROPE_ROUND_BEFORE_WEIGHT,
-        ),
-        (op.weight_mode == WeightMode::OffsetOne, ROPE_OFFSET_ONE),
-        (op.eps_mode == EpsMode::ClampNorm, ROPE_CLAMP_NORM),
-    ]
-    .iter()
-    .filter(|(on, _)| *on)
-    .fold(0, |f, (_, bit)| f | bit)
-}
 
 /// The side operands in the order weights q, k, cos, sin (absent weights: `None`).
 fn sides(op: &RopeOp) -> [(Option<&Tensor>, &'static str); 4] {
@@ -58,22 +35,7 @@ pub(crate) fn forward(
     let shape = op.out_shape(batch, seq);
     let mut out = Out::alloc(ROPE_OP, &dev, dt, shape.elem_count())?;
     let (out_ptr, _og) = out.ptr(&st);
-    let mut a = RopeArgs {
-        out: out_ptr,
-        batch: batch as i64,
-        seq: seq as i64,
-        eps: op.eps_arg(),
-        flags: flags(op),
-        heads: op.heads as u32,
-        head_dim: op.head_dim as u32,
-        tensors: op.tensors as u32,
-        ..Default::default()
-    };
-    let (h, d, l) = (op.heads as i64, op.head_dim as i64, seq as i64);
-    (a.out_t, a.out_b, a.out_l, a.out_h) = match op.layout {
-        HeadLayout::Bhld => (batch as i64 * h * l * d, h * l * d, d, l * d),
-        HeadLayout::Blhd => (batch as i64 * l * h * d, l * h * d, h * d, d),
-    };
+    let mut a = rope_args(op, batch, seq, out_ptr);
     // Read locks of the side tensors, held until the launch is queued.
     let locks: Vec<_> = sides(op)
         .into_iter()
@@ -91,7 +53,7 @@ pub(crate) fn forward(
             ));
         }
         let (p, len, g) = base_ptr(ROPE_OP, arg, s, &st)?;
-        let (off, sb, sl) = input_rows(arg, lay, len)?;
+        let (off, sb, sl, _) = input_rows(arg, lay, len)?;
         a.x[t] = p + off as u64 * eb;
         (a.x_b[t], a.x_l[t]) = (sb as i64, sl as i64);
         guards.push(g);

@@ -69,20 +69,13 @@ const _: () = assert!(std::mem::size_of::<NormArgs>() == NORM_ARGS_BYTES);
 const _: () = assert!(std::mem::size_of::<RopeArgs>() == NORM_ARGS_BYTES);
 
 /// `RopeArgs::flags` bits (`hip/rope_args.h`).
-#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
 pub(crate) const ROPE_VECTOR: u32 = 1;
-#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
 pub(crate) const ROPE_HALF_SPLIT: u32 = 2;
-#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
 pub(crate) const ROPE_PER_HEAD: u32 = 4;
-#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
 pub(crate) const ROPE_ROUND_BEFORE_WEIGHT: u32 = 8;
-#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
 pub(crate) const ROPE_OFFSET_ONE: u32 = 16;
-#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
 pub(crate) const ROPE_CLAMP_NORM: u32 = 32;
 /// The most teams a row of the q/k norm + RoPE kernels may have (their shared memory).
-#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))] // ROCm: no launcher yet
 pub(crate) const ROPE_MAX_TEAMS: u32 = 256;
 
 /// The one parameter of the q/k norm + rotary embedding kernels (`struct RopeArgs` in

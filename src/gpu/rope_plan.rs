@@ -16,8 +16,12 @@
 //! memory; with the device's occupancy known, exactly the blocks that fit at once.
 
 use super::abi::{
-    self, RopeArgs, RopeKernel, ROPE_MAX_TEAMS, ROPE_PER_HEAD, ROPE_STAGES, ROPE_VECTOR,
+    self, RopeArgs, RopeKernel, ROPE_CLAMP_NORM, ROPE_HALF_SPLIT, ROPE_MAX_TEAMS, ROPE_OFFSET_ONE,
+    ROPE_PER_HEAD, ROPE_ROUND_BEFORE_WEIGHT, ROPE_STAGES, ROPE_VECTOR,
 };
+use crate::config::{EpsMode, Rounding, WeightMode};
+use crate::rope_config::{HeadLayout, NormScope, RopeStyle};
+use crate::rope_op::RopeParams;
 use candle_core::DType;
 
 /// The most threads a block (`NORM_LAUNCH_BOUNDS_ROPE` in `hip/portable.h`).
@@ -47,6 +51,16 @@ pub(crate) struct RopeDevice {
     pub blocks_per_mp: u32,
 }
 
+impl RopeDevice {
+    /// A device of `warp` lanes without staging (AMD; CUDA with staging off).
+    pub(crate) fn unstaged(warp: u32) -> Self {
+        Self {
+            warp,
+            ..Self::default()
+        }
+    }
+}
+
 /// One planned launch: kernel, block, grid, dynamic shared memory and the complete argument.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RopeLaunch {
@@ -55,6 +69,50 @@ pub(crate) struct RopeLaunch {
     pub grid: u32,
     pub smem: u32,
     pub args: RopeArgs,
+}
+
+/// The `RopeArgs::flags` bits of the call's options.
+fn flags(p: &RopeParams) -> u32 {
+    [
+        (p.style == RopeStyle::HalfSplit, ROPE_HALF_SPLIT),
+        (p.scope == NormScope::PerHead, ROPE_PER_HEAD),
+        (
+            p.rounding == Rounding::BeforeWeight,
+            ROPE_ROUND_BEFORE_WEIGHT,
+        ),
+        (p.weight_mode == WeightMode::OffsetOne, ROPE_OFFSET_ONE),
+        (p.eps_mode == EpsMode::ClampNorm, ROPE_CLAMP_NORM),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |f, (_, bit)| f | bit)
+}
+
+/// The argument of a call of `p` on `batch` x `seq` rows writing a fresh contiguous output at
+/// `out`: sizes, options, eps and the output's strides set; the inputs' addresses and strides,
+/// the weights' and tables' addresses are the launcher's to set, the geometry
+/// [`plan_rope`]'s.
+pub(crate) fn rope_args(p: &RopeParams, batch: usize, seq: usize, out: u64) -> RopeArgs {
+    let (h, d, l, b) = (p.heads as i64, p.head_dim as i64, seq as i64, batch as i64);
+    let (out_t, out_b, out_l, out_h) = match p.layout {
+        HeadLayout::Bhld => (b * h * l * d, h * l * d, d, l * d),
+        HeadLayout::Blhd => (b * l * h * d, l * h * d, h * d, d),
+    };
+    RopeArgs {
+        out,
+        out_t,
+        out_b,
+        out_l,
+        out_h,
+        batch: b,
+        seq: l,
+        eps: p.eps_arg(),
+        flags: flags(p),
+        heads: p.heads as u32,
+        head_dim: p.head_dim as u32,
+        tensors: p.tensors as u32,
+        ..Default::default()
+    }
 }
 
 /// Whether `a`'s addresses and strides allow 16-byte chunks of `dt` (the kernel's
@@ -204,17 +262,59 @@ mod tests {
         }
     }
 
-    fn warp(warp: u32) -> RopeDevice {
-        RopeDevice {
-            warp,
-            ..Default::default()
-        }
+    #[test]
+    fn argument_of_the_params() {
+        let p = RopeParams {
+            eps: 0.5,
+            eps_mode: EpsMode::ClampNorm,
+            weight_mode: WeightMode::OffsetOne,
+            rounding: Rounding::AtEnd,
+            heads: 4,
+            head_dim: 16,
+            scope: NormScope::PerHead,
+            style: RopeStyle::HalfSplit,
+            layout: HeadLayout::Bhld,
+            tensors: 2,
+        };
+        let a = rope_args(&p, 3, 5, 0x1000);
+        assert_eq!(
+            (a.out, a.batch, a.seq, a.heads, a.head_dim, a.tensors),
+            (0x1000, 3, 5, 4, 16, 2)
+        );
+        // [2, B, H, L, D]: tensor, batch, position and head strides.
+        assert_eq!(
+            (a.out_t, a.out_b, a.out_l, a.out_h),
+            (3 * 4 * 5 * 16, 4 * 5 * 16, 16, 5 * 16)
+        );
+        assert_eq!(
+            a.flags,
+            ROPE_HALF_SPLIT | ROPE_PER_HEAD | ROPE_OFFSET_ONE | ROPE_CLAMP_NORM
+        );
+        assert_eq!(a.eps, 0.25 / 16.0);
+        let b = rope_args(
+            &RopeParams {
+                layout: HeadLayout::Blhd,
+                rounding: Rounding::BeforeWeight,
+                eps_mode: EpsMode::AddToMean,
+                ..p
+            },
+            3,
+            5,
+            0,
+        );
+        // [2, B, L, H, D].
+        assert_eq!(
+            (b.out_t, b.out_b, b.out_l, b.out_h),
+            (3 * 5 * 4 * 16, 5 * 4 * 16, 4 * 16, 16)
+        );
+        assert_eq!(b.flags & ROPE_ROUND_BEFORE_WEIGHT, ROPE_ROUND_BEFORE_WEIGHT);
+        assert_eq!(b.eps, 0.5);
     }
 
     #[test]
     fn wan_and_flux_shapes() {
         // Wan 14B: 40 heads of 128 bf16, one row a block: 20 teams of 8 lanes.
-        let p = plan_rope(args(40, 128, false), DType::BF16, warp(32)).unwrap();
+        let p = plan_rope(args(40, 128, false), DType::BF16, RopeDevice::unstaged(32)).unwrap();
         assert_eq!(
             (p.kernel.as_str(), p.block, p.grid),
             ("rms_norm_rope_bf16", 160, 7)
@@ -222,7 +322,7 @@ mod tests {
         assert_eq!((p.args.lanes_per_head, p.args.teams), (8, 20));
         assert_eq!((p.args.rows_per_block, p.args.units_per_lane), (1, 1));
         // Flux: 24 heads of 128, per head: 12 teams of 8 lanes, 2 rows a block.
-        let p = plan_rope(args(24, 128, true), DType::BF16, warp(32)).unwrap();
+        let p = plan_rope(args(24, 128, true), DType::BF16, RopeDevice::unstaged(32)).unwrap();
         assert_eq!((p.block, p.args.rows_per_block, p.grid), (192, 2, 4));
     }
 
@@ -231,20 +331,20 @@ mod tests {
         // A misaligned base takes single values, four units a lane: 128 / 2 / 4 = 16 lanes.
         let mut a = args(2, 128, false);
         a.x[0] += 2;
-        let p = plan_rope(a, DType::BF16, warp(32)).unwrap();
+        let p = plan_rope(a, DType::BF16, RopeDevice::unstaged(32)).unwrap();
         assert_eq!(
             (p.kernel.as_str(), p.args.lanes_per_head),
             ("rms_norm_rope_bf16_scalar", 16)
         );
         assert_eq!(p.args.flags & ROPE_VECTOR, 0);
         // Head size 72 (not whole units of 16 bf16): scalar, 36 / 4 -> 16 lanes.
-        let p = plan_rope(args(3, 72, true), DType::BF16, warp(32)).unwrap();
+        let p = plan_rope(args(3, 72, true), DType::BF16, RopeDevice::unstaged(32)).unwrap();
         assert_eq!(p.args.lanes_per_head, 16);
         // Too long a head for single values on a 32-lane warp; fine with 64.
-        assert!(plan_rope(args(1, 300, false), DType::F32, warp(32)).is_err());
-        assert!(plan_rope(args(1, 300, false), DType::F32, warp(64)).is_ok());
+        assert!(plan_rope(args(1, 300, false), DType::F32, RopeDevice::unstaged(32)).is_err());
+        assert!(plan_rope(args(1, 300, false), DType::F32, RopeDevice::unstaged(64)).is_ok());
         // Too many heads for one block.
-        assert!(plan_rope(args(1024, 64, false), DType::BF16, warp(32)).is_err());
+        assert!(plan_rope(args(1024, 64, false), DType::BF16, RopeDevice::unstaged(32)).is_err());
     }
 
     #[test]

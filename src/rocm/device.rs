@@ -5,8 +5,9 @@ use super::code_objects::{self, CodeObject};
 use super::runtime::{err, hip};
 use super::stream::{RocmEvent, RocmStream};
 use super::sys::{Hip, HipFunction, HipModule, HipStream};
-use crate::gpu::abi::NormArgs;
+use crate::gpu::abi::NORM_ARGS_BYTES;
 use crate::gpu::call::{Call, DeviceShape};
+use crate::gpu::rope_plan::RopeLaunch;
 use candle_core::Result;
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
@@ -248,6 +249,11 @@ impl RocmDevice {
         }
     }
 
+    /// The wavefront width the kernels were compiled for, as the q/k norm + RoPE plan takes it.
+    pub(super) fn warp_size(&self) -> u32 {
+        self.shape().warp_size
+    }
+
     /// Plans `call` for this device and queues its launches on `stream`.
     ///
     /// # Safety
@@ -261,35 +267,78 @@ impl RocmDevice {
         }
         // No occupancy query on the HIP side yet: the geometry's "unknown" grid.
         let (kernel, plan) = call.plan(self.shape(), 0).map_err(err)?;
-        let f = self.function(&kernel)?;
-        let h = self.activate()?;
         for l in call.launches(&plan) {
-            let mut arg: NormArgs = l.args;
-            let mut params = [(&mut arg as *mut NormArgs).cast::<c_void>()];
-            // SAFETY: `f` is a kernel of this device's module taking one by-value argument of
-            // NORM_ARGS_BYTES (checked in the code-object metadata at build and in the tests);
-            // `params` points at it for the call's duration (HIP copies kernel arguments at
-            // launch); the caller vouches for the addresses (`launches` only advances them by
+            let geometry = (l.grid, plan.block, l.smem_bytes);
+            // SAFETY: the caller vouches for the addresses (`launches` only advances them by
             // whole rows within `call.rows`) and for `stream`; the grid covers the launch's
-            // rows with `rows_per_block` rows a block as the kernel expects.
-            let rc = unsafe {
-                (h.hipModuleLaunchKernel)(
-                    f.0,
-                    l.grid,
-                    1,
-                    1,
-                    plan.block,
-                    1,
-                    1,
-                    l.smem_bytes,
-                    stream,
-                    params.as_mut_ptr(),
-                    std::ptr::null_mut(),
-                )
-            };
-            h.check(&format!("hipModuleLaunchKernel({kernel})"), rc)?;
+            // rows with `rows_per_block` rows a block as the kernel expects; `l.args` is the
+            // kernel's `NormArgs`.
+            unsafe { self.launch_one(stream, &kernel, geometry, l.args)? };
         }
         Ok(())
+    }
+
+    /// Queues the planned q/k norm + rotary embedding launch `l` (`gpu::rope_plan`) on
+    /// `stream`.
+    ///
+    /// # Safety
+    /// Every address in `l.args` must address device memory of this device that stays valid
+    /// until the kernel finishes, sized for the batch, positions, strides, heads and head size
+    /// it states (weights of the norm's length, tables of `seq` rows of `head_dim / 2`), the
+    /// output overlapping no input; `stream` must be a live stream of this device or null.
+    pub(super) unsafe fn launch_rope(&self, stream: HipStream, l: &RopeLaunch) -> Result<()> {
+        if l.grid == 0 {
+            return Ok(());
+        }
+        // SAFETY: the caller's contract above; `l` was planned by `plan_rope` for this
+        // device's wavefront width, so its grid and block fit the argument's geometry.
+        unsafe { self.launch_one(stream, &l.kernel, (l.grid, l.block, l.smem), l.args) }
+    }
+
+    /// Queues kernel `kernel` of this device's module with the one by-value argument `arg`
+    /// (`NormArgs` or `RopeArgs`, both `NORM_ARGS_BYTES`), `(grid, block, shared bytes)`.
+    ///
+    /// # Safety
+    /// `arg` must be the argument `kernel` takes, every address in it valid for what the
+    /// kernel reads and writes with this geometry until it finishes; `stream` as for
+    /// [`RocmDevice::launch`].
+    unsafe fn launch_one<A: Copy>(
+        &self,
+        stream: HipStream,
+        kernel: &str,
+        (grid, block, smem): (u32, u32, u32),
+        arg: A,
+    ) -> Result<()> {
+        if std::mem::size_of::<A>() != NORM_ARGS_BYTES {
+            return Err(err(format!(
+                "{kernel}: an argument of {NORM_ARGS_BYTES} bytes"
+            )));
+        }
+        let f = self.function(kernel)?;
+        let h = self.activate()?;
+        let mut arg = arg;
+        let mut params = [(&mut arg as *mut A).cast::<c_void>()];
+        // SAFETY: `f` is a kernel of this device's module taking one by-value argument of
+        // NORM_ARGS_BYTES (checked in the code-object metadata at build and in the tests), the
+        // size of `A` (checked above); `params` points at it for the call's
+        // duration (HIP copies kernel arguments at launch); the caller vouches for the
+        // argument's addresses, the geometry and `stream`.
+        let rc = unsafe {
+            (h.hipModuleLaunchKernel)(
+                f.0,
+                grid,
+                1,
+                1,
+                block,
+                1,
+                1,
+                smem,
+                stream,
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        h.check(&format!("hipModuleLaunchKernel({kernel})"), rc)
     }
 }
 
@@ -314,67 +363,5 @@ impl RocmEvent {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::code_objects;
-    use crate::gpu::abi;
-    use crate::gpu::geometry::{plan, Problem};
-
-    /// Every block size the shared launch geometry can choose fits the work-group bound each
-    /// AMD kernel was compiled with (a larger launch would fail on AMD, where the bound is a
-    /// contract): both ops, every input dtype, the weight of the input's dtype and f32.
-    #[test]
-    fn launch_geometry_fits_the_compiled_kernels() {
-        use candle_core::DType;
-        for co in code_objects::code_objects() {
-            let wave = co.kernels[0].wavefront_size;
-            for x in crate::error::FLOAT_DTYPES {
-                for w in [x, abi::kernel_weight_dtype(x, DType::F32)] {
-                    for fused in [false, true] {
-                        for vector in [false, true] {
-                            check_plans(co, wave, x, w, fused, vector);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn check_plans(
-        co: &code_objects::CodeObject,
-        wave: u32,
-        x: candle_core::DType,
-        w: candle_core::DType,
-        fused: bool,
-        vector: bool,
-    ) {
-        let long = [511, 512, 1024, 1536, 4096, 5120, 8193, 10240, 12288, 40000];
-        for hidden in (1..=300u64).chain(long) {
-            for rows in [1u64, 7, 1000, 3_024_000] {
-                let p = plan(&Problem {
-                    rows,
-                    hidden,
-                    elem_bytes: x.size_in_bytes() as u32,
-                    vector,
-                    warp_size: wave,
-                    multiprocessors: 104,
-                    blocks_per_mp: 0,
-                    stage_bytes: 0,
-                    inputs: if fused { 2 } else { 1 },
-                    wide_weight: w.size_in_bytes() > x.size_in_bytes(),
-                    partial_variance: rows == 7,
-                    quant: rows == 1000,
-                })
-                .unwrap();
-                let name = abi::kernel_name(fused, x, w, p.variant).unwrap();
-                let k = co.kernel(&name).unwrap();
-                assert!(
-                    p.block <= k.max_block,
-                    "{}: {name} compiled for <= {} threads, plan {p:?}",
-                    co.arch,
-                    k.max_block
-                );
-                assert!(u64::from(p.grid) * u64::from(p.block) <= u64::from(u32::MAX));
-            }
-        }
-    }
-}
+#[path = "device_tests.rs"]
+mod tests;

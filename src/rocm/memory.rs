@@ -137,7 +137,8 @@ impl RocmTensor {
         Ok(v)
     }
 
-    /// Copies the tensor to a CPU [`Tensor`], after waiting for all work on its device.
+    /// Copies the tensor to a CPU [`Tensor`], after waiting for all work on its device: the
+    /// float dtypes, and the quantised ops' `U8` and `F8E4M3` values.
     ///
     /// # Errors
     /// A HIP error (including one from an earlier failed kernel).
@@ -148,6 +149,11 @@ impl RocmTensor {
             DType::F16 => Tensor::from_vec(self.download::<half::f16>()?, shape, &Device::Cpu),
             DType::BF16 => Tensor::from_vec(self.download::<half::bf16>()?, shape, &Device::Cpu),
             DType::F64 => Tensor::from_vec(self.download::<f64>()?, shape, &Device::Cpu),
+            // The quantised values, byte for byte (no fp8 element type is exported here).
+            DType::U8 | DType::F8E4M3 => {
+                let bytes = self.download::<u8>()?;
+                Tensor::from_raw_buffer(&bytes, self.dtype, shape.dims(), &Device::Cpu)
+            }
             other => Err(err(format!("to_tensor: unsupported dtype {other:?}"))),
         }
     }

@@ -6,7 +6,8 @@
 //! per architecture), `device` (a device with the code object loaded once, its kernels, and
 //! the one kernel launch), `stream` (streams and events), `memory` ([`RocmTensor`]), then the
 //! ops: `ops` (safe, on device tensors), `raw` (on raw pointers, `unsafe`), `host` (host tensors
-//! staged through the device). The same binary starts on machines with and without ROCm:
+//! staged through the device), `quant` and `rope` (the quantised ops and q/k norm + RoPE on
+//! device tensors; `rope` also stages host tensors). The same binary starts on machines with and without ROCm:
 //! nothing is linked at build time.
 //!
 //! # Device-resident API
@@ -16,7 +17,11 @@
 //! staging, on a stream you pass; [`rms_norm_inplace`] and [`fused_add_rms_norm_inplace`] write
 //! into `x` (and the residual) instead of allocating. [`rms_norm_raw`] /
 //! [`fused_add_rms_norm_raw`] take raw device pointers and a `hipStream_t` for code that manages
-//! its own memory.
+//! its own memory. [`rms_norm_quant`] / [`fused_add_rms_norm_quant`] write fp8 e4m3 or i8
+//! values with an f32 scale per row ([`RocmQuantized`]); [`rms_norm_rope`] /
+//! [`qk_rms_norm_rope`] normalise q (and k) and rotate them, written in the attention layout.
+//! These two families were compiled and their error paths tested on a machine without an AMD
+//! GPU; they have not run on AMD hardware yet (`docs/rocm.md`).
 //!
 //! ```no_run
 //! use candle_rmsnorm::rocm::{self, RocmDevice, RocmTensor};
@@ -33,10 +38,11 @@
 //! ```
 //!
 //! # Host tensors
-//! The Candle ops run host tensors through these kernels only when the backend is
+//! The Candle ops (the norms, in place too, the quantised ops and q/k norm + RoPE) run host
+//! tensors through these kernels only when the backend is
 //! [`Backend::Rocm`](crate::Backend::Rocm) (`CANDLE_RMSNORM_BACKEND=rocm` or
 //! [`NormConfig::with_backend`](crate::NormConfig::with_backend)): each call uploads the rows
-//! it reads (and the weight), runs the kernel, waits, and downloads the result, so it moves
+//! it reads (and the weight, the tables), runs the kernel, waits, and downloads the result, so it moves
 //! about twice the tensor's bytes over PCIe on top of the kernel's own traffic. `Backend::Auto`
 //! keeps host tensors on the CPU path.
 //! When ROCm cannot be used (no library, no device, no code object for the device), an
@@ -54,7 +60,9 @@ mod device;
 mod host;
 mod memory;
 mod ops;
+mod quant;
 mod raw;
+mod rope;
 mod runtime;
 mod stream;
 mod sys;
@@ -69,9 +77,13 @@ pub use device::RocmDevice;
 pub use host::default_device;
 pub(crate) use host::forward as host_forward;
 pub(crate) use host::forward_inplace as host_forward_inplace;
+pub(crate) use host::forward_quant as host_forward_quant;
 pub use memory::RocmTensor;
 pub use ops::{fused_add_rms_norm, fused_add_rms_norm_inplace, rms_norm, rms_norm_inplace};
+pub use quant::{fused_add_rms_norm_quant, rms_norm_quant, RocmQuantized};
 pub use raw::{fused_add_rms_norm_raw, rms_norm_raw, RawNorm};
+pub(crate) use rope::forward as host_forward_rope;
+pub use rope::{qk_rms_norm_rope, rms_norm_rope};
 pub use runtime::{device_count, runtime_info};
 pub use stream::{RocmEvent, RocmStream};
 pub use sys::HipStream;

@@ -13,7 +13,7 @@ use candle_core::Result;
 /// Checks device tensors and returns the call over them (with the output addresses unset; the
 /// outputs are contiguous in x's shape). A norm over another dimension than the last
 /// (`NormConfig::with_dim`) is a channel call (`hip/norm_channel.h`).
-fn device_call(
+pub(super) fn device_call(
     op: &str,
     x: &RocmTensor,
     residual: Option<&RocmTensor>,
@@ -30,14 +30,7 @@ fn device_call(
     check_float(op, "xs", x.dtype())?;
     check_eps(op, cfg.eps())?;
     let ordinal = x.device().ordinal();
-    if stream.device_ordinal() != ordinal {
-        return Err(op_error(
-            op,
-            "stream",
-            format!("on device {ordinal}"),
-            format!("device {}", stream.device_ordinal()),
-        ));
-    }
+    stream.check_device(op, ordinal)?;
     let describe = |t: &RocmTensor| {
         format!(
             "{:?} {:?} on device {}",
@@ -124,15 +117,16 @@ fn last_dim_only(op: &str, call: &Call, cfg: &NormConfig) -> Result<()> {
 }
 
 /// A new device tensor of `x`'s dtype and shape on `x`'s device.
-fn like(x: &RocmTensor) -> Result<RocmTensor> {
+pub(super) fn like(x: &RocmTensor) -> Result<RocmTensor> {
     RocmTensor::alloc(x.device(), x.dtype(), x.shape().clone())
 }
 
 /// Queues `call`, built by `device_call` and given its outputs, on `stream` of `device`.
-fn run(device: &RocmDevice, stream: &RocmStream, call: &Call) -> Result<()> {
+pub(super) fn run(device: &RocmDevice, stream: &RocmStream, call: &Call) -> Result<()> {
     // SAFETY: every address in `call` is a live allocation of `device` (`device_call` checked
-    // each operand's device, shape and dtype); each output is a fresh tensor of x's shape or,
-    // in place, x itself (out) or the residual itself (sum), which the kernels read element by
+    // each operand's device, shape and dtype); each output is a fresh tensor of x's shape (the
+    // quantised values: of its element count in bytes, the scales one f32 a row) or, in place,
+    // x itself (out) or the residual itself (sum), which the kernels read element by
     // element before writing (hip/norm_regs.h, hip/norm_loop.h); the stream belongs to the
     // device and outlives the call; device tensors are freed only after hipFree's implicit
     // device synchronisation.

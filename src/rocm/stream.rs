@@ -2,6 +2,7 @@
 
 use super::runtime::hip;
 use super::sys::{HipEvent, HipStream};
+use crate::error::op_error;
 use candle_core::Result;
 
 /// A stream on one device, destroyed on drop.
@@ -43,6 +44,19 @@ impl RocmStream {
     /// The device ordinal the stream belongs to.
     pub fn device_ordinal(&self) -> usize {
         self.device
+    }
+
+    /// `Ok` when the stream belongs to device `ordinal`, else op `op`'s error naming both.
+    pub(super) fn check_device(&self, op: &str, ordinal: usize) -> Result<()> {
+        if self.device == ordinal {
+            return Ok(());
+        }
+        Err(op_error(
+            op,
+            "stream",
+            format!("on device {ordinal}"),
+            format!("device {}", self.device),
+        ))
     }
 
     /// Waits for the work queued on this stream.

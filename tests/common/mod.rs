@@ -4,7 +4,8 @@
 //! - `cases`: the one case matrix (`views`: its strided layouts; `random`: its inputs);
 //! - `runner`: runs cases on a backend (`Target`) and checks them;
 //! - `rope_reference`: the f64 reference of `rms_norm_rope` and its bound; `rope_cases`: its
-//!   case matrix and runner;
+//!   runner, `rope_matrix` its case matrix;
+//! - `rocm_gpu` (feature `rocm`): the AMD GPU the ROCm tests run on, if any;
 //! - `quant_reference`: the reference of the quantised ops' scales and 8-bit encodings;
 //!   `quant_checks`: their results against it and against `reference`; `quant_cases`: their
 //!   cases and runner; `quant_inputs`: special inputs (exact norms, views, given rows).
@@ -21,7 +22,10 @@ pub mod quant_inputs;
 pub mod quant_reference;
 pub mod random;
 pub mod reference;
+#[cfg(feature = "rocm")]
+pub mod rocm_gpu;
 pub mod rope_cases;
+pub mod rope_matrix;
 pub mod rope_reference;
 pub mod runner;
 pub mod views;
