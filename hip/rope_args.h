@@ -1,7 +1,7 @@
 // The one kernel parameter of the q/k norm + rotary embedding kernels (rms_norm_rope_{dtype},
 // hip/norm_rope.h), passed by value. Mirrors `RopeArgs` in src/gpu/abi.rs field for field; both
 // sides assert the size. The geometry (ROPE_VECTOR, rows_per_block, lanes_per_head, teams,
-// units_per_lane, share) is decided by the host (src/gpu/rope_plan.rs) and followed here.
+// units_per_lane) is decided by the host (src/gpu/rope_plan.rs) and followed here.
 #pragma once
 
 // Bits of RopeArgs::flags.
@@ -13,9 +13,6 @@
 #define ROPE_CLAMP_NORM 32u         // scale = sqrt(n) / max(sqrt(ss), eps) (eps = eps^2 / n)
 // The most teams a row may have (shared memory of the row reduction).
 #define ROPE_MAX_TEAMS 256
-// Row buffers of the staged kernels (rms_norm_rope_{dtype}_staged): the next ROPE_STAGES - 1
-// groups of rows in flight while one is computed.
-#define ROPE_STAGES 3
 
 struct RopeArgs {
   void* out;          // element (t, b, l, h, e) at t*out_t + b*out_b + l*out_l + h*out_h + e
@@ -42,8 +39,7 @@ struct RopeArgs {
   unsigned int teams;          // teams of lanes_per_head lanes a row; a team takes heads
                                // team, team + teams, ...
   unsigned int units_per_lane; // units (pairs of chunks) a lane holds per head: 1 (_scalar: 4)
-  long long share;             // _staged: groups of rows_per_block rows a block takes in turn
-  long long reserved;          // 0: the size of NormArgs (one argument buffer serves both)
+  long long reserved[2];       // 0: the size of NormArgs (one argument buffer serves both)
 };
 
 static_assert(sizeof(RopeArgs) == 192, "RopeArgs must match src/gpu/abi.rs");

@@ -3,16 +3,16 @@
 # memcheck + racecheck on a subset, the benchmark, other kernel builds if staged (variants), and
 # PyTorch on the same shapes, ending with one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
 #   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [attn] [sanitizer] [bench] [channels] [rope]
-#   [ab] [pool] [variants] [ncu] [quantncu] [ropencu] [torch]  (default: all)
+#   [ab] [pool] [variants] [ncu] [torch]  (default: all)
 # Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick), POOL_SHAPES, POOL_FLAGS,
 #      TEST_FILTER (names of the GPU tests to run, default all), WAN_RUNS (impl:image pairs),
-#      QUANT_UNSTAGED, ROPE_UNSTAGED (0: the quant / rope phase without its staging-off run),
+#      QUANT_UNSTAGED (0: the quant phase without its staging-off run),
 #      OUT (logs, default ./gpu-out), GPU_WORK_DIR (unpacked binaries, default /tmp/candle-rmsnorm-gpu).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-PHASES=${*:-tests firstcalls images wan attn sanitizer bench channels rope quant ab pool variants ncu quantncu ropencu torch}
+PHASES=${*:-tests firstcalls images wan attn sanitizer bench channels rope quant ab pool variants ncu quantncu torch}
 W=${GPU_WORK_DIR:-/tmp/candle-rmsnorm-gpu}
 mkdir -p "$W"
 # unpack PATH_WITHOUT_SUFFIX DEST: PATH.xz (build.sh's, read with Python's lzma: the device may
@@ -55,9 +55,6 @@ if [[ " $PHASES " == *" tests "* ]]; then
   if [ -x "$W/rope_tests" ]; then
     ( time timeout 300 "$W/rope_tests" ${ROPE_FILTER:-} --test-threads=2 ) > "$OUT/rope_tests.log" 2>&1 || status=1
     grep -E '^test |test result|panicked|skipped' "$OUT/rope_tests.log" | tail -n 20
-    # Again with staging off (CANDLE_RMSNORM_STAGES=0): the register kernels.
-    ( CANDLE_RMSNORM_STAGES=0 timeout 300 "$W/rope_tests" ${ROPE_FILTER:-} --test-threads=2 ) > "$OUT/rope_tests_unstaged.log" 2>&1 || status=1
-    echo "rope_tests, staging off: $(grep -E 'test result' "$OUT/rope_tests_unstaged.log")"
   fi
   # Spills in the machine code the driver would build from our PTX (STL/LDL = local memory).
   gunzip -c "$HERE/rms_norm.ptx.gz" > "$W/rms_norm.ptx" 2>/dev/null
@@ -137,8 +134,8 @@ if [[ " $PHASES " == *" sanitizer "* ]]; then
         echo "exit code: ${PIPESTATUS[0]}"
       fi
       if [ -x "$W/rope_tests" ]; then
-        echo "--- $tool rope_tests core + extremes"
-        timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 "$W/rope_tests" core extremes --test-threads=1 2>&1 | tail -n 8
+        echo "--- $tool rope_tests extremes"
+        timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 "$W/rope_tests" extremes --test-threads=1 2>&1 | tail -n 8
         echo "exit code: ${PIPESTATUS[0]}"
       fi
     done
@@ -154,13 +151,6 @@ if [[ " $PHASES " == *" rope "* ]]; then
   echo "== q/k norm + RoPE (benches/gpu/cuda/rope.rs)"
   "$W/gpu_bench" --rope --json "$OUT/rope.jsonl" > "$OUT/rope.log" 2>&1 || status=1
   grep -E '^\||SKIPPED|Error|panicked' "$OUT/rope.log"
-  # The same with staging off (CANDLE_RMSNORM_STAGES=0): the register kernels (ROPE_UNSTAGED=0
-  # skips it).
-  if [ "${ROPE_UNSTAGED:-1}" = 1 ]; then
-    echo "== q/k norm + RoPE, staging off"
-    CANDLE_RMSNORM_STAGES=0 "$W/gpu_bench" --rope --json "$OUT/rope_unstaged.jsonl" > "$OUT/rope_unstaged.log" 2>&1 || status=1
-    grep -E '^\||SKIPPED|Error|panicked' "$OUT/rope_unstaged.log"
-  fi
 fi
 if [[ " $PHASES " == *" quant "* ]]; then
   echo "== quantised outputs (benches/gpu/cuda/quant.rs)"
@@ -256,18 +246,6 @@ if [[ " $PHASES " == *" quantncu "* ]]; then
       --section WarpStateStats --section MemoryWorkloadAnalysis --kernel-name "regex:^$k\$" \
       --launch-count 1 --kill yes "$W/gpu_bench" --quant > "$OUT/ncu_$k.log" 2>&1
     grep -E 'Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit|Dynamic Shared|Stall|Warp Cycles|Issued|Bank' "$OUT/ncu_$k.log" | head -n 40
-  done
-fi
-if [[ " $PHASES " == *" ropencu "* ]]; then
-  # Nsight Compute on the q/k norm + RoPE kernel, staged and (CANDLE_RMSNORM_STAGES=0) not: the
-  # first launch in `gpu_bench --rope` (Wan 14B 720p, bf16, q and k).
-  for k in rms_norm_rope_bf16_staged rms_norm_rope_bf16; do
-    echo "== ncu $k"
-    stages=1; [ $k = rms_norm_rope_bf16 ] && stages=0
-    CANDLE_RMSNORM_STAGES=$stages timeout 150 ncu --section SpeedOfLight --section Occupancy \
-      --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
-      --kernel-name "regex:^$k\$" --launch-count 1 --kill yes "$W/gpu_bench" --rope > "$OUT/ncu_$k.log" 2>&1
-    grep -E 'Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit|Shared Memory Config|Dynamic Shared|Stall|Warp Cycles|Issued|Hit Rate' "$OUT/ncu_$k.log" | head -n 40
   done
 fi
 if [[ " $PHASES " == *" torch "* && -s "$OUT/ours.jsonl" ]]; then

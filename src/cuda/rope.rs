@@ -1,11 +1,11 @@
 //! The CUDA forward of q/k norm + rotary embedding (`crate::rope_op`): q (and k) read in place,
 //! the weights and tables (contiguous tensors of the compute dtype, in the descriptor) by
-//! address, one launch of `rms_norm_rope_{dtype}[_scalar|_staged]` planned by `gpu::rope_plan`.
+//! address, one launch of `rms_norm_rope_{dtype}[_scalar]` planned by `gpu::rope_plan`.
 
 use super::device;
 use super::memory::{base_ptr, Out};
 use crate::error::op_error;
-use crate::gpu::rope_plan::{plan_rope, rope_args, RopeDevice};
+use crate::gpu::rope_plan::{plan_rope, rope_args};
 use crate::op::Operand;
 use crate::rope_op::{input_rows, RopeOp, ROPE_OP};
 use candle_core::backend::BackendStorage;
@@ -78,35 +78,22 @@ pub(crate) fn forward(
     }
     (a.w, a.cos, a.sin) = ([addrs[0], addrs[1]], addrs[2], addrs[3]);
     let shape_dev = device::shape(&dev, &st)?;
-    let plan = |blocks_per_mp| {
-        let rd = RopeDevice {
-            warp: shape_dev.warp_size,
-            stage_bytes: shape_dev.stage_bytes,
-            multiprocessors: shape_dev.multiprocessors,
-            blocks_per_mp,
-        };
-        plan_rope(a, dt, rd).map_err(|e| {
-            op_error(
-                ROPE_OP,
-                "shape",
-                e,
-                format!("{dims:?} in {} heads", op.heads),
-            )
-        })
-    };
-    // A staged plan again with the blocks that fit at once (the driver's occupancy query).
-    let mut p = plan(0)?;
-    let (func, fit) = device::function(&dev, &p.kernel, p.block, p.smem, shape_dev.stage_bytes)?;
-    if p.smem > 0 && fit > 0 {
-        p = plan(fit)?;
-    }
+    let p = plan_rope(a, dt, shape_dev.warp_size).map_err(|e| {
+        op_error(
+            ROPE_OP,
+            "shape",
+            e,
+            format!("{dims:?} in {} heads", op.heads),
+        )
+    })?;
+    let (func, _) = device::function(&dev, &p.kernel, p.block, 0, 0)?;
     // SAFETY: every address in `p.args` lies in a live buffer whose guard (or read lock) is held
     // until after the launch is queued: q and k checked by `input_rows` against their lengths,
     // the side tensors contiguous and inside theirs (their shapes checked by the public API:
     // weights of the norm's length, tables of `>= seq` rows of `head_dim / 2`); the output is a
     // fresh buffer of exactly the elements the layout strides address. `p` is the plan for
     // this kernel and block size.
-    unsafe { device::launch_args(&st, &func, (p.grid, p.block, p.smem), &p.args)? };
+    unsafe { device::launch_args(&st, &func, (p.grid, p.block, 0), &p.args)? };
     drop((guards, _og));
     Ok((out.into_storage(&dev), shape))
 }

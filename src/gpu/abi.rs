@@ -106,35 +106,14 @@ pub(crate) struct RopeArgs {
     pub lanes_per_head: u32,
     pub teams: u32,
     pub units_per_lane: u32,
-    /// `_staged`: groups of `rows_per_block` rows a block takes in turn.
-    pub share: i64,
     /// 0: pads `RopeArgs` to the size of `NormArgs` (one argument buffer serves both in the
     /// host simulator).
-    pub reserved: i64,
+    pub reserved: [i64; 2],
 }
 
-/// Row buffers of the staged q/k norm + RoPE kernels (`ROPE_STAGES` in `hip/rope_args.h`).
-pub(crate) const ROPE_STAGES: u64 = 3;
-
-/// The q/k norm + RoPE kernels of one input dtype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RopeKernel {
-    /// `rms_norm_rope_{dtype}`: 16-byte chunks read into registers.
-    Vector,
-    /// `rms_norm_rope_{dtype}_scalar`: single values.
-    Scalar,
-    /// `rms_norm_rope_{dtype}_staged`: 16-byte chunks staged in shared memory; only where
-    /// copies are asynchronous (NVIDIA sm_80+, `NORM_ASYNC` in `hip/portable.h`).
-    Staged,
-}
-
-/// The q/k norm + RoPE kernel `k` of input dtype `x`.
-pub(crate) fn rope_kernel_name(x: DType, k: RopeKernel) -> Option<String> {
-    let suffix = match k {
-        RopeKernel::Vector => "",
-        RopeKernel::Scalar => "_scalar",
-        RopeKernel::Staged => "_staged",
-    };
+/// The q/k norm + RoPE kernel of input dtype `x`: 16-byte chunks, or (`scalar`) single values.
+pub(crate) fn rope_kernel_name(x: DType, scalar: bool) -> Option<String> {
+    let suffix = if scalar { "_scalar" } else { "" };
     Some(format!("rms_norm_rope_{}{suffix}", dtype_tag(x)?))
 }
 
@@ -245,8 +224,8 @@ pub fn portable_kernel_names() -> Vec<String> {
         Variant::RowsQuant,
     ]);
     for x in crate::error::FLOAT_DTYPES {
-        for k in [RopeKernel::Vector, RopeKernel::Scalar] {
-            names.extend(rope_kernel_name(x, k));
+        for scalar in [false, true] {
+            names.extend(rope_kernel_name(x, scalar));
         }
     }
     names

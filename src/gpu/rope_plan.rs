@@ -9,15 +9,10 @@
 //! with chunks), so a row has `ceil(heads / 2)` teams. A norm over the whole row runs one row a
 //! block (its teams combine through shared memory); a norm per head packs rows into blocks of
 //! about 256 threads.
-//!
-//! Where copies are asynchronous (NVIDIA sm_80+: a staging budget) and `ROPE_STAGES` buffers of
-//! a block's rows fit in it, 16-byte chunks take the staged kernel (`_staged`): the same teams,
-//! a block taking `share` groups of its rows in turn, the next groups' copies in flight in shared
-//! memory; with the device's occupancy known, exactly the blocks that fit at once.
 
 use super::abi::{
-    self, RopeArgs, RopeKernel, ROPE_CLAMP_NORM, ROPE_HALF_SPLIT, ROPE_MAX_TEAMS, ROPE_OFFSET_ONE,
-    ROPE_PER_HEAD, ROPE_ROUND_BEFORE_WEIGHT, ROPE_STAGES, ROPE_VECTOR,
+    self, RopeArgs, ROPE_CLAMP_NORM, ROPE_HALF_SPLIT, ROPE_MAX_TEAMS, ROPE_OFFSET_ONE,
+    ROPE_PER_HEAD, ROPE_ROUND_BEFORE_WEIGHT, ROPE_VECTOR,
 };
 use crate::config::{EpsMode, Rounding, WeightMode};
 use crate::rope_config::{HeadLayout, NormScope, RopeStyle};
@@ -33,41 +28,12 @@ const SCALAR_UNITS: u32 = 4;
 /// The block size per-head plans aim at.
 const TARGET_BLOCK: u32 = 256;
 
-/// Groups a staged block takes when the occupancy is not known.
-const STAGED_SHARE: u64 = 8;
-
-/// What a device offers a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct RopeDevice {
-    /// 32 on NVIDIA and AMD gfx10+, 64 on AMD gfx9.
-    pub warp: u32,
-    /// Dynamic shared memory a block may stage rows in (0: no staged kernel, as on AMD).
-    pub stage_bytes: u64,
-    /// Multiprocessors (staged plans).
-    pub multiprocessors: u32,
-    /// Blocks of the staged kernel, at the planned block size and shared memory, that fit on a
-    /// multiprocessor at once (the driver's occupancy query for a first plan made with 0 here),
-    /// or 0 when not known.
-    pub blocks_per_mp: u32,
-}
-
-impl RopeDevice {
-    /// A device of `warp` lanes without staging (AMD; CUDA with staging off).
-    pub(crate) fn unstaged(warp: u32) -> Self {
-        Self {
-            warp,
-            ..Self::default()
-        }
-    }
-}
-
-/// One planned launch: kernel, block, grid, dynamic shared memory and the complete argument.
+/// One planned launch: kernel, block, grid and the complete argument.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RopeLaunch {
     pub kernel: String,
     pub block: u32,
     pub grid: u32,
-    pub smem: u32,
     pub args: RopeArgs,
 }
 
@@ -128,10 +94,9 @@ fn vector_ok(a: &RopeArgs, dt: DType) -> bool {
     addr.is_multiple_of(16) && strides % v == 0 && i64::from(a.head_dim) % (2 * v) == 0
 }
 
-/// Completes `a` (addresses, strides, sizes and option flags set; geometry fields ignored) for
-/// `dev`: the kernel, block, grid and shared memory. Errors name what does not fit.
-pub(crate) fn plan_rope(mut a: RopeArgs, dt: DType, dev: RopeDevice) -> Result<RopeLaunch, String> {
-    let warp = dev.warp;
+/// Completes `a` (addresses, strides, sizes and option flags set; geometry fields ignored) for a
+/// device of `warp` lanes: the kernel, block and grid. Errors name what does not fit.
+pub(crate) fn plan_rope(mut a: RopeArgs, dt: DType, warp: u32) -> Result<RopeLaunch, String> {
     let vector = vector_ok(&a, dt);
     let vec = if vector {
         16 / dt.size_in_bytes() as u32
@@ -165,23 +130,7 @@ pub(crate) fn plan_rope(mut a: RopeArgs, dt: DType, dev: RopeDevice) -> Result<R
         ));
     }
     let plane = (a.batch * a.seq) as u64;
-    let staged = vector.then(|| staging(&a, dt, rows, dev)).flatten();
-    let (rows, grid, smem, kernel) = match staged {
-        Some((rows, blocks, share, smem)) => {
-            a.share = share as i64;
-            (rows, blocks, smem, RopeKernel::Staged)
-        }
-        None => {
-            let grid = u64::from(a.tensors) * plane.div_ceil(u64::from(rows));
-            let k = if vector {
-                RopeKernel::Vector
-            } else {
-                RopeKernel::Scalar
-            };
-            (rows, grid, 0, k)
-        }
-    };
-    let block = (rows * per_row).next_multiple_of(warp);
+    let grid = u64::from(a.tensors) * plane.div_ceil(u64::from(rows));
     let grid = u32::try_from(grid)
         .ok()
         .filter(|&g| g < i32::MAX as u32)
@@ -192,47 +141,13 @@ pub(crate) fn plan_rope(mut a: RopeArgs, dt: DType, dev: RopeDevice) -> Result<R
     a.teams = teams;
     a.units_per_lane = upl;
     let kernel =
-        abi::rope_kernel_name(dt, kernel).ok_or_else(|| format!("a float dtype, got {dt:?}"))?;
+        abi::rope_kernel_name(dt, !vector).ok_or_else(|| format!("a float dtype, got {dt:?}"))?;
     Ok(RopeLaunch {
         kernel,
         block,
         grid,
-        smem,
         args: a,
     })
-}
-
-/// A staged plan for rows of `a` (16-byte chunks), `rows` a block side by side where they fit:
-/// rows a block (fewer where the buffers of `rows` do not fit), blocks, groups a block, bytes of
-/// shared memory; `None` without a staging budget or where one row's buffers do not fit.
-fn staging(a: &RopeArgs, dt: DType, rows: u32, dev: RopeDevice) -> Option<(u32, u64, u64, u32)> {
-    // A stage holds a row's values and its position's cos and sin in the compute type.
-    let angle_bytes = if dt == DType::F64 { 8 } else { 4 };
-    let row_bytes = u64::from(a.heads * a.head_dim) * dt.size_in_bytes() as u64
-        + u64::from(a.head_dim) * angle_bytes;
-    let fit = dev.stage_bytes / (ROPE_STAGES * row_bytes);
-    let rows = rows.min(u32::try_from(fit).unwrap_or(u32::MAX));
-    if rows == 0 {
-        return None;
-    }
-    let groups = (u64::from(a.tensors) * (a.batch * a.seq) as u64).div_ceil(u64::from(rows));
-    if groups == 0 {
-        return None;
-    }
-    let blocks = if dev.blocks_per_mp > 0 {
-        groups.min(u64::from(dev.blocks_per_mp) * u64::from(dev.multiprocessors.max(1)))
-    } else {
-        groups.div_ceil(STAGED_SHARE)
-    }
-    .max(1);
-    let share = groups.div_ceil(blocks);
-    let smem = ROPE_STAGES * u64::from(rows) * row_bytes;
-    Some((
-        rows,
-        groups.div_ceil(share),
-        share,
-        u32::try_from(smem).ok()?,
-    ))
 }
 
 #[cfg(test)]
@@ -314,7 +229,7 @@ mod tests {
     #[test]
     fn wan_and_flux_shapes() {
         // Wan 14B: 40 heads of 128 bf16, one row a block: 20 teams of 8 lanes.
-        let p = plan_rope(args(40, 128, false), DType::BF16, RopeDevice::unstaged(32)).unwrap();
+        let p = plan_rope(args(40, 128, false), DType::BF16, 32).unwrap();
         assert_eq!(
             (p.kernel.as_str(), p.block, p.grid),
             ("rms_norm_rope_bf16", 160, 7)
@@ -322,7 +237,7 @@ mod tests {
         assert_eq!((p.args.lanes_per_head, p.args.teams), (8, 20));
         assert_eq!((p.args.rows_per_block, p.args.units_per_lane), (1, 1));
         // Flux: 24 heads of 128, per head: 12 teams of 8 lanes, 2 rows a block.
-        let p = plan_rope(args(24, 128, true), DType::BF16, RopeDevice::unstaged(32)).unwrap();
+        let p = plan_rope(args(24, 128, true), DType::BF16, 32).unwrap();
         assert_eq!((p.block, p.args.rows_per_block, p.grid), (192, 2, 4));
     }
 
@@ -331,79 +246,19 @@ mod tests {
         // A misaligned base takes single values, four units a lane: 128 / 2 / 4 = 16 lanes.
         let mut a = args(2, 128, false);
         a.x[0] += 2;
-        let p = plan_rope(a, DType::BF16, RopeDevice::unstaged(32)).unwrap();
+        let p = plan_rope(a, DType::BF16, 32).unwrap();
         assert_eq!(
             (p.kernel.as_str(), p.args.lanes_per_head),
             ("rms_norm_rope_bf16_scalar", 16)
         );
         assert_eq!(p.args.flags & ROPE_VECTOR, 0);
         // Head size 72 (not whole units of 16 bf16): scalar, 36 / 4 -> 16 lanes.
-        let p = plan_rope(args(3, 72, true), DType::BF16, RopeDevice::unstaged(32)).unwrap();
+        let p = plan_rope(args(3, 72, true), DType::BF16, 32).unwrap();
         assert_eq!(p.args.lanes_per_head, 16);
         // Too long a head for single values on a 32-lane warp; fine with 64.
-        assert!(plan_rope(args(1, 300, false), DType::F32, RopeDevice::unstaged(32)).is_err());
-        assert!(plan_rope(args(1, 300, false), DType::F32, RopeDevice::unstaged(64)).is_ok());
+        assert!(plan_rope(args(1, 300, false), DType::F32, 32).is_err());
+        assert!(plan_rope(args(1, 300, false), DType::F32, 64).is_ok());
         // Too many heads for one block.
-        assert!(plan_rope(args(1024, 64, false), DType::BF16, RopeDevice::unstaged(32)).is_err());
-    }
-
-    #[test]
-    fn staged_where_buffers_fit() {
-        // H200-like: 112 KiB a block, 132 multiprocessors. Wan 14B bf16: three stages of 10 KiB
-        // of values and 512 bytes of angles; the grid first covers the rows in shares of 8, then
-        // exactly the blocks that fit.
-        let h200 = RopeDevice {
-            warp: 32,
-            stage_bytes: 112 << 10,
-            multiprocessors: 132,
-            blocks_per_mp: 0,
-        };
-        let mut a = args(40, 128, false);
-        a.seq = 75600;
-        a.tensors = 2;
-        let p = plan_rope(a, DType::BF16, h200).unwrap();
-        assert_eq!(p.kernel, "rms_norm_rope_bf16_staged");
-        assert_eq!((p.block, p.smem, p.args.share), (160, 3 * (10240 + 512), 8));
-        assert_eq!(p.grid, 2 * 75600 / 8);
-        let p = plan_rope(
-            a,
-            DType::BF16,
-            RopeDevice {
-                blocks_per_mp: 4,
-                ..h200
-            },
-        )
-        .unwrap();
-        // 151200 rows over 4 x 132 blocks: 287 a block, 527 blocks.
-        assert_eq!((p.grid, p.args.share), (527, 287));
-        // Per head, two rows a block where both fit; one where only one does; none: registers.
-        let p = plan_rope(args(24, 128, true), DType::BF16, h200).unwrap();
-        assert_eq!(
-            (p.kernel.as_str(), p.args.rows_per_block),
-            ("rms_norm_rope_bf16_staged", 2)
-        );
-        let small = RopeDevice {
-            stage_bytes: 3 * (6144 + 512),
-            ..h200
-        };
-        let p = plan_rope(args(24, 128, true), DType::BF16, small).unwrap();
-        assert_eq!((p.args.rows_per_block, p.block), (1, 96));
-        let p = plan_rope(
-            args(24, 128, true),
-            DType::BF16,
-            RopeDevice {
-                stage_bytes: 1000,
-                ..h200
-            },
-        )
-        .unwrap();
-        assert_eq!((p.kernel.as_str(), p.smem), ("rms_norm_rope_bf16", 0));
-        // Single values are never staged.
-        let mut a = args(2, 128, false);
-        a.x[0] += 2;
-        assert_eq!(
-            plan_rope(a, DType::BF16, h200).unwrap().kernel,
-            "rms_norm_rope_bf16_scalar"
-        );
+        assert!(plan_rope(args(1024, 64, false), DType::BF16, 32).is_err());
     }
 }

@@ -9,7 +9,7 @@ use super::abi::{
     RopeArgs, ROPE_CLAMP_NORM, ROPE_HALF_SPLIT, ROPE_OFFSET_ONE, ROPE_PER_HEAD,
     ROPE_ROUND_BEFORE_WEIGHT,
 };
-use super::rope_plan::{plan_rope, RopeDevice};
+use super::rope_plan::plan_rope;
 use super::sim::{round, sim, tolerance, Buf, Inputs};
 use candle_core::DType;
 use std::ffi::CString;
@@ -39,10 +39,6 @@ struct Case {
     mag: f64,
     /// A NaN at element 1 of this row of q (`usize::MAX`: none).
     nan_row: usize,
-    /// The staging budget (0: the register kernels, as on AMD) and the staged blocks a
-    /// multiprocessor holds (one multiprocessor; 0: not known).
-    stage_bytes: u64,
-    blocks_per_mp: u32,
 }
 
 impl Case {
@@ -65,8 +61,6 @@ impl Case {
             misalign: 0,
             mag: 1.0,
             nan_row: usize::MAX,
-            stage_bytes: 0,
-            blocks_per_mp: 0,
         }
     }
 
@@ -292,24 +286,12 @@ fn run(c: Case, v: &Values) -> Option<Vec<f64>> {
         tensors: c.tensors as u32,
         ..Default::default()
     };
-    let dev = RopeDevice {
-        warp: c.warp,
-        stage_bytes: c.stage_bytes,
-        multiprocessors: 1,
-        blocks_per_mp: c.blocks_per_mp,
-    };
-    let p = plan_rope(a, c.dt, dev).expect("plan");
+    let p = plan_rope(a, c.dt, c.warp).expect("plan");
     let vector = c.misalign == 0 && c.pad.is_multiple_of(16 / c.dt.size_in_bytes());
     let whole = c.d.is_multiple_of(2 * 16 / c.dt.size_in_bytes());
-    let want = match (vector && whole, c.stage_bytes > 0) {
-        (false, _) => "_scalar",
-        (true, true) => "_staged",
-        (true, false) => "",
-    };
-    assert!(
-        p.kernel
-            .strip_suffix(want)
-            .is_some_and(|k| k.matches('_').count() == 3),
+    assert_eq!(
+        !p.kernel.ends_with("_scalar"),
+        vector && whole,
         "{c:?}: {}",
         p.kernel
     );
@@ -322,7 +304,7 @@ fn run(c: Case, v: &Values) -> Option<Vec<f64>> {
             (&p.args as *const RopeArgs).cast(),
             p.grid,
             p.block,
-            p.smem,
+            0,
         )
     };
     assert_eq!(rc, 0, "{}: launch failed ({rc})", p.kernel);
@@ -458,69 +440,6 @@ fn extremes() {
             check(Case {
                 nan_row: 3,
                 per_head,
-                ..base
-            });
-        }
-    }
-}
-
-/// The staged kernels (NVIDIA sm_80+): blocks taking several groups of rows in turn (one
-/// multiprocessor holding two blocks: every block pipelines its rows), both scopes and
-/// pairings, q alone and q + k (groups straddling the tensors), the options, the rescue, NaN.
-#[test]
-fn staged() {
-    for dt in DTS {
-        // Longer rows and many teams for two dtypes; the others one short shape (CI time).
-        let shapes: &[(usize, usize)] = match dt {
-            DType::BF16 | DType::F32 => &[(5, 64), (40, 16)],
-            _ => &[(3, 16)],
-        };
-        for &(heads, d) in shapes {
-            for (per_head, half, bhld) in [
-                (false, false, true),
-                (true, false, false),
-                (false, true, false),
-                (true, true, true),
-            ] {
-                let base = Case {
-                    per_head,
-                    half,
-                    bhld,
-                    seq: 7,
-                    stage_bytes: 48 << 10,
-                    blocks_per_mp: 2,
-                    ..Case::plain(32, dt, heads, d)
-                };
-                check(base);
-                check(Case {
-                    tensors: 1,
-                    weight: false,
-                    blocks_per_mp: 0,
-                    ..base
-                });
-            }
-        }
-        let base = Case {
-            stage_bytes: 48 << 10,
-            blocks_per_mp: 3,
-            ..Case::plain(32, dt, 4, 32)
-        };
-        check(Case {
-            options: true,
-            pad: 16,
-            ..base
-        });
-        check(Case {
-            clamp: true,
-            per_head: true,
-            ..base
-        });
-        check(Case { nan_row: 3, ..base });
-        for mag in [1e30, 1e-30] {
-            check(Case { mag, ..base });
-            check(Case {
-                mag,
-                per_head: true,
                 ..base
             });
         }

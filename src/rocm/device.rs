@@ -292,7 +292,7 @@ impl RocmDevice {
         }
         // SAFETY: the caller's contract above; `l` was planned by `plan_rope` for this
         // device's wavefront width, so its grid and block fit the argument's geometry.
-        unsafe { self.launch_one(stream, &l.kernel, (l.grid, l.block, l.smem), l.args) }
+        unsafe { self.launch_one(stream, &l.kernel, (l.grid, l.block, 0), l.args) }
     }
 
     /// Queues kernel `kernel` of this device's module with the one by-value argument `arg`

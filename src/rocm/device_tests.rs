@@ -5,7 +5,7 @@
 use super::code_objects::{self, CodeObject, KernelResources};
 use crate::gpu::abi::{self, RopeArgs, ROPE_PER_HEAD};
 use crate::gpu::geometry::{plan, Problem};
-use crate::gpu::rope_plan::{plan_rope, RopeDevice};
+use crate::gpu::rope_plan::plan_rope;
 use candle_core::DType;
 
 /// LDS a work-group may use on every architecture built (64 KiB; gfx950 has more).
@@ -132,7 +132,7 @@ fn rope_geometry_fits_the_compiled_kernels() {
                 for &h in &heads {
                     for d in (2..=512u32).step_by(2) {
                         let a = rope_args(h, d, per_head, tensors, aligned);
-                        let Ok(p) = plan_rope(a, dt, RopeDevice::unstaged(wave)) else {
+                        let Ok(p) = plan_rope(a, dt, wave) else {
                             continue;
                         };
                         let k = co
@@ -148,7 +148,7 @@ fn rope_geometry_fits_the_compiled_kernels() {
                 for (h, d) in [(40u32, 128u32), (24, 128), (64, 128), (32, 64), (8, 256)] {
                     let a = rope_args(h, d, per_head, tensors, aligned);
                     assert!(
-                        dt == DType::F64 || plan_rope(a, dt, RopeDevice::unstaged(wave)).is_ok(),
+                        dt == DType::F64 || plan_rope(a, dt, wave).is_ok(),
                         "{}: {h} heads of {d} {dt:?} aligned {aligned}",
                         co.arch
                     );

@@ -11,7 +11,7 @@ use super::stream::RocmStream;
 use super::sys::HipStream;
 use crate::error::{float_error, op_error};
 use crate::gpu::abi::RopeArgs;
-use crate::gpu::rope_plan::{plan_rope, rope_args, RopeDevice};
+use crate::gpu::rope_plan::{plan_rope, rope_args};
 use crate::op::{compute_dtype, Operand};
 use crate::rope_check::{check_table, check_weight, rope_params, Names, ONE, PAIR};
 use crate::rope_config::RopeConfig;
@@ -31,7 +31,7 @@ unsafe fn launch(
     dt: DType,
     dims: &[usize],
 ) -> Result<()> {
-    let p = plan_rope(a, dt, RopeDevice::unstaged(dev.warp_size())).map_err(|e| {
+    let p = plan_rope(a, dt, dev.warp_size()).map_err(|e| {
         op_error(
             ROPE_OP,
             "shape",

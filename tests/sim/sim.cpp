@@ -114,8 +114,7 @@ static_assert(sizeof(RopeArgs) == sizeof(NormArgs), "one argument buffer serves 
                fused_add_rms_norm_##TAG##_rows_staged_quant)
 #define SIM_ROPE(TAG)                                                                              \
   SIM_ENTRY("rms_norm_rope_" #TAG, rms_norm_rope_##TAG, RopeArgs),                                 \
-      SIM_ENTRY("rms_norm_rope_" #TAG "_scalar", rms_norm_rope_##TAG##_scalar, RopeArgs),          \
-      SIM_ENTRY("rms_norm_rope_" #TAG "_staged", rms_norm_rope_##TAG##_staged, RopeArgs)
+      SIM_ENTRY("rms_norm_rope_" #TAG "_scalar", rms_norm_rope_##TAG##_scalar, RopeArgs)
 
 const Entry KERNELS[] = {SIM_ENTRIES(f32),      SIM_ENTRIES(f64),  SIM_ENTRIES(f16),
                          SIM_ENTRIES(f16_wf32), SIM_ENTRIES(bf16), SIM_ENTRIES(bf16_wf32),
