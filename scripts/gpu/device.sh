@@ -238,9 +238,9 @@ for (name, metric), vals in sorted(acc.items()):
 PY
 fi
 if [[ " $PHASES " == *" quantncu "* ]]; then
-  # Nsight Compute on the fused op's staged kernel, quantised and plain (bf16 75600x5120, the
+  # Nsight Compute on both ops' staged kernels, quantised and plain (bf16 75600x5120, the
   # first launch of each in `gpu_bench --quant`): throughput, occupancy, warp stalls.
-  for k in fused_add_rms_norm_bf16_staged_quant fused_add_rms_norm_bf16_staged; do
+  for k in rms_norm_bf16_staged_quant rms_norm_bf16_staged fused_add_rms_norm_bf16_staged_quant fused_add_rms_norm_bf16_staged; do
     echo "== ncu $k"
     timeout 150 ncu --section SpeedOfLight --section Occupancy --section LaunchStats \
       --section WarpStateStats --section MemoryWorkloadAnalysis --kernel-name "regex:^$k\$" \
