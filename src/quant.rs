@@ -195,6 +195,15 @@ impl QuantSpec {
     }
 }
 
+/// The shape of the scales of input `dims`: one a row, the last dimension 1.
+pub(crate) fn scale_dims(dims: &[usize]) -> Vec<usize> {
+    let mut d = dims.to_vec();
+    if let Some(last) = d.last_mut() {
+        *last = 1;
+    }
+    d
+}
+
 /// `max(m, |y|)` ignoring NaN (IEEE maxNum, as `fmaxf` in the kernels).
 #[inline(always)]
 pub(crate) fn amax_step(m: f32, y: f32) -> f32 {

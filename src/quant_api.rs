@@ -5,7 +5,7 @@ use crate::api::{check_common, check_like, readable, resolve_backend};
 use crate::config::{Backend, NormConfig};
 use crate::error::backend_unavailable;
 use crate::op::{Inputs, NormOp};
-use crate::quant::{QuantConfig, QuantSpec, Quantized};
+use crate::quant::{scale_dims, QuantConfig, QuantSpec, Quantized};
 use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
 
@@ -71,15 +71,6 @@ pub fn fused_add_rms_norm_quant(
     Ok((q, sum.expect("the fused op returns its sum")))
 }
 
-/// The shape of the scales: `xs` with the last dimension 1.
-fn scale_dims(xs: &Tensor) -> Vec<usize> {
-    let mut d = xs.dims().to_vec();
-    if let Some(last) = d.last_mut() {
-        *last = 1;
-    }
-    d
-}
-
 /// An operand on the CPU (`check_common` put every operand on the device of `xs`).
 fn cpu_operand<'a>((s, l): (&'a Storage, &'a Layout)) -> (&'a CpuStorage, &'a Layout) {
     match s {
@@ -136,8 +127,8 @@ fn quant_impl(
     let dtype = quant.dtype();
     if xs.elem_count() == 0 {
         let values = Tensor::zeros(xs.shape(), dtype.storage_dtype(), xs.device())?;
-        let scales =
-            (Tensor::ones(scale_dims(xs), DType::F32, xs.device())? * spec.row_scale(0.0) as f64)?;
+        let scales = (Tensor::ones(scale_dims(xs.dims()), DType::F32, xs.device())?
+            * spec.row_scale(0.0) as f64)?;
         let sum = residual.map(|_| xs.zeros_like()).transpose()?;
         return Ok((
             Quantized {
@@ -166,7 +157,7 @@ fn quant_impl(
     let (xs_s, xl) = x.storage_and_layout();
     let rs = r.as_ref().map(|r| r.storage_and_layout());
     let ws = w.as_ref().map(|w| w.storage_and_layout());
-    let sdims = scale_dims(xs);
+    let sdims = scale_dims(xs.dims());
     let rs = rs.as_ref().map(|(g, l)| (&**g, *l));
     let ws = ws.as_ref().map(|(g, l)| (&**g, *l));
     let (values, scales, sum) = match (&*xs_s, backend) {

@@ -9,7 +9,7 @@ use super::ops::{device_call, like, run};
 use super::stream::RocmStream;
 use crate::config::NormConfig;
 use crate::gpu::call::QuantCall;
-use crate::quant::{QuantConfig, QuantDType, QuantSpec};
+use crate::quant::{scale_dims, QuantConfig, QuantDType, QuantSpec};
 use candle_core::{DType, Result};
 
 /// A quantised norm's result on the device: `y ≈ values * scales`, as
@@ -37,12 +37,8 @@ fn quantised(
     let mut call = device_call(op, x, residual, weight, cfg, stream)?;
     let spec = QuantSpec::checked(op, dims, cfg, quant)?;
     let dev = x.device();
-    let mut sdims = dims.to_vec();
-    if let Some(last) = sdims.last_mut() {
-        *last = 1;
-    }
     let values = RocmTensor::alloc(dev, spec.dtype.storage_dtype(), x.shape().clone())?;
-    let scales = RocmTensor::alloc(dev, DType::F32, sdims)?;
+    let scales = RocmTensor::alloc(dev, DType::F32, scale_dims(dims))?;
     let sum = residual.map(|_| like(x)).transpose()?;
     // One byte a value: the values' row stride in bytes is the row length `device_call` set.
     call.operands.out = values.addr();
