@@ -11,6 +11,7 @@ use std::sync::Arc;
 pub mod channels;
 pub mod quant;
 pub mod rope;
+pub mod variance;
 
 pub struct Cuda {
     dev: Device,

@@ -22,6 +22,8 @@ pub const USAGE: &str =
   --channels     (CUDA) only time norms over dim 1 of video-VAE shapes (cuda/channels.rs)
   --rope         (CUDA) only time q/k norm + RoPE against the unfused path (cuda/rope.rs)
   --quant        (CUDA) only time the fp8/i8 quantised norms against a copy (cuda/quant.rs)
+  --variance     (CUDA) only time rms_norm with a variance size against the plain norm and a
+                 copy (cuda/variance.rs)
   --keep-pool    (CUDA) set the device's memory pool release threshold to the maximum first, so
                  synchronising does not hand freed memory back to the driver
   --untracked    (CUDA) turn off cudarc's per-buffer event tracking first (Candle's
@@ -40,6 +42,8 @@ pub struct Args {
     pub rope: bool,
     /// Time the quantised norms instead (CUDA; see `cuda::quant`).
     pub quant: bool,
+    /// Time `rms_norm` with a variance size instead (CUDA; see `cuda::variance`).
+    pub variance: bool,
     /// Keep freed memory in the allocator's pool (CUDA; see `Gpu::keep_pool`).
     pub keep_pool: bool,
     /// Turn off the device's per-buffer event tracking (CUDA; see `Gpu::untracked`).
@@ -58,6 +62,7 @@ impl Args {
                 "--channels" => a.channels = true,
                 "--rope" => a.rope = true,
                 "--quant" => a.quant = true,
+                "--variance" => a.variance = true,
                 "--keep-pool" => a.keep_pool = true,
                 "--untracked" => a.untracked = true,
                 "--only" => {

@@ -7,6 +7,7 @@
 //! cargo bench --features cuda --bench gpu -- --channels [--json FILE]
 //! cargo bench --features cuda --bench gpu -- --rope [--json FILE]
 //! cargo bench --features cuda --bench gpu -- --quant [--json FILE]
+//! cargo bench --features cuda --bench gpu -- --variance [--json FILE]
 //! cargo bench --features rocm --bench gpu -- [--json FILE] [--quick] [--only RxH]
 //! ```
 //! For each (op, dtype, shape), with inputs rotating over buffer sets of >= 256 MiB together:
@@ -112,6 +113,10 @@ fn main() -> candle_core::Result<()> {
     #[cfg(feature = "cuda")]
     if args.quant {
         return table(&args, "quant", cuda::quant::run);
+    }
+    #[cfg(feature = "cuda")]
+    if args.variance {
+        return table(&args, "variance", cuda::variance::run);
     }
     #[cfg(feature = "cuda")]
     match cuda::Cuda::new()? {

@@ -2,7 +2,7 @@
 # Runs on the CUDA machine (staged by scripts/gpu/build.sh): the GPU tests, compute-sanitizer
 # memcheck + racecheck on a subset, the benchmark, other kernel builds if staged (variants), and
 # PyTorch on the same shapes, ending with one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
-#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [attn] [sanitizer] [bench] [channels] [rope]
+#   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [attn] [sanitizer] [bench] [channels] [rope] [ropencu] [variance]
 #   [ab] [pool] [variants] [ncu] [torch]  (default: all)
 # Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick), POOL_SHAPES, POOL_FLAGS,
 #      TEST_FILTER (names of the GPU tests to run, default all), WAN_RUNS (impl:image pairs),
@@ -12,7 +12,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-PHASES=${*:-tests firstcalls images wan attn sanitizer bench channels rope quant ab pool variants ncu quantncu torch}
+PHASES=${*:-tests firstcalls images wan attn sanitizer bench channels rope variance quant ab pool variants ncu quantncu torch}
 W=${GPU_WORK_DIR:-/tmp/candle-rmsnorm-gpu}
 mkdir -p "$W"
 # unpack PATH_WITHOUT_SUFFIX DEST: PATH.xz (build.sh's, read with Python's lzma: the device may
@@ -152,6 +152,11 @@ if [[ " $PHASES " == *" rope "* ]]; then
   "$W/gpu_bench" --rope --json "$OUT/rope.jsonl" > "$OUT/rope.log" 2>&1 || status=1
   grep -E '^\||SKIPPED|Error|panicked' "$OUT/rope.log"
 fi
+if [[ " $PHASES " == *" variance "* ]]; then
+  echo "== rms_norm with a variance size (benches/gpu/cuda/variance.rs)"
+  "$W/gpu_bench" --variance --json "$OUT/variance.jsonl" > "$OUT/variance.log" 2>&1 || status=1
+  grep -E '^\||SKIPPED|Error|panicked' "$OUT/variance.log"
+fi
 if [[ " $PHASES " == *" quant "* ]]; then
   echo "== quantised outputs (benches/gpu/cuda/quant.rs)"
   "$W/gpu_bench" --quant --json "$OUT/quant.jsonl" > "$OUT/quant.log" 2>&1 || status=1
@@ -236,6 +241,17 @@ for r in rows[1:]:
 for (name, metric), vals in sorted(acc.items()):
     print(f"{name:40s} {metric:28s} n={len(vals):3d} median={statistics.median(vals):.1f}")
 PY
+fi
+if [[ " $PHASES " == *" ropencu "* ]]; then
+  # Nsight Compute on the q/k norm + RoPE kernel (the first launch of each dtype in
+  # `gpu_bench --rope`: Wan 14B 720p, q and k): throughput, occupancy, issue, warp stalls.
+  for k in rms_norm_rope_bf16 rms_norm_rope_f32; do
+    echo "== ncu $k"
+    timeout 150 ncu --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --section WarpStateStats --section ComputeWorkloadAnalysis --section InstructionStats \
+      --kernel-name "regex:^$k\$" --launch-count 1 --kill yes "$W/gpu_bench" --rope > "$OUT/ncu_$k.log" 2>&1
+    grep -E 'Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit Reg|Issue Slots|Executed Instructions  |Warp Cycles' "$OUT/ncu_$k.log" | head -n 30
+  done
 fi
 if [[ " $PHASES " == *" quantncu "* ]]; then
   # Nsight Compute on both ops' staged kernels, quantised and plain (bf16 75600x5120, the
