@@ -13,7 +13,7 @@ template <typename A> struct same_type<A, A> { static constexpr bool value = tru
 struct alignas(16) v16 { norm_u32 w[4]; };
 
 // Element traits: compute type A, elements per 16-byte chunk V, scalar load/store, chunk
-// unpack/pack, and the round trip through the storage type.
+// unpack/pack, and the round trip through the storage type (round, round2 for a pair).
 template <typename T> struct Tr;
 
 // f32 and f64: a 16-byte word holds V values of T as they are.
@@ -35,6 +35,7 @@ template <typename T> struct TrFull {
     return __builtin_bit_cast(v16, w);
   }
   NORM_DEV static T round(T v) { return v; }
+  NORM_DEV static void round2(T&, T&) {}
 };
 
 template <> struct Tr<float> : TrFull<float> {};
@@ -43,11 +44,16 @@ template <> struct Tr<double> : TrFull<double> {};
 // The two 16-bit float types differ only in their conversions (portable.h), supplied by C.
 struct Bf16Conv {
   NORM_DEV static float to_f32(norm_u16 b) { return norm_bf16_to_f32(b); }
+  // The low and high value of a packed pair, widened.
+  NORM_DEV static float lo(norm_u32 p) { return __builtin_bit_cast(float, p << 16); }
+  NORM_DEV static float hi(norm_u32 p) { return __builtin_bit_cast(float, p & 0xffff0000u); }
   NORM_DEV static norm_u16 from_f32(float v) { return norm_f32_to_bf16(v); }
   NORM_DEV static norm_u32 pack2(float lo, float hi) { return norm_pack_bf16x2(lo, hi); }
 };
 struct F16Conv {
   NORM_DEV static float to_f32(norm_u16 h) { return norm_f16_to_f32(h); }
+  NORM_DEV static float lo(norm_u32 p) { return to_f32((norm_u16)(p & 0xffffu)); }
+  NORM_DEV static float hi(norm_u32 p) { return to_f32((norm_u16)(p >> 16)); }
   NORM_DEV static norm_u16 from_f32(float v) { return norm_f32_to_f16(v); }
   NORM_DEV static norm_u32 pack2(float lo, float hi) { return norm_pack_f16x2(lo, hi); }
 };
@@ -71,6 +77,12 @@ template <typename T, typename C> struct TrHalf {
     return c;
   }
   NORM_DEV static float round(float v) { return C::to_f32(C::from_f32(v)); }
+  // Two values rounded at once (one paired conversion where the target has it).
+  NORM_DEV static void round2(float& lo, float& hi) {
+    const norm_u32 p = C::pack2(lo, hi);
+    lo = C::lo(p);
+    hi = C::hi(p);
+  }
 };
 
 template <> struct Tr<norm_bf16> : TrHalf<norm_bf16, Bf16Conv> {};

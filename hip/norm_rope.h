@@ -2,16 +2,19 @@
 // (rms_norm_rope_{dtype}; the host side is src/gpu/rope_plan.rs and crate::rope_op).
 //
 // A row is one position (t, b, l) of q or k: heads * D values. Its values are read once into
-// registers as units: a unit is the two chunks a rotation pairs (rope_i: 2*VEC consecutive
-// values, VEC pairs; rope: VEC values at offset o of a head and VEC at o + D/2). A team of
-// lanes_per_head lanes (a power of two within a warp) takes heads team, team + teams, ... of the
-// row, each lane units lane, lane + lanes_per_head, ... of each; a thread holds at most
-// RopeSlots units. The norm's sum of squares is reduced across the team by shuffles (a norm per
-// head), or, for a norm over the row, across its teams through shared memory (one row a block).
-// Each value is then normalised (an f32 norm that overflows or underflows redone with an f64
-// sum), multiplied by the weight (in the compute type), rounded to T as the unfused path stores
-// it, rotated in the compute type with that position's cos/sin, rounded once and stored at its
-// place in the output layout.
+// registers as units: a unit is the two chunks a rotation pairs (VEC values at offset o of a
+// head and VEC at o + D/2: with rope, pair i of the chunks' values; with rope_i and chunks,
+// the pairs (2i, 2i + 1) inside each chunk; with rope_i and single values, two adjacent values).
+// A team of lanes_per_head lanes (a power of two within a warp) takes heads team, team + teams,
+// ... of the row, each lane units lane, lane + lanes_per_head, ... of each; a thread holds at
+// most RopeSlots units. A block takes rows_per_block rows side by side; a thread loads its
+// values, weights' addresses aside, and its position's cos/sin before the norm's reduction, so
+// that one wait covers both. The norm's sum of squares is reduced across the team by shuffles
+// (a norm per head), or, for a norm over the row, across the block's warps through shared
+// memory (one row a block). Each value is then normalised (an f32 norm that overflows or
+// underflows redone with an f64 sum), multiplied by the weight (in the compute type), rounded to
+// T as the unfused path stores it, rotated in the compute type with that position's cos/sin,
+// rounded once and stored at its place in the output layout.
 #pragma once
 
 #include "row.h"
@@ -20,32 +23,33 @@
 
 namespace rn {
 
-// Units a thread holds: 4 for 16-byte chunks (128 bytes of bf16), 8 for single values.
+// Units a thread holds: 2 for 16-byte chunks (64 bytes of bf16), 8 for single values.
 template <int VEC> struct RopeSlots {
   static constexpr int value = VEC == 1 ? 8 : 2;
 };
 
-// A row's teams reducing one norm over the whole row (one row a block): shuffles within each
-// team, then the teams' sums through shared memory in team order (the same bits in every
-// thread). Threads past the row's teams join the barriers only.
+// A norm over the whole row (one row a block): shuffles across each warp (padding lanes hold
+// zeros), then the warps' sums through shared memory in warp order (the same bits in every
+// thread). The f32 sum and the f64 rescue's sum have a slot each.
+constexpr int ROPE_MAX_WARPS = 1024 / NORM_WARP;
 struct RowTeams {
-  int lane, lph, team, teams;
-  float* red;   // [ROPE_MAX_TEAMS]: the f32 sum
-  double* redd; // [ROPE_MAX_TEAMS]: an f64 sum (the f64 kernel's, or the rescue's)
-  template <typename A, typename Op> NORM_DEV A reduce(A v, int slot, Op op) const {
-    for (int m = lph / 2; m >= 1; m >>= 1) v = op(v, norm_shfl_xor(v, m));
-    if (teams == 1) return v;
+  int tid, warps;
+  float* red;   // [ROPE_MAX_WARPS]
+  double* redd; // [ROPE_MAX_WARPS]
+  template <typename A, typename Op> NORM_DEV A reduce(A v, Op op) const {
+#pragma unroll
+    for (int m = NORM_WARP / 2; m >= 1; m >>= 1) v = op(v, norm_shfl_xor(v, m));
+    if (warps == 1) return v;
     A* r;
     if constexpr (same_type<A, double>::value) r = redd; else r = red;
-    (void)slot;
-    if (lane == 0 && team < teams) r[team] = v;
+    if ((tid & (NORM_WARP - 1)) == 0) r[tid / NORM_WARP] = v;
     norm_barrier();
     A s = r[0];
-    for (int i = 1; i < teams; ++i) s = op(s, r[i]);
+    for (int i = 1; i < warps; ++i) s = op(s, r[i]);
     return s;
   }
-  template <typename A> NORM_DEV A sum(A v, int slot) const {
-    return reduce(v, slot, [](A x, A y) { return norm_add(x, y); });
+  template <typename A> NORM_DEV A sum(A v, int) const {
+    return reduce(v, [](A x, A y) { return norm_add(x, y); });
   }
   // One row a block: every thread's flag is its row's, already uniform.
   NORM_DEV bool any(bool p) const { return p; }
@@ -89,9 +93,63 @@ template <typename T> NORM_DEV bool rope_vector_holds(const RopeArgs& a) {
          a.head_dim % (2 * V) == 0;
 }
 
-// VEC values of the compute type A (the cos or sin of VEC consecutive pairs).
-template <typename A, int VEC> NORM_DEV void load_angles(const A* p, A* v) {
-  unpack_weight<A, VEC, A>(load_chunk<A, VEC>(p), true, false, v);
+// p, promised to the compiler to be aligned to BYTES (the host's plan guarantees it: aligned
+// bases, strides and offsets in whole chunks).
+template <int BYTES, typename P> NORM_DEV P* aligned(P* p) {
+  return (P*)__builtin_assume_aligned(p, BYTES);
+}
+
+// N consecutive values of the compute type A at p (cos or sin), aligned to their size when
+// that is 16 or 8 bytes, read as one vector of words (read as a struct or as floats, they were
+// split into single loads); else one by one.
+template <typename A, int N> NORM_DEV void load_angles(const A* __restrict__ p, A* v) {
+  constexpr int BYTES = N * (int)sizeof(A);
+  if constexpr (BYTES == 16 || BYTES == 8) {
+    typedef norm_u32 Vec __attribute__((vector_size(BYTES)));
+    struct Vals { A x[N]; };
+    const Vals u = __builtin_bit_cast(Vals, *reinterpret_cast<const Vec*>(aligned<BYTES>(p)));
+#pragma unroll
+    for (int i = 0; i < N; ++i) v[i] = u.x[i];
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) v[i] = p[i];
+  }
+}
+
+// A chunk of VEC values of T at p, one 16-byte store of a vector of words (stored as a struct,
+// its words were split into 8- and 4-byte stores).
+template <typename T, int VEC, typename A> NORM_DEV void store_unit(T* __restrict__ p, const A* v) {
+  if constexpr (VEC == 1) {
+    store_chunk<T, 1>(p, v);
+  } else {
+    typedef norm_u32 Words __attribute__((vector_size(16)));
+    const v16 c = Tr<T>::pack(v);
+    const Words w = {c.w[0], c.w[1], c.w[2], c.w[3]};
+    *reinterpret_cast<Words*>(aligned<16>(p)) = w;
+  }
+}
+
+// A unit's 2*VEC values rotated in place with angles c, sv: the pairs (i, i + VEC) with angle i
+// (rope), or the pairs (2i, 2i + 1) with angle i (rope_i: with chunks, the first chunk's pairs
+// take angles 0..VEC/2-1 and the second's VEC/2..VEC-1; with single values the unit's one pair).
+template <typename A, int VEC, bool SPLIT>
+NORM_DEV void rotate(A* v, const A* c, const A* sv) {
+  A o[2 * VEC];
+  if constexpr (SPLIT) {
+#pragma unroll
+    for (int p = 0; p < VEC; ++p) {
+      o[p] = v[p] * c[p] - v[p + VEC] * sv[p];
+      o[p + VEC] = v[p] * sv[p] + v[p + VEC] * c[p];
+    }
+  } else {
+#pragma unroll
+    for (int p = 0; p < VEC; ++p) {
+      o[2 * p] = v[2 * p] * c[p] - v[2 * p + 1] * sv[p];
+      o[2 * p + 1] = v[2 * p] * sv[p] + v[2 * p + 1] * c[p];
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 2 * VEC; ++i) v[i] = o[i];
 }
 
 template <typename T, int VEC, int UPL>
@@ -104,6 +162,9 @@ NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
   const bool rb = (a.flags & ROPE_ROUND_BEFORE_WEIGHT) != 0;
   const bool off1 = (a.flags & ROPE_OFFSET_ONE) != 0;
   const bool clamp = (a.flags & ROPE_CLAMP_NORM) != 0;
+  // Chunks pair a unit's two halves of a head for either style (rope_i's pairs lie inside each
+  // chunk); single values pair (i, i + D/2) or, for rope_i, two adjacent values.
+  const bool far = VEC > 1 || half;
   int lph = (int)a.lanes_per_head, teams = (int)a.teams;
   constexpr int upl = UPL, HPT = S / UPL;
   int heads = (int)a.heads, d = (int)a.head_dim;
@@ -116,9 +177,10 @@ NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
   norm_to_lanes(out_h);
   const int uph = d / (2 * VEC);
   const int hpt = (heads + teams - 1) / teams; // <= HPT (the host's rule)
-  const int tpr = teams * lph;
   const int tid = (int)norm_tid();
-  const int local = tid / tpr, team = tid % tpr / lph, lane = tid % lph;
+  // lanes_per_head is a power of two: the lane and the team's rank by mask and shift.
+  const int lane = tid & (lph - 1), q = tid >> __builtin_ctz((unsigned)lph);
+  const int local = q / teams, team = q - local * teams;
   // Blocks take rows of one tensor: t is uniform across the block.
   const long long plane = a.batch * a.seq;
   const long long per_t = (plane + a.rows_per_block - 1) / a.rows_per_block; // blocks a tensor
@@ -148,8 +210,8 @@ NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
   };
   auto starts = [&](int s, int* e0, int* e1) __attribute__((always_inline)) {
     const int h = head_of(s), u = unit_of(s);
-    *e0 = h * d + (half ? u * VEC : 2 * u * VEC);
-    *e1 = *e0 + (half ? d / 2 : VEC);
+    *e0 = h * d + (far ? u * VEC : 2 * u);
+    *e1 = *e0 + (far ? d / 2 : 1);
   };
 
   Chunk<T, VEC> c0[S], c1[S];
@@ -158,8 +220,31 @@ NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
     if (held(s)) {
       int e0, e1;
       starts(s, &e0, &e1);
-      c0[s] = load_chunk<T, VEC>(x + e0);
-      c1[s] = load_chunk<T, VEC>(x + e1);
+      c0[s] = load_chunk<T, VEC>(aligned<VEC * sizeof(T)>(x + e0));
+      c1[s] = load_chunk<T, VEC>(aligned<VEC * sizeof(T)>(x + e1));
+    }
+  }
+  // This position's angles for each unit of the thread (the same unit in each of its heads
+  // with chunks), loaded with the values so that the reduction's wait covers them.
+  constexpr int U = VEC > 1 ? 1 : UPL;
+  A c[U][VEC], sv[U][VEC];
+#pragma unroll
+  for (int k = 0; k < U; ++k) {
+    const int u = lane + k * lph;
+    if (valid && u < uph) {
+      if constexpr (VEC > 1) {
+        // Two halves of VEC / 2 angles: consecutive (rope), or for the unit's chunk in each
+        // half of the head (rope_i), one branch-free path for both.
+        const int a0 = half ? u * VEC : u * (VEC / 2);
+        const int a1 = half ? a0 + VEC / 2 : d / 4 + a0;
+        load_angles<A, VEC / 2>(cs + a0, c[k]);
+        load_angles<A, VEC / 2>(cs + a1, c[k] + VEC / 2);
+        load_angles<A, VEC / 2>(sn + a0, sv[k]);
+        load_angles<A, VEC / 2>(sn + a1, sv[k] + VEC / 2);
+      } else {
+        load_angles<A, 1>(cs + u, c[k]);
+        load_angles<A, 1>(sn + u, sv[k]);
+      }
     }
   }
   // This slot's values, as floats, through f (the rescue's walks).
@@ -211,9 +296,9 @@ NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
       }
     }
   } else {
-    // One row a block (the host's rule): threads past its teams have tid / lph >= teams.
+    // One row a block (the host's rule): the block's warps share it.
     if (a.rows_per_block != 1) __builtin_trap();
-    const RowTeams rt{lane, lph, tid / lph, teams, red, redd};
+    const RowTeams rt{tid, (int)(norm_ntid() / NORM_WARP), red, redd};
     A ss = (A)0;
 #pragma unroll
     for (int s = 0; s < S; ++s) ss += sq[s];
@@ -235,31 +320,25 @@ NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
     if (!held(s)) continue;
     int e0, e1;
     starts(s, &e0, &e1);
-    const int h = head_of(s), u = unit_of(s);
+    const int h = head_of(s), k = VEC > 1 ? 0 : s % upl;
     const int wofs = per_head ? h * d : 0; // the weight index is e - wofs
-    A v[2 * VEC], wv[2 * VEC], c[VEC], sv[VEC];
+    A v[2 * VEC], wv[2 * VEC];
     unpack_chunk<T, VEC, A>(c0[s], v);
     unpack_chunk<T, VEC, A>(c1[s], v + VEC);
-    load_weight<W, VEC, A>(w ? w + (e0 - wofs) : nullptr, off1, wv);
-    load_weight<W, VEC, A>(w ? w + (e1 - wofs) : nullptr, off1, wv + VEC);
-    load_angles<A, VEC>(cs + u * VEC, c);
-    load_angles<A, VEC>(sn + u * VEC, sv);
+    load_weight<W, VEC, A>(w ? aligned<VEC * sizeof(W)>(w + (e0 - wofs)) : nullptr, off1, wv);
+    load_weight<W, VEC, A>(w ? aligned<VEC * sizeof(W)>(w + (e1 - wofs)) : nullptr, off1, wv + VEC);
 #pragma unroll
-    for (int i = 0; i < 2 * VEC; ++i) {
-      A n = v[i] * scale[s];
-      if (rb) n = Tr<T>::round(n);
-      v[i] = Tr<T>::round(n * wv[i]);
+    for (int i = 0; i < 2 * VEC; i += 2) {
+      A n0 = v[i] * scale[s], n1 = v[i + 1] * scale[s];
+      if (rb) Tr<T>::round2(n0, n1);
+      v[i] = n0 * wv[i];
+      v[i + 1] = n1 * wv[i + 1];
+      Tr<T>::round2(v[i], v[i + 1]);
     }
-    A o[2 * VEC];
-#pragma unroll
-    for (int p = 0; p < VEC; ++p) {
-      // Pair p of the unit: its two values' places in v (and o).
-      const int ia = half ? p : 2 * p, ib = half ? p + VEC : 2 * p + 1;
-      o[ia] = v[ia] * c[p] - v[ib] * sv[p];
-      o[ib] = v[ia] * sv[p] + v[ib] * c[p];
-    }
-    store_chunk<T, VEC>(out + h * out_h + (e0 - h * d), o);
-    store_chunk<T, VEC>(out + h * out_h + (e1 - h * d), o + VEC);
+    if (half) rotate<A, VEC, true>(v, c[k], sv[k]);
+    else rotate<A, VEC, false>(v, c[k], sv[k]);
+    store_unit<T, VEC>(out + h * out_h + (e0 - h * d), v);
+    store_unit<T, VEC>(out + h * out_h + (e1 - h * d), v + VEC);
   }
 }
 
@@ -267,16 +346,17 @@ NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
 // (lanes_per_head covering a head), or single values, four units a lane per head. One body a
 // kernel: two bodies in one kernel overflowed the scalar registers of gfx90a.
 template <typename T, int VEC, int UPL> NORM_DEV void rope_entry(const RopeArgs& a) {
-  __shared__ float red[ROPE_MAX_TEAMS];
-  __shared__ double redd[ROPE_MAX_TEAMS];
+  __shared__ float red[ROPE_MAX_WARPS];
+  __shared__ double redd[ROPE_MAX_WARPS];
   if (a.units_per_lane != UPL || (VEC > 1 && !rope_vector_holds<T>(a))) __builtin_trap();
   rope_rows<T, VEC, UPL>(a, red, redd);
 }
 
 } // namespace rn
 
-#define ROPE_KERNELS(TAG, T)                                                                       \
-  extern "C" __global__ NORM_LAUNCH_BOUNDS_ROPE void rms_norm_rope_##TAG(RopeArgs a) {             \
+// BOUNDS: the chunk kernel's launch bounds (NORM_LAUNCH_BOUNDS_ROPE[_64], hip/portable.h).
+#define ROPE_KERNELS(TAG, T, BOUNDS)                                                               \
+  extern "C" __global__ BOUNDS void rms_norm_rope_##TAG(RopeArgs a) {                              \
     rn::rope_entry<T, rn::Tr<T>::V, 1>(a);                                                         \
   }                                                                                                \
   extern "C" __global__ NORM_LAUNCH_BOUNDS_ROPE void rms_norm_rope_##TAG##_scalar(RopeArgs a) {    \

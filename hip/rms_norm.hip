@@ -321,7 +321,7 @@ NORM_QUANT_KERNELS(bf16_wf32, norm_bf16, float)
 
 // q/k RMSNorm + rotary embedding into attention layout (hip/norm_rope.h): rms_norm_rope_{dtype}
 // (16-byte chunks) and rms_norm_rope_{dtype}_scalar.
-ROPE_KERNELS(f32, float)
-ROPE_KERNELS(f64, double)
-ROPE_KERNELS(f16, norm_f16)
-ROPE_KERNELS(bf16, norm_bf16)
+ROPE_KERNELS(f32, float, NORM_LAUNCH_BOUNDS_ROPE_64)
+ROPE_KERNELS(f64, double, NORM_LAUNCH_BOUNDS_ROPE_64)
+ROPE_KERNELS(f16, norm_f16, NORM_LAUNCH_BOUNDS_ROPE)
+ROPE_KERNELS(bf16, norm_bf16, NORM_LAUNCH_BOUNDS_ROPE_64)

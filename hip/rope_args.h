@@ -11,8 +11,6 @@
 #define ROPE_ROUND_BEFORE_WEIGHT 8u // x * scale rounded to T before the weight
 #define ROPE_OFFSET_ONE 16u         // y = n * (1 + w)
 #define ROPE_CLAMP_NORM 32u         // scale = sqrt(n) / max(sqrt(ss), eps) (eps = eps^2 / n)
-// The most teams a row may have (shared memory of the row reduction).
-#define ROPE_MAX_TEAMS 256
 
 struct RopeArgs {
   void* out;          // element (t, b, l, h, e) at t*out_t + b*out_b + l*out_l + h*out_h + e

@@ -75,8 +75,6 @@ pub(crate) const ROPE_PER_HEAD: u32 = 4;
 pub(crate) const ROPE_ROUND_BEFORE_WEIGHT: u32 = 8;
 pub(crate) const ROPE_OFFSET_ONE: u32 = 16;
 pub(crate) const ROPE_CLAMP_NORM: u32 = 32;
-/// The most teams a row of the q/k norm + RoPE kernels may have (their shared memory).
-pub(crate) const ROPE_MAX_TEAMS: u32 = 256;
 
 /// The one parameter of the q/k norm + rotary embedding kernels (`struct RopeArgs` in
 /// `hip/rope_args.h`, `rms_norm_rope_{dtype}[_scalar]`): device addresses, strides in

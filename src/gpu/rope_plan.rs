@@ -1,18 +1,20 @@
 //! Launch geometry of the q/k norm + rotary embedding kernels (`hip/norm_rope.h`), the only place
 //! it is decided: 16-byte chunks or single values, lanes per head, teams a row, rows a block.
 //!
-//! A unit is the two chunks one rotation pairs. With chunks (`rms_norm_rope_{dtype}`) a lane
+//! A unit is two chunks: with chunks, one at offset o of a head and one at o + head_dim / 2
+//! (`rope` pairs their values, `rope_i` the pairs inside each); with single values, the two a
+//! rotation pairs. With chunks (`rms_norm_rope_{dtype}`) a lane
 //! takes one unit of each of its team's heads, the team's lanes covering a head
 //! (`lanes_per_head` = the head's units rounded up to a power of two, at most a warp); with single
 //! values (`_scalar`: a layout that is not 16-byte aligned, or a head size that is not a whole
 //! number of units) four units a head. A team takes two heads of a row (64 bytes of bf16 a lane
 //! with chunks), so a row has `ceil(heads / 2)` teams. A norm over the whole row runs one row a
-//! block (its teams combine through shared memory); a norm per head packs rows into blocks of
+//! block (its warps combine through shared memory); a norm per head packs rows into blocks of
 //! about 256 threads.
 
 use super::abi::{
-    self, RopeArgs, ROPE_CLAMP_NORM, ROPE_HALF_SPLIT, ROPE_MAX_TEAMS, ROPE_OFFSET_ONE,
-    ROPE_PER_HEAD, ROPE_ROUND_BEFORE_WEIGHT, ROPE_VECTOR,
+    self, RopeArgs, ROPE_CLAMP_NORM, ROPE_HALF_SPLIT, ROPE_OFFSET_ONE, ROPE_PER_HEAD,
+    ROPE_ROUND_BEFORE_WEIGHT, ROPE_VECTOR,
 };
 use crate::config::{EpsMode, Rounding, WeightMode};
 use crate::rope_config::{HeadLayout, NormScope, RopeStyle};
@@ -123,7 +125,7 @@ pub(crate) fn plan_rope(mut a: RopeArgs, dt: DType, warp: u32) -> Result<RopeLau
         1
     };
     let block = (rows * per_row).next_multiple_of(warp);
-    if teams > ROPE_MAX_TEAMS || block > ROPE_MAX_BLOCK {
+    if block > ROPE_MAX_BLOCK {
         return Err(format!(
             "at most {} threads a row ({} teams of {lph} lanes for {} heads of {})",
             ROPE_MAX_BLOCK, teams, a.heads, a.head_dim
