@@ -39,6 +39,12 @@ pub(super) fn time<O>(g: &Cuda, sets: usize, mut f: impl FnMut(usize) -> Result<
     Ok(median(t))
 }
 
+/// Input buffer sets to rotate over so that the sets together hold >= 256 MiB (one set of
+/// `bytes`, at least two): each call then reads its inputs from DRAM, not from L2.
+pub(super) fn buffer_sets(bytes: usize) -> usize {
+    (256usize << 20).div_ceil(bytes).max(2)
+}
+
 /// Median time (us) of a device-to-device copy of `n` bytes.
 pub(super) fn copy_us(g: &Cuda, n: usize) -> Result<f64> {
     let mut src = g.cd.alloc_zeros::<u8>(n)?;
@@ -61,7 +67,7 @@ pub fn run(g: &Cuda) -> Result<Vec<serde_json::Value>> {
                 let n: usize = shape.iter().product();
                 let tensor_bytes = n * dt.size_in_bytes();
                 let inputs = if fused { 2 } else { 1 };
-                let sets = (256usize << 20).div_ceil(tensor_bytes * inputs).max(2);
+                let sets = buffer_sets(tensor_bytes * inputs);
                 let randn = || Tensor::randn(0f32, 1f32, &shape[..], &g.dev)?.to_dtype(dt);
                 let xs: Vec<Tensor> = (0..sets).map(|_| randn()).collect::<Result<_>>()?;
                 let rs: Vec<Tensor> = if fused {

@@ -4,7 +4,7 @@
 //! residual and writes the sum) and beside the unquantised `rms_norm` / `fused_add_rms_norm`.
 //! Kernel times between events, medians, inputs rotating over buffer sets of >= 256 MiB.
 
-use super::channels::{copy_us, time};
+use super::channels::{buffer_sets, copy_us, time};
 use super::{Cuda, Result};
 use candle_core::{DType, Tensor};
 use candle_rmsnorm::{NormConfig, QuantConfig, QuantDType};
@@ -23,7 +23,7 @@ pub fn run(g: &Cuda) -> Result<Vec<serde_json::Value>> {
                 for q in [QuantDType::F8E4M3, QuantDType::I8] {
                     let tensor_bytes = r * h * dt.size_in_bytes();
                     let inputs = if fused { 2 } else { 1 };
-                    let sets = (256usize << 20).div_ceil(inputs * tensor_bytes).max(2);
+                    let sets = buffer_sets(inputs * tensor_bytes);
                     let randn = || Tensor::randn(0f32, 1f32, (r, h), &g.dev)?.to_dtype(dt);
                     let xs: Vec<Tensor> = (0..sets).map(|_| randn()).collect::<Result<_>>()?;
                     let rs: Vec<Tensor> = if fused {

@@ -4,7 +4,7 @@
 //! `candle_nn::rotary_emb::rope_i` or `rope` with the tables in the tensors' dtype). Kernel times
 //! between events, medians, inputs rotating over buffer sets of >= 256 MiB.
 
-use super::channels::{copy_us, time};
+use super::channels::{buffer_sets, copy_us, time};
 use super::{Cuda, Result};
 use candle_core::{DType, Tensor};
 use candle_rmsnorm::{NormConfig, NormScope, RopeConfig, RopeStyle, Rounding};
@@ -47,7 +47,7 @@ pub fn run(g: &Cuda) -> Result<Vec<serde_json::Value>> {
         for dt in [DType::BF16, DType::F32] {
             let dim = heads * hd;
             let tensor_bytes = l * dim * dt.size_in_bytes();
-            let sets = (256usize << 20).div_ceil(2 * tensor_bytes).max(2);
+            let sets = buffer_sets(2 * tensor_bytes);
             let randn = || Tensor::randn(0f32, 1f32, (1, l, dim), &g.dev)?.to_dtype(dt);
             let qs: Vec<Tensor> = (0..sets).map(|_| randn()).collect::<Result<_>>()?;
             let ks: Vec<Tensor> = (0..sets).map(|_| randn()).collect::<Result<_>>()?;

@@ -3,7 +3,7 @@
 //! on the same tensors and a device-to-device copy of the same bytes (x read, out written).
 //! Kernel times between events, medians, inputs rotating over buffer sets of >= 256 MiB.
 
-use super::channels::{copy_us, time};
+use super::channels::{buffer_sets, copy_us, time};
 use super::{Cuda, Result};
 use candle_core::{DType, Tensor};
 use candle_rmsnorm::NormConfig;
@@ -22,32 +22,21 @@ pub fn run(g: &Cuda) -> Result<Vec<serde_json::Value>> {
     for (r, h, n) in SHAPES {
         for dt in [DType::BF16, DType::F32] {
             let tensor_bytes = r * h * dt.size_in_bytes();
-            let sets = (256usize << 20).div_ceil(tensor_bytes).max(2);
+            let sets = buffer_sets(tensor_bytes);
             let xs: Vec<Tensor> = (0..sets)
                 .map(|_| Tensor::randn(0f32, 1f32, (r, h), &g.dev)?.to_dtype(dt))
                 .collect::<Result<_>>()?;
             let w = Tensor::randn(1f32, 0.1f32, h, &g.dev)?.to_dtype(dt)?;
             let plain_cfg = NormConfig::new(1e-6);
             let var_cfg = plain_cfg.with_variance_size(n);
-            // The outputs are returned so that none is freed inside the timed interval.
-            let ours = |s: usize| -> Result<Vec<Tensor>> {
-                Ok(vec![candle_rmsnorm::rms_norm_with(
-                    &xs[s],
-                    Some(&w),
-                    &var_cfg,
-                )?])
-            };
-            let plain = |s: usize| -> Result<Vec<Tensor>> {
-                Ok(vec![candle_rmsnorm::rms_norm_with(
-                    &xs[s],
-                    Some(&w),
-                    &plain_cfg,
-                )?])
+            // The output is returned so that it is not freed inside the timed interval.
+            let norm = |cfg: &NormConfig, s: usize| -> Result<Tensor> {
+                candle_rmsnorm::rms_norm_with(&xs[s], Some(&w), cfg)
             };
             let bytes = 2 * tensor_bytes;
             let copy = copy_us(g, bytes / 2)?;
-            let t_ours = time(g, sets, ours)?;
-            let t_plain = time(g, sets, plain)?;
+            let t_ours = time(g, sets, |s| norm(&var_cfg, s))?;
+            let t_plain = time(g, sets, |s| norm(&plain_cfg, s))?;
             println!(
                 "| {r}x{h} | first {n} | {} | {t_ours:.1} | {:.1}% | {copy:.1} | {t_plain:.1} |",
                 dt.as_str(),
