@@ -9,11 +9,14 @@ namespace rn {
 
 template <typename A, typename B> struct same_type { static constexpr bool value = false; };
 template <typename A> struct same_type<A, A> { static constexpr bool value = true; };
+template <bool B, typename X, typename Y> struct pick_type { using type = X; };
+template <typename X, typename Y> struct pick_type<false, X, Y> { using type = Y; };
 
 struct alignas(16) v16 { norm_u32 w[4]; };
 
 // Element traits: compute type A, elements per 16-byte chunk V, scalar load/store, chunk
-// unpack/pack, and the round trip through the storage type (round, round2 for a pair).
+// unpack/pack, and the round trip through the storage type (round, round2 for a pair; the 16-bit
+// types' round_mul2 for a pair times a pair of weights).
 template <typename T> struct Tr;
 
 // f32 and f64: a 16-byte word holds V values of T as they are.
@@ -49,6 +52,7 @@ struct Bf16Conv {
   NORM_DEV static float hi(norm_u32 p) { return __builtin_bit_cast(float, p & 0xffff0000u); }
   NORM_DEV static norm_u16 from_f32(float v) { return norm_f32_to_bf16(v); }
   NORM_DEV static norm_u32 pack2(float lo, float hi) { return norm_pack_bf16x2(lo, hi); }
+  NORM_DEV static norm_u32 mul2(norm_u32 a, norm_u32 b) { return norm_mul_bf16x2(a, b); }
 };
 struct F16Conv {
   NORM_DEV static float to_f32(norm_u16 h) { return norm_f16_to_f32(h); }
@@ -56,6 +60,7 @@ struct F16Conv {
   NORM_DEV static float hi(norm_u32 p) { return to_f32((norm_u16)(p >> 16)); }
   NORM_DEV static norm_u16 from_f32(float v) { return norm_f32_to_f16(v); }
   NORM_DEV static norm_u32 pack2(float lo, float hi) { return norm_pack_f16x2(lo, hi); }
+  NORM_DEV static norm_u32 mul2(norm_u32 a, norm_u32 b) { return norm_mul_f16x2(a, b); }
 };
 
 template <typename T, typename C> struct TrHalf {
@@ -80,6 +85,13 @@ template <typename T, typename C> struct TrHalf {
   // Two values rounded at once (one paired conversion where the target has it).
   NORM_DEV static void round2(float& lo, float& hi) {
     const norm_u32 p = C::pack2(lo, hi);
+    lo = C::lo(p);
+    hi = C::hi(p);
+  }
+  // Two values rounded, multiplied by the packed pair w of T's values and rounded again (the
+  // rounding before the weight; one packed multiply where the target has it).
+  NORM_DEV static void round_mul2(float& lo, float& hi, norm_u32 w) {
+    const norm_u32 p = C::mul2(C::pack2(lo, hi), w);
     lo = C::lo(p);
     hi = C::hi(p);
   }

@@ -18,8 +18,10 @@ namespace rn {
 // __restrict__ sits on struct members, which clang does not use for alias analysis, so no
 // load is moved past a store or redone after it).
 // QUANT (the _quant kernels, hip/quant.h): y is rounded to T as the plain kernels store it, then
-// written as 8-bit values with the row's scale.
-template <typename T, typename W, int VEC, bool FUSED, int K, typename Team, bool QUANT = false>
+// written as 8-bit values with the row's scale. VAR (the _var kernels): the squares summed, and
+// the rescue's values, are those of the row's first var_size elements only.
+template <typename T, typename W, int VEC, bool FUSED, int K, typename Team, bool QUANT = false,
+          bool VAR = false>
 NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step, int share,
                         const Team& team) {
   using A = typename Tr<T>::A;
@@ -102,7 +104,17 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
     const bool ht = valid && has_tail;
 
     // fc(c, v) for each of this lane's chunks of the row (v: its VEC values), then ft(v) for its
-    // tail element if it has one.
+    // tail element if it has one. The squares summed: all, or (VAR) those of the first var_size
+    // elements (1..hidden, the host's rule), chunk c's first summed_of(c) values, the rest
+    // counted as 0. gfx9: var_size in a vector register (its compares in scalar registers
+    // spilled them).
+    long long vs = var_count<VAR>(a);
+    if constexpr (VAR) norm_to_lanes(vs);
+    auto summed_of = [&](int c) __attribute__((always_inline)) {
+      if constexpr (!VAR) return VEC;
+      const long long m = vs - (long long)c * VEC;
+      return m <= 0 ? 0 : m >= VEC ? VEC : (int)m;
+    };
     auto each_chunk = [&](auto fc, auto ft) __attribute__((always_inline)) {
 #pragma unroll
       for (int k = 0; k < K; ++k) {
@@ -119,12 +131,17 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
     each_chunk(
         [&](int c, const A* v) __attribute__((always_inline)) {
           if constexpr (FUSED) store_chunk<T, VEC>(p.s + (long long)c * VEC, v);
+          const int m = summed_of(c);
 #pragma unroll
-          for (int i = 0; i < VEC; ++i) ss += v[i] * v[i];
+          for (int i = 0; i < VEC; ++i) {
+            const A u = i < m ? v[i] : (A)0;
+            ss += u * u;
+          }
         },
         [&](A v) __attribute__((always_inline)) {
           if constexpr (FUSED) Tr<T>::put(p.s + tail0 + team.rank, v);
-          ss += v * v;
+          const A u = !VAR || tail0 + team.rank < vs ? v : (A)0;
+          ss += u * u;
         });
     ss = team.sum(ss, it & 1);
     // Unpack again after the reduction rather than holding VEC values per chunk across it, and
@@ -211,16 +228,20 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
       }
     };
 
-    // f(v) for every value of this lane's part of the row (the rescue's passes).
+    // f(v) for every summed value of this lane's part of the row (the rescue's passes; zeros
+    // in place of the rest change neither the max nor the sum).
     auto each_value = [&](auto f) __attribute__((always_inline)) {
       each_chunk(
-          [&](int, const A* v) __attribute__((always_inline)) {
+          [&](int c, const A* v) __attribute__((always_inline)) {
+            const int m = summed_of(c);
 #pragma unroll
-            for (int i = 0; i < VEC; ++i) f((float)v[i]);
+            for (int i = 0; i < VEC; ++i) f(i < m ? (float)v[i] : 0.0f);
           },
-          [&](A v) __attribute__((always_inline)) { f((float)v); });
+          [&](A v) __attribute__((always_inline)) {
+            f(!VAR || tail0 + team.rank < vs ? (float)v : 0.0f);
+          });
     };
-    const A sc = row_scale(a, ss, valid, team, each_value);
+    const A sc = row_scale<VAR>(a, ss, valid, team, each_value);
     if constexpr (QUANT) write_quant(sc);
     else write(sc);
     if (PREFETCH) {

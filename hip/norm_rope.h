@@ -12,9 +12,11 @@
 // that one wait covers both. The norm's sum of squares is reduced across the team by shuffles
 // (a norm per head), or, for a norm over the row, across the block's warps through shared
 // memory (one row a block). Each value is then normalised (an f32 norm that overflows or
-// underflows redone with an f64 sum), multiplied by the weight (in the compute type), rounded to
-// T as the unfused path stores it, rotated in the compute type with that position's cos/sin,
-// rounded once and stored at its place in the output layout.
+// underflows redone with an f64 sum), multiplied by the weight (in the compute type; with
+// weights of T, a pair of rounded values times a pair of weights in one packed multiply where
+// the target has it: the same bits), rounded to T as the unfused path stores it, rotated in
+// the compute type with that position's cos/sin, rounded once and stored at its place in the
+// output layout.
 #pragma once
 
 #include "row.h"
@@ -152,10 +154,12 @@ NORM_DEV void rotate(A* v, const A* c, const A* sv) {
   for (int i = 0; i < 2 * VEC; ++i) v[i] = o[i];
 }
 
-template <typename T, int VEC, int UPL>
+// WT: the weights are of T (bf16/f16 input, the rounding before the weight, plain weights: the
+// host's rule, src/rope_op.rs); else of the compute type A (the host converts them).
+template <typename T, int VEC, int UPL, bool WT>
 NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
   using A = typename Tr<T>::A;
-  using W = A; // weights come in the compute type (the host converts them)
+  using W = typename pick_type<WT, T, A>::type;
   constexpr int S = RopeSlots<VEC>::value;
   const bool per_head = (a.flags & ROPE_PER_HEAD) != 0;
   const bool half = (a.flags & ROPE_HALF_SPLIT) != 0;
@@ -180,14 +184,18 @@ NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
   const int tid = (int)norm_tid();
   // lanes_per_head is a power of two: the lane and the team's rank by mask and shift.
   const int lane = tid & (lph - 1), q = tid >> __builtin_ctz((unsigned)lph);
-  const int local = q / teams, team = q - local * teams;
-  // Blocks take rows of one tensor: t is uniform across the block.
+  // One row a block (every norm over the row) needs no division.
+  const int local = a.rows_per_block == 1 ? 0 : q / teams, team = q - local * teams;
+  // Block i takes rows of tensor i % tensors (tensors is 1 or 2): q's and k's blocks of a
+  // position side by side, sharing its cos/sin; t is uniform across the block. No 64-bit
+  // division for one batch (the divisions were about a tenth of a thread's instructions by the
+  // SASS at Wan 14B; without them the kernel took 13% less time on the H200).
+  const int t = (int)(norm_bid() & (a.tensors - 1));
   const long long plane = a.batch * a.seq;
-  const long long per_t = (plane + a.rows_per_block - 1) / a.rows_per_block; // blocks a tensor
-  const int t = (int)((long long)norm_bid() / per_t);
-  const long long bl = ((long long)norm_bid() - t * per_t) * a.rows_per_block + local;
+  const long long bl = (long long)(norm_bid() >> (a.tensors - 1)) * a.rows_per_block + local;
   const bool valid = local < (int)a.rows_per_block && bl < plane;
-  const long long b = valid ? bl / a.seq : 0, l = valid ? bl % a.seq : 0;
+  const bool one = a.batch == 1;
+  const long long b = !valid || one ? 0 : bl / a.seq, l = !valid ? 0 : one ? bl : bl % a.seq;
   // Tensor t's operands by arithmetic, neither indexed nor selected: ptxas turned both into a
   // copy of the argument's arrays on the stack.
   auto pick = [&](norm_u64 v0, norm_u64 v1) __attribute__((always_inline)) {
@@ -322,18 +330,33 @@ NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
     starts(s, &e0, &e1);
     const int h = head_of(s), k = VEC > 1 ? 0 : s % upl;
     const int wofs = per_head ? h * d : 0; // the weight index is e - wofs
-    A v[2 * VEC], wv[2 * VEC];
+    A v[2 * VEC];
     unpack_chunk<T, VEC, A>(c0[s], v);
     unpack_chunk<T, VEC, A>(c1[s], v + VEC);
-    load_weight<W, VEC, A>(w ? aligned<VEC * sizeof(W)>(w + (e0 - wofs)) : nullptr, off1, wv);
-    load_weight<W, VEC, A>(w ? aligned<VEC * sizeof(W)>(w + (e1 - wofs)) : nullptr, off1, wv + VEC);
+    if constexpr (WT && VEC > 1) {
+      // Weights of T (always given: rope_entry), raw: each pair of values rounded, times its
+      // pair of weights, rounded (a weight's chunks are laid out as x's).
+      const Chunk<T, VEC> wc[2] = {load_chunk<T, VEC>(aligned<16>(w + (e0 - wofs))),
+                                   load_chunk<T, VEC>(aligned<16>(w + (e1 - wofs)))};
 #pragma unroll
-    for (int i = 0; i < 2 * VEC; i += 2) {
-      A n0 = v[i] * scale[s], n1 = v[i + 1] * scale[s];
-      if (rb) Tr<T>::round2(n0, n1);
-      v[i] = n0 * wv[i];
-      v[i + 1] = n1 * wv[i + 1];
-      Tr<T>::round2(v[i], v[i + 1]);
+      for (int i = 0; i < 2 * VEC; i += 2) {
+        A n0 = v[i] * scale[s], n1 = v[i + 1] * scale[s];
+        Tr<T>::round_mul2(n0, n1, wc[i / VEC].raw[0].w[(i % VEC) / 2]);
+        v[i] = n0;
+        v[i + 1] = n1;
+      }
+    } else {
+      A wv[2 * VEC];
+      load_weight<W, VEC, A>(w ? aligned<VEC * sizeof(W)>(w + (e0 - wofs)) : nullptr, off1, wv);
+      load_weight<W, VEC, A>(w ? aligned<VEC * sizeof(W)>(w + (e1 - wofs)) : nullptr, off1, wv + VEC);
+#pragma unroll
+      for (int i = 0; i < 2 * VEC; i += 2) {
+        A n0 = v[i] * scale[s], n1 = v[i + 1] * scale[s];
+        if (rb) Tr<T>::round2(n0, n1);
+        v[i] = n0 * wv[i];
+        v[i + 1] = n1 * wv[i + 1];
+        Tr<T>::round2(v[i], v[i + 1]);
+      }
     }
     if (half) rotate<A, VEC, true>(v, c[k], sv[k]);
     else rotate<A, VEC, false>(v, c[k], sv[k]);
@@ -343,22 +366,32 @@ NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
 }
 
 // The two plans the host makes (src/gpu/rope_plan.rs): 16-byte chunks, one unit a lane per head
-// (lanes_per_head covering a head), or single values, four units a lane per head. One body a
-// kernel: two bodies in one kernel overflowed the scalar registers of gfx90a.
-template <typename T, int VEC, int UPL> NORM_DEV void rope_entry(const RopeArgs& a) {
+// (lanes_per_head covering a head), or single values, four units a lane per head; WT: weights
+// of T (ROPE_WEIGHT_IN_T), which the host passes only with the rounding before the weight, plain
+// weights and a weight for every tensor. One body a kernel: two bodies in one kernel overflowed
+// the scalar registers of gfx90a.
+template <typename T, int VEC, int UPL, bool WT> NORM_DEV void rope_entry(const RopeArgs& a) {
   __shared__ float red[ROPE_MAX_WARPS];
   __shared__ double redd[ROPE_MAX_WARPS];
   if (a.units_per_lane != UPL || (VEC > 1 && !rope_vector_holds<T>(a))) __builtin_trap();
-  rope_rows<T, VEC, UPL>(a, red, redd);
+  const bool wt = (a.flags & ROPE_WEIGHT_IN_T) != 0;
+  if (wt != WT) __builtin_trap();
+  if (WT && ((a.flags & (ROPE_ROUND_BEFORE_WEIGHT | ROPE_OFFSET_ONE)) != ROPE_ROUND_BEFORE_WEIGHT ||
+             !a.w[0] || (a.tensors == 2 && !a.w[1])))
+    __builtin_trap();
+  rope_rows<T, VEC, UPL, WT>(a, red, redd);
 }
 
 } // namespace rn
 
-// BOUNDS: the chunk kernel's launch bounds (NORM_LAUNCH_BOUNDS_ROPE[_64], hip/portable.h).
-#define ROPE_KERNELS(TAG, T, BOUNDS)                                                               \
+// BOUNDS: the chunk kernel's launch bounds (NORM_LAUNCH_BOUNDS_ROPE[_64], hip/portable.h);
+// WT: weights of T (rms_norm_rope_{dtype}_wt[_scalar], the 16-bit types).
+#define ROPE_KERNELS_W(TAG, T, BOUNDS, WT)                                                         \
   extern "C" __global__ BOUNDS void rms_norm_rope_##TAG(RopeArgs a) {                              \
-    rn::rope_entry<T, rn::Tr<T>::V, 1>(a);                                                         \
+    rn::rope_entry<T, rn::Tr<T>::V, 1, WT>(a);                                                     \
   }                                                                                                \
   extern "C" __global__ NORM_LAUNCH_BOUNDS_ROPE void rms_norm_rope_##TAG##_scalar(RopeArgs a) {    \
-    rn::rope_entry<T, 1, 4>(a);                                                                    \
+    rn::rope_entry<T, 1, 4, WT>(a);                                                                \
   }
+#define ROPE_KERNELS(TAG, T, BOUNDS) ROPE_KERNELS_W(TAG, T, BOUNDS, false)
+#define ROPE_WT_KERNELS(TAG, T, BOUNDS) ROPE_KERNELS_W(TAG##_wt, T, BOUNDS, true)

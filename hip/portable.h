@@ -46,9 +46,10 @@ typedef unsigned long long norm_u64;
 // The most threads a block of the one-row-at-a-time kernels is launched with (src/gpu/geometry.rs
 // MAX_BLOCK); it caps the compiler at 85 registers a thread.
 #define NORM_LAUNCH_BOUNDS __attribute__((launch_bounds(768)))
-// The fused op's one-row-at-a-time kernels with an f32 weight for 2-byte input run at most 640
-// threads a block (src/gpu/geometry.rs MAX_BLOCK_WIDE): x, the residual and the f32 weight of two
-// chunks a lane do not fit 80 registers (ptxas spilled 4-8 bytes); 640 threads allow 96.
+// The fused op's one-row-at-a-time kernels with an f32 weight for 2-byte input, and both ops'
+// _var kernels with one, run at most 640 threads a block (src/gpu/geometry.rs MAX_BLOCK_WIDE):
+// x, the residual and the f32 weight of two chunks a lane do not fit 80 registers (ptxas
+// spilled 4-8 bytes; 16 in rms_norm_f16_wf32_var); 640 threads allow 96.
 #define NORM_LAUNCH_BOUNDS_WIDE __attribute__((launch_bounds(640)))
 // The several-rows-per-block kernels run at most 256 threads a block (src/gpu/geometry.rs ROWS_BLOCK).
 #define NORM_LAUNCH_BOUNDS_ROWS __attribute__((launch_bounds(256)))
@@ -283,6 +284,33 @@ NORM_DEV norm_u32 norm_pack_bf16x2(float lo, float hi) {
 
 NORM_DEV norm_u32 norm_pack_f16x2(float lo, float hi) {
   return (norm_u32)norm_f32_to_f16(lo) | ((norm_u32)norm_f32_to_f16(hi) << 16);
+}
+
+// a * b for two packed pairs of bf16 (f16) values, lo in the low half, each product rounded
+// once to nearest even. The product of two bf16 (f16) values is exact in f32, so this is the
+// f32 product rounded, as the kernels compute it elsewhere (a bf16 product below f32's normal
+// range aside: the f32 fallback rounds it twice). NVIDIA: one packed fused multiply-add with a
+// -0 addend (a * b + -0 keeps the product's sign of zero); elsewhere in f32.
+NORM_DEV norm_u32 norm_mul_bf16x2(norm_u32 a, norm_u32 b) {
+#if defined(__NVPTX__) && __CUDA_ARCH__ >= 800
+  norm_u32 r;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(0x80008000u));
+  return r;
+#else
+  const auto f = [](norm_u32 p, int h) { return norm_bf16_to_f32((norm_u16)(p >> (16 * h))); };
+  return norm_pack_bf16x2(f(a, 0) * f(b, 0), f(a, 1) * f(b, 1));
+#endif
+}
+
+NORM_DEV norm_u32 norm_mul_f16x2(norm_u32 a, norm_u32 b) {
+#if defined(__NVPTX__)
+  norm_u32 r;
+  asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(0x80008000u));
+  return r;
+#else
+  const auto f = [](norm_u32 p, int h) { return norm_f16_to_f32((norm_u16)(p >> (16 * h))); };
+  return norm_pack_f16x2(f(a, 0) * f(b, 0), f(a, 1) * f(b, 1));
+#endif
 }
 
 // fp8 e4m3fn conversion in hardware: NORM_HW_E4M3 is 1 where an instruction converts two floats

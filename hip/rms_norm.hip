@@ -29,9 +29,10 @@
 //                             RowsStaged kernels writing fp8 e4m3 or i8 with a scale per row
 //                             (hip/quant.h).
 //   {op}_{dtype}[_wf32]_var   the mean of squares over each row's first var_size elements
-//                             (NormConfig::with_variance_size): rows as {op}_{dtype}, always
-//                             read twice (hip/norm_loop.h with VAR); kept apart so that the
-//                             option costs the other kernels no register or instruction.
+//                             (NormConfig::with_variance_size): rows as {op}_{dtype}, in
+//                             registers or read twice (norm_regs.h, norm_loop.h with VAR);
+//                             kept apart so that the option costs the other kernels no register
+//                             or instruction.
 //   {op}_{dtype}[_wf32]_chan  a norm over another dimension than the last (NormConfig::with_dim),
 //                             the tensor read in place as outer x channels x inner
 //                             (hip/norm_channel.h).
@@ -72,8 +73,9 @@ NORM_DEV bool vector_holds(const NormArgs& a) {
 // The host's choice of chunks per lane: 1 or 2 in registers, or 0 for the two-read loop. The
 // team covers the block's `share` rows `first + it * step` (see norm_regs). A plan whose lanes
 // could not hold the row would lose elements in registers, so it takes the loop instead (the
-// host never plans one: src/gpu/geometry.rs tests that).
-template <typename T, typename W, int VEC, bool FUSED, typename Team, bool QUANT = false>
+// host never plans one: src/gpu/geometry.rs tests that). VAR: the _var kernels (norm_regs).
+template <typename T, typename W, int VEC, bool FUSED, typename Team, bool QUANT = false,
+          bool VAR = false>
 NORM_DEV void dispatch_k(const NormArgs& a, long long first, int local0, int step, int share,
                          const Team& team) {
   const long long n = a.hidden / VEC;
@@ -83,13 +85,13 @@ NORM_DEV void dispatch_k(const NormArgs& a, long long first, int local0, int ste
   // gfx1201).
   constexpr bool LOOP_ONLY = NORM_AMD && QUANT && FUSED;
   switch (LOOP_ONLY ? 0 : k) {
-  case 1: norm_regs<T, W, VEC, FUSED, 1, Team, QUANT>(a, first, local0, step, share, team); break;
-  case 2: norm_regs<T, W, VEC, FUSED, 2, Team, QUANT>(a, first, local0, step, share, team); break;
+  case 1: norm_regs<T, W, VEC, FUSED, 1, Team, QUANT, VAR>(a, first, local0, step, share, team); break;
+  case 2: norm_regs<T, W, VEC, FUSED, 2, Team, QUANT, VAR>(a, first, local0, step, share, team); break;
   default:
 #pragma unroll 1
     for (int it = 0; it < (share + step - 1) / step; ++it) {
       const long long row = first + (long long)it * step;
-      norm_loop<T, W, VEC, FUSED, Team, false, QUANT>(
+      norm_loop<T, W, VEC, FUSED, Team, VAR, QUANT>(
           a, row, local0 + it * step < share && row < a.rows, it & 1, team);
     }
     break;
@@ -121,19 +123,8 @@ NORM_DEV void large_entry(const NormArgs& a) {
   }
 }
 
-// The block's rows through the two-read loop with the mean of squares over each row's first
-// var_size elements.
-template <typename T, typename W, int VEC, bool FUSED>
-NORM_DEV void var_rows(const NormArgs& a, const BlockRows& b, const BlockTeam& team) {
-#pragma unroll 1
-  for (int it = 0; it < b.share; ++it) {
-    const long long row = b.first + it;
-    norm_loop<T, W, VEC, FUSED, BlockTeam, true>(a, row, row < a.rows, it & 1, team);
-  }
-}
-
-// As large_entry, with the mean of squares over each row's first var_size elements: the
-// two-read loop only (the option is rare: padded tensor-parallel heads).
+// As large_entry, with the mean of squares over each row's first var_size elements: in
+// registers where the row fits (the squares past var_size counted as 0), else the two-read loop.
 template <typename T, typename W, bool FUSED>
 NORM_DEV void var_entry(const NormArgs& a) {
   __shared__ float red[4 * (1024 / NORM_WARP)];
@@ -142,9 +133,9 @@ NORM_DEV void var_entry(const NormArgs& a) {
   if (b.first >= a.rows) return;
   const BlockTeam team{(int)norm_tid(), (int)norm_ntid(), red, redd};
   if (vector_holds<T, W, FUSED>(a)) {
-    var_rows<T, W, Tr<T>::V, FUSED>(a, b, team);
+    dispatch_k<T, W, Tr<T>::V, FUSED, BlockTeam, false, true>(a, b.first, 0, 1, b.share, team);
   } else {
-    var_rows<T, W, 1, FUSED>(a, b, team);
+    dispatch_k<T, W, 1, FUSED, BlockTeam, false, true>(a, b.first, 0, 1, b.share, team);
   }
 }
 
@@ -226,10 +217,10 @@ NORM_DEV void rows_entry(const NormArgs& a) {
   extern "C" __global__ NORM_LAUNCH_BOUNDS_ROWS void fused_add_rms_norm_##TAG##_rows(NormArgs a) { \
     rn::rows_entry<T, W, true>(a);                                                                 \
   }                                                                                                \
-  extern "C" __global__ NORM_LAUNCH_BOUNDS void rms_norm_##TAG##_var(NormArgs a) {                 \
+  extern "C" __global__ FUSED_BOUNDS void rms_norm_##TAG##_var(NormArgs a) {                       \
     rn::var_entry<T, W, false>(a);                                                                 \
   }                                                                                                \
-  extern "C" __global__ NORM_LAUNCH_BOUNDS void fused_add_rms_norm_##TAG##_var(NormArgs a) {       \
+  extern "C" __global__ FUSED_BOUNDS void fused_add_rms_norm_##TAG##_var(NormArgs a) {             \
     rn::var_entry<T, W, true>(a);                                                                  \
   }                                                                                                \
   extern "C" __global__ NORM_LAUNCH_BOUNDS_CHAN void rms_norm_##TAG##_chan(NormArgs a) {           \
@@ -320,8 +311,11 @@ NORM_STAGED_KERNELS(bf16_wf32, norm_bf16, float)
 NORM_QUANT_KERNELS(bf16_wf32, norm_bf16, float)
 
 // q/k RMSNorm + rotary embedding into attention layout (hip/norm_rope.h): rms_norm_rope_{dtype}
-// (16-byte chunks) and rms_norm_rope_{dtype}_scalar.
+// (16-byte chunks) and rms_norm_rope_{dtype}_scalar; for the 16-bit types also with weights of
+// the input type, rms_norm_rope_{dtype}_wt[_scalar].
 ROPE_KERNELS(f32, float, NORM_LAUNCH_BOUNDS_ROPE_64)
 ROPE_KERNELS(f64, double, NORM_LAUNCH_BOUNDS_ROPE_64)
 ROPE_KERNELS(f16, norm_f16, NORM_LAUNCH_BOUNDS_ROPE)
 ROPE_KERNELS(bf16, norm_bf16, NORM_LAUNCH_BOUNDS_ROPE_64)
+ROPE_WT_KERNELS(f16, norm_f16, NORM_LAUNCH_BOUNDS_ROPE_64)
+ROPE_WT_KERNELS(bf16, norm_bf16, NORM_LAUNCH_BOUNDS_ROPE_64)

@@ -29,9 +29,9 @@ for sm in 70 80 90; do
     -o "$TMP/k_sm$sm.ptx" "$SRC"
   n=$(grep -c '^\.visible \.entry' "$TMP/k_sm$sm.ptx")
   echo "ok: $n kernels"
-  # 72 portable norm kernels (24 of them quantised) and 8 q/k norm + RoPE ones, and from sm_80
+  # 72 portable norm kernels (24 of them quantised) and 12 q/k norm + RoPE ones, and from sm_80
   # (asynchronous copies) the 60 staged ones (24 of them quantised).
-  want=80; [ $sm -ge 80 ] && want=140
+  want=84; [ $sm -ge 80 ] && want=144
   [ "$n" -eq $want ] || { echo "FAIL: expected $want kernels"; exit 1; }
 done
 if command -v ptxas >/dev/null; then

@@ -52,12 +52,19 @@ fn describe(
         same_device("k", k, q)?;
     }
     let cdt = compute_dtype(q.dtype());
+    // The weights' dtype for the kernels: the compute dtype, or as given (`weights_in_input`).
+    let given = weights.map(|w| w.map(Tensor::dtype));
+    let wdt = if params.weights_in_input(q.dtype(), &given[..params.tensors]) {
+        q.dtype()
+    } else {
+        cdt
+    };
     let mut ws = [None, None];
     for (i, (w, arg)) in weights.iter().zip(names.weights).enumerate() {
         if let Some(w) = w {
             check_weight(&params, arg, shape(w), q.dims(), names)?;
             same_device(arg, w, q)?;
-            ws[i] = Some(w.to_dtype(cdt)?.contiguous()?);
+            ws[i] = Some(w.to_dtype(wdt)?.contiguous()?);
         }
     }
     let mut tables = Vec::with_capacity(2);

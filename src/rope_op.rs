@@ -11,7 +11,7 @@
 use crate::config::{Backend, EpsMode, Rounding, WeightMode};
 use crate::error::op_error;
 use crate::rope_config::{HeadLayout, NormScope, RopeStyle};
-use candle_core::{Layout, Result, Shape, Tensor};
+use candle_core::{DType, Layout, Result, Shape, Tensor};
 
 /// The name errors and Candle's op graph use.
 pub(crate) const ROPE_OP: &str = "candle_rmsnorm::rms_norm_rope";
@@ -39,12 +39,25 @@ pub(crate) struct RopeOp {
     pub params: RopeParams,
     pub backend: Backend,
     /// q's and k's weights: contiguous, `[heads * head_dim]` ([`NormScope::Full`]) or
-    /// `[head_dim]` ([`NormScope::PerHead`]), of the compute dtype (f32; f64 for f64 inputs).
+    /// `[head_dim]` ([`NormScope::PerHead`]), of the compute dtype (f32; f64 for f64 inputs),
+    /// or of the input dtype where [`RopeParams::weights_in_input`] holds.
     pub weights: [Option<Tensor>; 2],
     /// `[>= L, head_dim / 2]`, contiguous, f32 (f64 for f64 inputs); row `l` rotates position
     /// `l`.
     pub cos: Tensor,
     pub sin: Tensor,
+}
+
+#[cfg(any(feature = "cuda", feature = "rocm"))]
+impl RopeOp {
+    /// Whether the weights are of the input dtype `x` (see [`RopeParams::weights_in_input`]).
+    pub fn weights_in_input(&self, x: DType) -> bool {
+        let dts = self
+            .weights
+            .each_ref()
+            .map(|w| w.as_ref().map(Tensor::dtype));
+        self.params.weights_in_input(x, &dts[..self.tensors])
+    }
 }
 
 impl std::ops::Deref for RopeOp {
@@ -86,6 +99,19 @@ impl RopeParams {
         Shape::from(dims)
     }
 
+    /// Whether the weights reach the GPU kernels in the input dtype `x` (the `_wt` kernels: a
+    /// packed multiply a pair of values) rather than the compute dtype: bf16 or f16 input,
+    /// [`Rounding::BeforeWeight`], [`WeightMode::Scale`], and a weight of dtype `x` for each
+    /// input (`weights`: their dtypes, one per input). The rounded norm times such a weight is
+    /// exact in f32, so the one rounding of either gives the same bits.
+    pub fn weights_in_input(&self, x: DType, weights: &[Option<DType>]) -> bool {
+        matches!(x, DType::BF16 | DType::F16)
+            && self.rounding == Rounding::BeforeWeight
+            && self.weight_mode == WeightMode::Scale
+            && weights.len() == self.tensors
+            && weights.iter().all(|w| *w == Some(x))
+    }
+
     /// Which two elements of a head (offsets from its start) pair `i` rotates, for
     /// `i < head_dim / 2`.
     #[inline(always)]
@@ -117,4 +143,44 @@ pub(crate) fn input_rows(
         ));
     }
     Ok((off, st[0], st[1], end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_in_input_rule() {
+        let p = RopeParams {
+            eps: 1e-6,
+            eps_mode: EpsMode::AddToMean,
+            weight_mode: WeightMode::Scale,
+            rounding: Rounding::BeforeWeight,
+            heads: 2,
+            head_dim: 16,
+            scope: NormScope::Full,
+            style: RopeStyle::Interleaved,
+            layout: HeadLayout::Bhld,
+            tensors: 2,
+        };
+        let (b, f) = (Some(DType::BF16), Some(DType::F32));
+        assert!(p.weights_in_input(DType::BF16, &[b, b]));
+        assert!(p.weights_in_input(DType::F16, &[Some(DType::F16); 2]));
+        // Another weight dtype, a missing weight, a wrong count, another input dtype.
+        assert!(!p.weights_in_input(DType::BF16, &[b, f]));
+        assert!(!p.weights_in_input(DType::BF16, &[b, None]));
+        assert!(!p.weights_in_input(DType::BF16, &[b]));
+        assert!(!p.weights_in_input(DType::F32, &[f, f]));
+        // Rounding at the end, or 1 + w: the product is not exact in the input dtype.
+        let at_end = RopeParams {
+            rounding: Rounding::AtEnd,
+            ..p
+        };
+        assert!(!at_end.weights_in_input(DType::BF16, &[b, b]));
+        let offset = RopeParams {
+            weight_mode: WeightMode::OffsetOne,
+            ..p
+        };
+        assert!(!offset.weights_in_input(DType::BF16, &[b, b]));
+    }
 }

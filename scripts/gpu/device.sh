@@ -244,8 +244,9 @@ PY
 fi
 if [[ " $PHASES " == *" ropencu "* ]]; then
   # Nsight Compute on the q/k norm + RoPE kernel (the first launch of each dtype in
-  # `gpu_bench --rope`: Wan 14B 720p, q and k): throughput, occupancy, issue, warp stalls.
-  for k in rms_norm_rope_bf16 rms_norm_rope_f32; do
+  # `gpu_bench --rope`: Wan 14B 720p, q and k; bf16 weights take the _wt kernel): throughput,
+  # occupancy, issue, warp stalls.
+  for k in rms_norm_rope_bf16_wt rms_norm_rope_f32; do
     echo "== ncu $k"
     timeout 150 ncu --section SpeedOfLight --section Occupancy --section LaunchStats \
       --section WarpStateStats --section ComputeWorkloadAnalysis --section InstructionStats \

@@ -2,12 +2,15 @@
 """q/k norm + RoPE probe (CUDA machine, PyTorch only, no Rust): loads one or more cubins of this
 crate's kernels (kernels/cuda/sm_90.cubin, or builds of edited hip/ sources made by
 rope_variant.sh) and times their `rms_norm_rope_{bf16,f32}` kernels on the benchmark's shapes
-(q and k in one launch, weights f32, cos/sin f32, written as [B, heads, L, head_dim]) beside a
-device-to-device copy of the same bytes, by CUDA events, medians, in one process. Each build's
-output is compared bit for bit with the first build's. The geometry is src/gpu/rope_plan.rs's
-(16-byte chunks, one unit a lane per head, two heads a team), written out here.
+(q and k in one launch, Wan's rounding before the weight, cos/sin f32, written as [B, heads, L,
+head_dim]) beside a device-to-device copy of the same bytes, by CUDA events, medians, in one
+process. The weights hold values of the input dtype: passed as f32, or with CUBIN:wt as bf16 to
+the `rms_norm_rope_bf16_wt` kernel (f32 runs are the same either way); the products are the
+same, so each build's output is compared bit for bit with the first build's. The geometry is
+src/gpu/rope_plan.rs's (16-byte chunks, one unit a lane per head, two heads a team), written out
+here.
 
-  python3 rope_probe.py CUBIN [CUBIN ...] [--reps 20] [--dtypes bf16,f32]
+  python3 rope_probe.py CUBIN[:wt] [CUBIN[:wt] ...] [--reps 20] [--dtypes bf16,f32]
 """
 import argparse
 import ctypes as C
@@ -16,6 +19,7 @@ import statistics
 import torch
 
 ROPE_VECTOR, ROPE_HALF_SPLIT, ROPE_PER_HEAD, ROPE_ROUND_BEFORE_WEIGHT = 1, 2, 4, 8
+ROPE_WEIGHT_IN_T = 64
 
 
 class RopeArgs(C.Structure):
@@ -91,7 +95,9 @@ def plan(heads, d, dt, per_head):
 
 def run_shape(modules, name, L, H, D, per_head, half, dt, reps):
     q, k = (torch.randn(L, H * D, device="cuda", dtype=dt) for _ in range(2))
-    wq, wk = (torch.rand(D if per_head else H * D, device="cuda") + 0.5 for _ in range(2))
+    wq, wk = ((torch.rand(D if per_head else H * D, device="cuda") + 0.5).to(dt).float()
+              for _ in range(2))
+    wq_t, wk_t = wq.to(dt), wk.to(dt)
     cos, sin = (torch.rand(L, D // 2, device="cuda") for _ in range(2))
     out = torch.empty(2, L, H * D, device="cuda", dtype=dt)
     src = torch.empty_like(out)
@@ -99,7 +105,7 @@ def run_shape(modules, name, L, H, D, per_head, half, dt, reps):
     block, rows, lph, teams = plan(H, D, dt, per_head)
     a = RopeArgs()
     a.out, a.cos, a.sin = out.data_ptr(), cos.data_ptr(), sin.data_ptr()
-    a.x[0], a.x[1], a.w[0], a.w[1] = q.data_ptr(), k.data_ptr(), wq.data_ptr(), wk.data_ptr()
+    a.x[0], a.x[1] = q.data_ptr(), k.data_ptr()
     a.x_b[0] = a.x_b[1] = L * H * D
     a.x_l[0] = a.x_l[1] = H * D
     a.out_t, a.out_b, a.out_l, a.out_h = H * L * D, H * L * D, D, L * D
@@ -111,8 +117,13 @@ def run_shape(modules, name, L, H, D, per_head, half, dt, reps):
     grid = 2 * -(-L // rows)
     tag = "bf16" if dt == torch.bfloat16 else "f32"
     first = None
+    flags = a.flags
     for path, m in modules:
-        f = function(m, f"rms_norm_rope_{tag}")
+        wt = path.endswith(":wt") and dt != torch.float32
+        a.flags = flags | (ROPE_WEIGHT_IN_T if wt else 0)
+        ws = (wq_t, wk_t) if wt else (wq, wk)
+        a.w[0], a.w[1] = ws[0].data_ptr(), ws[1].data_ptr()
+        f = function(m, f"rms_norm_rope_{tag}{'_wt' if wt else ''}")
         out.zero_()
         launch(f, grid, block, a)
         torch.cuda.synchronize()
@@ -133,7 +144,7 @@ def main():
     p.add_argument("--dtypes", default="bf16,f32")
     args = p.parse_args()
     torch.zeros(1, device="cuda")  # the primary context, current on this thread
-    modules = [(path, load(path)) for path in args.cubins]
+    modules = [(path, load(path.removesuffix(":wt"))) for path in args.cubins]
     for dt_name in args.dtypes.split(","):
         dt = {"bf16": torch.bfloat16, "f32": torch.float32}[dt_name]
         for shape in SHAPES:

@@ -1,6 +1,7 @@
 //! The CUDA forward of q/k norm + rotary embedding (`crate::rope_op`): q (and k) read in place,
-//! the weights and tables (contiguous tensors of the compute dtype, in the descriptor) by
-//! address, one launch of `rms_norm_rope_{dtype}[_scalar]` planned by `gpu::rope_plan`.
+//! the weights and tables (contiguous tensors of the descriptor: the compute dtype, or weights
+//! of the input's) by address, one launch of `rms_norm_rope_{dtype}[_wt][_scalar]` planned by
+//! `gpu::rope_plan`.
 
 use super::device;
 use super::memory::{base_ptr, Out};
@@ -35,7 +36,7 @@ pub(crate) fn forward(
     let shape = op.out_shape(batch, seq);
     let mut out = Out::alloc(ROPE_OP, &dev, dt, shape.elem_count())?;
     let (out_ptr, _og) = out.ptr(&st);
-    let mut a = rope_args(op, batch, seq, out_ptr);
+    let mut a = rope_args(op, batch, seq, out_ptr, op.weights_in_input(dt));
     // Read locks of the side tensors, held until the launch is queued.
     let locks: Vec<_> = sides(op)
         .into_iter()
@@ -90,7 +91,8 @@ pub(crate) fn forward(
     // SAFETY: every address in `p.args` lies in a live buffer whose guard (or read lock) is held
     // until after the launch is queued: q and k checked by `input_rows` against their lengths,
     // the side tensors contiguous and inside theirs (their shapes checked by the public API:
-    // weights of the norm's length, tables of `>= seq` rows of `head_dim / 2`); the output is a
+    // weights of the norm's length in the dtype the flags state, from `weights_in_input` of
+    // these very tensors; tables of `>= seq` rows of `head_dim / 2`); the output is a
     // fresh buffer of exactly the elements the layout strides address. `p` is the plan for
     // this kernel and block size.
     unsafe { device::launch_args(&st, &func, (p.grid, p.block, 0), &p.args)? };

@@ -75,9 +75,11 @@ pub(crate) const ROPE_PER_HEAD: u32 = 4;
 pub(crate) const ROPE_ROUND_BEFORE_WEIGHT: u32 = 8;
 pub(crate) const ROPE_OFFSET_ONE: u32 = 16;
 pub(crate) const ROPE_CLAMP_NORM: u32 = 32;
+/// The weights are of the input dtype (`rms_norm_rope_{dtype}_wt[_scalar]`).
+pub(crate) const ROPE_WEIGHT_IN_T: u32 = 64;
 
 /// The one parameter of the q/k norm + rotary embedding kernels (`struct RopeArgs` in
-/// `hip/rope_args.h`, `rms_norm_rope_{dtype}[_scalar]`): device addresses, strides in
+/// `hip/rope_args.h`, `rms_norm_rope_{dtype}[_wt][_scalar]`): device addresses, strides in
 /// elements, the geometry `gpu::rope_plan` decides.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -109,10 +111,15 @@ pub(crate) struct RopeArgs {
     pub reserved: [i64; 2],
 }
 
-/// The q/k norm + RoPE kernel of input dtype `x`: 16-byte chunks, or (`scalar`) single values.
-pub(crate) fn rope_kernel_name(x: DType, scalar: bool) -> Option<String> {
-    let suffix = if scalar { "_scalar" } else { "" };
-    Some(format!("rms_norm_rope_{}{suffix}", dtype_tag(x)?))
+/// The q/k norm + RoPE kernel of input dtype `x`: 16-byte chunks, or (`scalar`) single values;
+/// with weights of the compute dtype, or (`wt`, bf16 and f16 only) of `x`'s.
+pub(crate) fn rope_kernel_name(x: DType, wt: bool, scalar: bool) -> Option<String> {
+    if wt && !matches!(x, DType::BF16 | DType::F16) {
+        return None;
+    }
+    let wt = if wt { "_wt" } else { "" };
+    let scalar = if scalar { "_scalar" } else { "" };
+    Some(format!("rms_norm_rope_{}{wt}{scalar}", dtype_tag(x)?))
 }
 
 fn dtype_tag(dt: DType) -> Option<&'static str> {
@@ -209,7 +216,7 @@ pub(crate) fn kernel_name(fused: bool, x: DType, w: DType, variant: Variant) -> 
 }
 
 /// Every kernel name of the portable variants, Block, Rows, Partial, Channel, Quant and
-/// RowsQuant (72), and the 8 q/k norm + RoPE kernels: every
+/// RowsQuant (72), and the 12 q/k norm + RoPE kernels: every
 /// code object has them; the ROCm code-object audit and the tests check them.
 #[cfg(any(feature = "rocm", test))]
 pub fn portable_kernel_names() -> Vec<String> {
@@ -222,8 +229,8 @@ pub fn portable_kernel_names() -> Vec<String> {
         Variant::RowsQuant,
     ]);
     for x in crate::error::FLOAT_DTYPES {
-        for scalar in [false, true] {
-            names.extend(rope_kernel_name(x, scalar));
+        for (wt, scalar) in [(false, false), (false, true), (true, false), (true, true)] {
+            names.extend(rope_kernel_name(x, wt, scalar));
         }
     }
     names
@@ -257,8 +264,10 @@ mod tests {
     #[test]
     fn names() {
         let all = portable_kernel_names();
-        assert_eq!(all.len(), 80);
+        assert_eq!(all.len(), 84);
         assert!(all.contains(&"rms_norm_rope_bf16_scalar".to_string()));
+        assert!(all.contains(&"rms_norm_rope_f16_wt_scalar".to_string()));
+        assert!(!all.contains(&"rms_norm_rope_f32_wt".to_string()));
         assert!(all.contains(&"fused_add_rms_norm_bf16_wf32_var".to_string()));
         assert!(all.contains(&"rms_norm_f16_chan".to_string()));
         assert!(all.contains(&"fused_add_rms_norm_bf16_wf32_rows_quant".to_string()));

@@ -19,9 +19,10 @@
 /// The most threads in a block of the one-row-per-block kernels (their launch bounds, which cap
 /// the compiler at 65536 / 768 = 85 registers a thread).
 pub const MAX_BLOCK: u32 = 768;
-/// The same for the fused op's one-row-per-block kernels with an f32 weight for 2-byte input
-/// (`NORM_LAUNCH_BOUNDS_WIDE`): 96 registers a thread, so that two chunks a lane of x, the
-/// residual and the wider weight stay in registers without spilling.
+/// The same for the fused op's one-row-per-block kernels with an f32 weight for 2-byte input,
+/// and both ops' partial-variance kernels with one (`NORM_LAUNCH_BOUNDS_WIDE`): 96 registers a
+/// thread, so that two chunks a lane of x, the residual and the wider weight stay in registers
+/// without spilling.
 pub const MAX_BLOCK_WIDE: u32 = 640;
 /// Most rows one block handles (one after another, or `block / lanes_per_row` at a time).
 pub const MAX_ROW_ITERS: u64 = 16;
@@ -37,11 +38,12 @@ pub const REG_CHUNKS: u64 = 2;
 pub const ROWS_BLOCK: u32 = 256;
 /// Block size of the two-read loop for rows longer than registers hold.
 pub const LOOP_BLOCK: u32 = 512;
-/// The most threads a block of the partial-variance kernels ([`Variant::Partial`], the two-read
-/// loop) has, and the chunks a lane aims to take: such a block handles one row at a time, so
-/// several blocks a multiprocessor keep rows in flight during each other's reductions. Measured
-/// on the H200 (2026-12-03, 75600x5120 bf16, variance over the first 4992): blocks of 512
-/// threads (one a multiprocessor at 75 registers) ran at 16.3% DRAM throughput, 22.4% of copy.
+/// The most threads a block of the partial-variance kernels ([`Variant::Partial`]) has in their
+/// two-read loop (rows too long for registers), and the chunks a lane aims to take: such a
+/// block handles one row at a time, so several blocks a multiprocessor keep rows in flight
+/// during each other's reductions. Measured on the H200 (2026-12-03, 75600x5120 bf16, variance
+/// over the first 4992, then always the loop): blocks of 512 threads (one a multiprocessor at 75
+/// registers) ran at 16.3% DRAM throughput, 22.4% of copy; these, 56.8%.
 pub const PARTIAL_BLOCK: u32 = 256;
 pub const PARTIAL_LANE_CHUNKS: u64 = 4;
 /// The most threads a block of the staged kernels is launched with (`NORM_LAUNCH_BOUNDS_STAGED` in
@@ -121,11 +123,12 @@ pub struct Problem {
 }
 
 /// The most threads a block of the one-row-per-block kernel for `p` has: [`MAX_BLOCK_WIDE`]
-/// for the fused op with a wide weight, [`MAX_BLOCK`] otherwise.
+/// for the fused op with a wide weight and for the partial-variance kernels with one,
+/// [`MAX_BLOCK`] otherwise.
 pub fn max_block(p: &Problem) -> u32 {
     if p.quant {
         QUANT_MAX_BLOCK
-    } else if p.inputs >= 2 && p.wide_weight {
+    } else if (p.inputs >= 2 || p.partial_variance) && p.wide_weight {
         MAX_BLOCK_WIDE
     } else {
         MAX_BLOCK
@@ -184,6 +187,27 @@ pub(crate) fn max_blocks(block: u32) -> u64 {
     ((u32::MAX as u64) / block as u64).min(i32::MAX as u64)
 }
 
+/// A row of `n` chunks in registers, one row a block of at most `max` threads (warps of `w`):
+/// the block and chunks a lane (1 to [`REG_CHUNKS`]) that cover it with the least idle lanes,
+/// preferring more chunks a lane (measured on the H200, bf16 rows of 1024-2048 at 32760 rows: 2
+/// chunks a lane 86-89% of copy, 1 chunk 68-72%: smaller blocks, more of them resident, more
+/// bytes in flight); `None` when the row does not fit.
+fn register_fit(n: u64, w: u64, max: u64) -> Option<(u64, u64)> {
+    let mut best: Option<(f64, u64, u64)> = None;
+    for k in 1..=REG_CHUNKS {
+        let t = round_up(n.div_ceil(k), w);
+        if t > max {
+            continue;
+        }
+        let waste = (t * k - n) as f64 / n as f64;
+        let score = 4.0 * waste + 0.5 * (REG_CHUNKS - k) as f64;
+        if best.is_none_or(|(s, _, _)| score < s) {
+            best = Some((score, t, k));
+        }
+    }
+    best.map(|(_, t, k)| (t, k))
+}
+
 /// Picks the launch for `p` (a quantised output: the quantised kernel of the same plan,
 /// [`Variant::Quant`], [`Variant::RowsQuant`], [`Variant::StagedQuant`] or
 /// [`Variant::RowsStagedQuant`]).
@@ -226,9 +250,13 @@ fn plan_unquantised(p: &Problem) -> Result<Plan, String> {
     let n = if vector { p.hidden / v } else { p.hidden };
     let rows = p.rows.max(1);
     if p.partial_variance {
-        // The two-read loop, one row a block at a time, about PARTIAL_LANE_CHUNKS chunks a lane
-        // in blocks of at most PARTIAL_BLOCK threads.
-        let block = round_up(n.div_ceil(PARTIAL_LANE_CHUNKS), w).min(PARTIAL_BLOCK as u64);
+        // One row a block at a time: in registers as the plain norm's Block plan where the row
+        // fits, else the two-read loop with about PARTIAL_LANE_CHUNKS chunks a lane in blocks
+        // of at most PARTIAL_BLOCK threads.
+        let (block, k) = register_fit(n, w, max_block(p) as u64).unwrap_or((
+            round_up(n.div_ceil(PARTIAL_LANE_CHUNKS), w).min(PARTIAL_BLOCK as u64),
+            0,
+        ));
         let rpb = units_per_block(rows, p);
         let per_launch = max_blocks(block as u32) * rpb;
         return Ok(Plan {
@@ -238,7 +266,7 @@ fn plan_unquantised(p: &Problem) -> Result<Plan, String> {
             grid: rows.min(per_launch).div_ceil(rpb) as u32,
             rows_per_block: rpb as u32,
             lanes_per_row: block as u32,
-            chunks_per_lane: 0,
+            chunks_per_lane: k as u32,
             rows_per_launch: per_launch,
             stages: 0,
             smem_bytes: 0,
@@ -288,29 +316,8 @@ fn plan_unquantised(p: &Problem) -> Result<Plan, String> {
             smem_bytes: smem as u32,
         });
     }
-    // One row per block. Rows that fit in registers: choose chunks per lane (1 or 2) and the
-    // block so the lanes cover the row with the least idle lanes, preferring more chunks a lane
-    // (measured on the H200, bf16 rows of 1024-2048 at 32760 rows: 2 chunks a lane 86-89% of
-    // copy, 1 chunk 68-72%: smaller blocks, more of them resident, more bytes in flight).
-    let max = max_block(p) as u64;
-    let (block, k) = if n <= REG_CHUNKS * max {
-        let mut best: Option<(f64, u64, u64)> = None;
-        for k in 1..=REG_CHUNKS {
-            let t = round_up(n.div_ceil(k), w);
-            if t > max {
-                continue;
-            }
-            let waste = (t * k - n) as f64 / n as f64;
-            let score = 4.0 * waste + 0.5 * (REG_CHUNKS - k) as f64;
-            if best.is_none_or(|(s, _, _)| score < s) {
-                best = Some((score, t, k));
-            }
-        }
-        let (_, t, k) = best.expect("k = REG_CHUNKS fits since n <= REG_CHUNKS * max");
-        (t, k)
-    } else {
-        (LOOP_BLOCK as u64, 0)
-    };
+    // One row per block: in registers where it fits, else the two-read loop.
+    let (block, k) = register_fit(n, w, max_block(p) as u64).unwrap_or((LOOP_BLOCK as u64, 0));
     // (variant, block, chunks per lane, rows per block, ring, shared memory)
     let (variant, block, k, rpb, stages, smem) = match staged(p, vector, n) {
         Some((block, rpb, smem)) => (Variant::Staged, block, 0, rpb, STAGES, smem),
@@ -468,11 +475,7 @@ mod tests {
                         let k = pl.chunks_per_lane as u64;
                         assert!(k <= REG_CHUNKS, "{p:?} {pl:?}");
                         assert!(k == 0 || k * pl.lanes_per_row as u64 >= n, "{p:?} {pl:?}");
-                        assert!(
-                            k != 0
-                                || n > REG_CHUNKS * pl.lanes_per_row as u64
-                                || pl.variant == Variant::Partial
-                        );
+                        assert!(k != 0 || n > REG_CHUNKS * pl.lanes_per_row as u64);
                         assert_eq!(pl.vector, vector && hidden >= 16 / eb as u64);
                         if pl.variant == Variant::Rows {
                             assert!(pl.lanes_per_row <= warp);

@@ -10,11 +10,12 @@
 //! number of units) four units a head. A team takes two heads of a row (64 bytes of bf16 a lane
 //! with chunks), so a row has `ceil(heads / 2)` teams. A norm over the whole row runs one row a
 //! block (its warps combine through shared memory); a norm per head packs rows into blocks of
-//! about 256 threads.
+//! about 256 threads. Block i takes rows of input i % tensors (q's and k's blocks of a position
+//! side by side). Weights of the input dtype (`ROPE_WEIGHT_IN_T`) take the `_wt` kernels.
 
 use super::abi::{
     self, RopeArgs, ROPE_CLAMP_NORM, ROPE_HALF_SPLIT, ROPE_OFFSET_ONE, ROPE_PER_HEAD,
-    ROPE_ROUND_BEFORE_WEIGHT, ROPE_VECTOR,
+    ROPE_ROUND_BEFORE_WEIGHT, ROPE_VECTOR, ROPE_WEIGHT_IN_T,
 };
 use crate::config::{EpsMode, Rounding, WeightMode};
 use crate::rope_config::{HeadLayout, NormScope, RopeStyle};
@@ -39,9 +40,10 @@ pub(crate) struct RopeLaunch {
     pub args: RopeArgs,
 }
 
-/// The `RopeArgs::flags` bits of the call's options.
-fn flags(p: &RopeParams) -> u32 {
+/// The `RopeArgs::flags` bits of the call's options (`wt`: weights of the input dtype).
+fn flags(p: &RopeParams, wt: bool) -> u32 {
     [
+        (wt, ROPE_WEIGHT_IN_T),
         (p.style == RopeStyle::HalfSplit, ROPE_HALF_SPLIT),
         (p.scope == NormScope::PerHead, ROPE_PER_HEAD),
         (
@@ -59,8 +61,9 @@ fn flags(p: &RopeParams) -> u32 {
 /// The argument of a call of `p` on `batch` x `seq` rows writing a fresh contiguous output at
 /// `out`: sizes, options, eps and the output's strides set; the inputs' addresses and strides,
 /// the weights' and tables' addresses are the launcher's to set, the geometry
-/// [`plan_rope`]'s.
-pub(crate) fn rope_args(p: &RopeParams, batch: usize, seq: usize, out: u64) -> RopeArgs {
+/// [`plan_rope`]'s. `wt`: the weights are of the input dtype
+/// ([`RopeParams::weights_in_input`]).
+pub(crate) fn rope_args(p: &RopeParams, batch: usize, seq: usize, out: u64, wt: bool) -> RopeArgs {
     let (h, d, l, b) = (p.heads as i64, p.head_dim as i64, seq as i64, batch as i64);
     let (out_t, out_b, out_l, out_h) = match p.layout {
         HeadLayout::Bhld => (b * h * l * d, h * l * d, d, l * d),
@@ -75,7 +78,7 @@ pub(crate) fn rope_args(p: &RopeParams, batch: usize, seq: usize, out: u64) -> R
         batch: b,
         seq: l,
         eps: p.eps_arg(),
-        flags: flags(p),
+        flags: flags(p, wt),
         heads: p.heads as u32,
         head_dim: p.head_dim as u32,
         tensors: p.tensors as u32,
@@ -142,8 +145,9 @@ pub(crate) fn plan_rope(mut a: RopeArgs, dt: DType, warp: u32) -> Result<RopeLau
     a.lanes_per_head = lph;
     a.teams = teams;
     a.units_per_lane = upl;
-    let kernel =
-        abi::rope_kernel_name(dt, !vector).ok_or_else(|| format!("a float dtype, got {dt:?}"))?;
+    let wt = a.flags & ROPE_WEIGHT_IN_T != 0;
+    let kernel = abi::rope_kernel_name(dt, wt, !vector)
+        .ok_or_else(|| format!("a float dtype (weights of it: bf16 or f16), got {dt:?}"))?;
     Ok(RopeLaunch {
         kernel,
         block,
@@ -193,7 +197,7 @@ mod tests {
             layout: HeadLayout::Bhld,
             tensors: 2,
         };
-        let a = rope_args(&p, 3, 5, 0x1000);
+        let a = rope_args(&p, 3, 5, 0x1000, false);
         assert_eq!(
             (a.out, a.batch, a.seq, a.heads, a.head_dim, a.tensors),
             (0x1000, 3, 5, 4, 16, 2)
@@ -218,6 +222,7 @@ mod tests {
             3,
             5,
             0,
+            true,
         );
         // [2, B, L, H, D].
         assert_eq!(
@@ -225,6 +230,7 @@ mod tests {
             (3 * 5 * 4 * 16, 5 * 4 * 16, 4 * 16, 16)
         );
         assert_eq!(b.flags & ROPE_ROUND_BEFORE_WEIGHT, ROPE_ROUND_BEFORE_WEIGHT);
+        assert_eq!(b.flags & ROPE_WEIGHT_IN_T, ROPE_WEIGHT_IN_T);
         assert_eq!(b.eps, 0.5);
     }
 
@@ -238,6 +244,15 @@ mod tests {
         );
         assert_eq!((p.args.lanes_per_head, p.args.teams), (8, 20));
         assert_eq!((p.args.rows_per_block, p.args.units_per_lane), (1, 1));
+        // Weights of the input dtype: the _wt kernels (16-bit types only).
+        let mut a = args(40, 128, false);
+        a.flags |= ROPE_WEIGHT_IN_T;
+        let p = plan_rope(a, DType::F16, 32).unwrap();
+        assert_eq!(p.kernel, "rms_norm_rope_f16_wt");
+        a.x[0] += 2;
+        let p = plan_rope(a, DType::BF16, 32).unwrap();
+        assert_eq!(p.kernel, "rms_norm_rope_bf16_wt_scalar");
+        assert!(plan_rope(a, DType::F32, 32).is_err());
         // Flux: 24 heads of 128, per head: 12 teams of 8 lanes, 2 rows a block.
         let p = plan_rope(args(24, 128, true), DType::BF16, 32).unwrap();
         assert_eq!((p.block, p.args.rows_per_block, p.grid), (192, 2, 4));

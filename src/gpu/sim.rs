@@ -589,14 +589,22 @@ fn views_alignment_options() {
     }
 }
 
-/// A variance size below the row (`NormConfig::with_variance_size`): the `_var` kernels, vector
-/// and scalar rows, tails inside and past the variance part, every dtype (the long rows: the
+/// A variance size below the row (`NormConfig::with_variance_size`): the `_var` kernels in
+/// registers and in their loop, vector and scalar rows, tails inside and past the variance part, every dtype (the long rows: the
 /// 2- and 4-byte ones), plain and fused, strided and misaligned views, the options, warp sizes
 /// 32 and 64 (the kernels never stage, so no staging budget).
 #[test]
 fn partial_variance() {
     for warp in [32, 64] {
-        for (h, rows) in [(7usize, 9usize), (40, 9), (130, 5), (1536, 2), (5120, 2)] {
+        // Rows in registers (one and two chunks a lane), and (20000) the two-read loop.
+        for (h, rows) in [
+            (7usize, 9usize),
+            (40, 9),
+            (130, 5),
+            (1536, 2),
+            (5120, 2),
+            (20000, 1),
+        ] {
             let dtypes = if h >= 1536 { &DTYPES[..4] } else { &DTYPES[..] };
             for var_size in [1, h.div_ceil(2) + 1, h - 1] {
                 for &(x, w) in dtypes {

@@ -1,13 +1,14 @@
 //! The q/k norm + rotary embedding kernels (`hip/norm_rope.h`) on the host simulator (see
 //! `sim.rs`), planned by [`plan_rope`] exactly as the launchers plan them, against an f64
 //! reference written here: every dtype, both scopes, both pairings, both layouts, q alone and
-//! q + k, weights or none, the options, padded and misaligned rows (the single-value kernel),
+//! q + k, weights or none (of the compute or the input dtype), the options, padded and
+//! misaligned rows (the single-value kernel),
 //! head sizes that are not whole chunks, huge and tiny rows (the rescue), NaN, warps of 32 and
 //! 64.
 
 use super::abi::{
     RopeArgs, ROPE_CLAMP_NORM, ROPE_HALF_SPLIT, ROPE_OFFSET_ONE, ROPE_PER_HEAD,
-    ROPE_ROUND_BEFORE_WEIGHT,
+    ROPE_ROUND_BEFORE_WEIGHT, ROPE_WEIGHT_IN_T,
 };
 use super::rope_plan::plan_rope;
 use super::sim::{round, sim, tolerance, Buf, Inputs};
@@ -30,6 +31,8 @@ struct Case {
     weight: bool,
     /// Rounding before the weight and `1 + w`.
     options: bool,
+    /// Rounding before the weight and weights of the input dtype (the `_wt` kernels).
+    wt: bool,
     clamp: bool,
     /// Extra elements after each row of the inputs.
     pad: usize,
@@ -56,6 +59,7 @@ impl Case {
             tensors: 2,
             weight: true,
             options: false,
+            wt: false,
             clamp: false,
             pad: 0,
             misalign: 0,
@@ -81,6 +85,15 @@ impl Case {
             DType::F64
         } else {
             DType::F32
+        }
+    }
+
+    /// The weights' dtype.
+    fn wdt(&self) -> DType {
+        if self.wt {
+            self.dt
+        } else {
+            self.cdt()
         }
     }
 
@@ -128,7 +141,7 @@ fn values(c: Case, seed: u64) -> Values {
     let ws = (0..c.tensors)
         .map(|_| {
             (0..c.norm_len())
-                .map(|_| round(1.0 + 0.25 * g.next(), c.cdt()))
+                .map(|_| round(1.0 + 0.25 * g.next(), c.wdt()))
                 .collect()
         })
         .collect();
@@ -156,9 +169,10 @@ fn reference(c: Case, v: &Values) -> Vec<(f64, f64)> {
                     mean + c.eps()
                 };
                 let scale = 1.0 / under.sqrt();
+                let rb = c.options || c.wt;
                 let y = |e: usize| {
                     let mut m = row[h * d + e] * scale;
-                    if c.options {
+                    if rb {
                         m = round(m, c.dt);
                     }
                     let w = if c.weight {
@@ -178,7 +192,7 @@ fn reference(c: Case, v: &Values) -> Vec<(f64, f64)> {
                     let (cs, sn) = (cos[(r % c.seq) * d / 2 + i], sin[(r % c.seq) * d / 2 + i]);
                     let m = ya.abs() + yb.abs();
                     // y may sit one ulp off where the f32 sum moves a rounding boundary.
-                    let bound = tolerance(c.dt, n, c.options, m) * 2.0 + m * 2f64.powi(-22);
+                    let bound = tolerance(c.dt, n, rb, m) * 2.0 + m * 2f64.powi(-22);
                     let ulp_y = match c.dt {
                         DType::BF16 => 2f64.powi(-7),
                         DType::F16 => 2f64.powi(-10),
@@ -218,7 +232,7 @@ fn run(c: Case, v: &Values) -> Option<Vec<f64>> {
     let wb: Vec<Buf> = ws
         .iter()
         .map(|w| {
-            let mut b = Buf::new(c.cdt(), w.len(), 0);
+            let mut b = Buf::new(c.wdt(), w.len(), 0);
             for (i, v) in w.iter().enumerate() {
                 b.set(i, *v);
             }
@@ -249,6 +263,7 @@ fn run(c: Case, v: &Values) -> Option<Vec<f64>> {
         (c.half, ROPE_HALF_SPLIT),
         (c.per_head, ROPE_PER_HEAD),
         (c.options, ROPE_ROUND_BEFORE_WEIGHT | ROPE_OFFSET_ONE),
+        (c.wt, ROPE_ROUND_BEFORE_WEIGHT | ROPE_WEIGHT_IN_T),
         (c.clamp, ROPE_CLAMP_NORM),
     ] {
         if on {
@@ -295,6 +310,7 @@ fn run(c: Case, v: &Values) -> Option<Vec<f64>> {
         "{c:?}: {}",
         p.kernel
     );
+    assert_eq!(p.kernel.contains("_wt"), c.wt, "{c:?}: {}", p.kernel);
     let name = CString::new(p.kernel.clone()).unwrap();
     // SAFETY: every address in the args points into a live buffer of this function sized for
     // the rows, strides and heads the args state.
@@ -442,6 +458,51 @@ fn extremes() {
                 per_head,
                 ..base
             });
+        }
+    }
+}
+
+/// Weights of the input dtype (`_wt` kernels: one packed multiply a pair where the target has
+/// it, the f32 product elsewhere, as here): chunks and single values, both scopes and
+/// pairings, q alone and q + k, one batch and several, warps of 32 and 64, huge and tiny rows,
+/// NaN.
+#[test]
+fn weights_of_the_input_dtype() {
+    for dt in [DType::BF16, DType::F16] {
+        for warp in [32, 64] {
+            let base = Case {
+                wt: true,
+                ..Case::plain(warp, dt, 5, 64)
+            };
+            check(base);
+            check(Case {
+                misalign: 1,
+                ..base
+            });
+            check(Case {
+                per_head: true,
+                half: true,
+                bhld: false,
+                ..base
+            });
+            check(Case {
+                tensors: 1,
+                batch: 1,
+                seq: 9,
+                ..base
+            });
+            check(Case {
+                d: 80,
+                per_head: true,
+                ..base
+            });
+            check(Case { nan_row: 2, ..base });
+            // f16 holds neither; bf16 rows of these magnitudes go through the rescue.
+            if dt == DType::BF16 {
+                for mag in [1e30, 1e-30] {
+                    check(Case { mag, ..base });
+                }
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! plans, quantised or not, and the q/k norm + RoPE plans, for every embedded architecture.
 
 use super::code_objects::{self, CodeObject, KernelResources};
-use crate::gpu::abi::{self, RopeArgs, ROPE_PER_HEAD};
+use crate::gpu::abi::{self, RopeArgs, ROPE_PER_HEAD, ROPE_WEIGHT_IN_T};
 use crate::gpu::geometry::{plan, Problem};
 use crate::gpu::rope_plan::plan_rope;
 use candle_core::DType;
@@ -121,7 +121,15 @@ fn rope_geometry_fits_the_compiled_kernels() {
     let heads = [1u32, 2, 3, 5, 8, 16, 24, 32, 40, 64, 96, 128, 200, 256, 512];
     for co in code_objects::code_objects() {
         let wave = co.kernels[0].wavefront_size;
-        for dt in crate::error::FLOAT_DTYPES {
+        let dts = crate::error::FLOAT_DTYPES.into_iter().flat_map(|dt| {
+            let wts: &[bool] = if matches!(dt, DType::BF16 | DType::F16) {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            wts.iter().map(move |&wt| (dt, wt))
+        });
+        for (dt, wt) in dts {
             for (per_head, tensors, aligned) in [
                 (false, 1, true),
                 (true, 1, true),
@@ -131,7 +139,8 @@ fn rope_geometry_fits_the_compiled_kernels() {
             ] {
                 for &h in &heads {
                     for d in (2..=512u32).step_by(2) {
-                        let a = rope_args(h, d, per_head, tensors, aligned);
+                        let mut a = rope_args(h, d, per_head, tensors, aligned);
+                        a.flags |= if wt { ROPE_WEIGHT_IN_T } else { 0 };
                         let Ok(p) = plan_rope(a, dt, wave) else {
                             continue;
                         };
@@ -146,7 +155,8 @@ fn rope_geometry_fits_the_compiled_kernels() {
                 // Model shapes: Wan's 40 heads of 128, Flux's 24, 64 of 128, 32 of 64, 8 of 256
                 // (f64 heads of 128 and more need more lanes than a wave32 has).
                 for (h, d) in [(40u32, 128u32), (24, 128), (64, 128), (32, 64), (8, 256)] {
-                    let a = rope_args(h, d, per_head, tensors, aligned);
+                    let mut a = rope_args(h, d, per_head, tensors, aligned);
+                    a.flags |= if wt { ROPE_WEIGHT_IN_T } else { 0 };
                     assert!(
                         dt == DType::F64 || plan_rope(a, dt, wave).is_ok(),
                         "{}: {h} heads of {d} {dt:?} aligned {aligned}",

@@ -1,4 +1,4 @@
-//! q/k RMSNorm + rotary embedding (`rms_norm_rope_{dtype}[_scalar]`, `hip/norm_rope.h`) on
+//! q/k RMSNorm + rotary embedding (`rms_norm_rope_{dtype}[_wt][_scalar]`, `hip/norm_rope.h`) on
 //! ROCm: the Candle op on host tensors with `Backend::Rocm` (q and k uploaded as the spans
 //! their rows cover, the weights and tables as the API converted them), and the device-resident
 //! [`rms_norm_rope`] / [`qk_rms_norm_rope`] on [`RocmTensor`]s. Both fill the argument with
@@ -69,7 +69,7 @@ fn stage<T: WithDType + Copy + Default>(
     let (batch, seq) = (dims[0], dims[1]);
     let shape = op.out_shape(batch, seq);
     let out = RocmTensor::alloc(dev, T::DTYPE, shape.elem_count())?;
-    let mut a = rope_args(op, batch, seq, out.addr());
+    let mut a = rope_args(op, batch, seq, out.addr(), op.weights_in_input(T::DTYPE));
     let mut held = Vec::new();
     for (t, (s, l)) in std::iter::once(q).chain(k).enumerate() {
         let arg = ["q", "k"][t];
@@ -105,9 +105,9 @@ fn stage<T: WithDType + Copy + Default>(
     // SAFETY: q and k were uploaded as the exact spans their rows cover (strides relative to
     // the copies); the weights and tables are contiguous copies of the descriptor's tensors,
     // whose shapes the public API checked (weights of the norm's length, tables of `>= seq`
-    // rows of `head_dim / 2`, of the compute dtype); `out` is a fresh buffer of exactly the
-    // elements the output strides address; all stay alive until `download` has synchronised
-    // the device.
+    // rows of `head_dim / 2`), of the dtypes `a`'s flags state (`weights_in_input` of these
+    // tensors); `out` is a fresh buffer of exactly the elements the output strides address;
+    // all stay alive until `download` has synchronised the device.
     unsafe { launch(dev, stream.raw(), a, T::DTYPE, dims)? };
     let v = out.download::<T>()?;
     drop(held);
@@ -123,9 +123,14 @@ struct DeviceOperands<'a> {
 }
 
 /// Checks the device operands of a call (shapes and dtypes as the public API checks them;
-/// weights and tables of the compute dtype, on q's device, as the stream) and returns its
-/// parameters.
-fn check(o: &DeviceOperands<'_>, cfg: &RopeConfig, stream: &RocmStream) -> Result<RopeParams> {
+/// tables of the compute dtype, weights of it or of the input's where
+/// `RopeParams::weights_in_input` holds, on q's device, as the stream) and returns its
+/// parameters and whether the weights are of the input dtype.
+fn check(
+    o: &DeviceOperands<'_>,
+    cfg: &RopeConfig,
+    stream: &RocmStream,
+) -> Result<(RopeParams, bool)> {
     let names: &Names = if o.k.is_some() { &PAIR } else { &ONE };
     fn shape(t: &RocmTensor) -> (&[usize], DType) {
         (t.shape().dims(), t.dtype())
@@ -150,10 +155,13 @@ fn check(o: &DeviceOperands<'_>, cfg: &RopeConfig, stream: &RocmStream) -> Resul
     if let Some(k) = o.k {
         on_device("k", k, None)?;
     }
+    let given = o.weights.map(|w| w.map(RocmTensor::dtype));
+    let wt = p.weights_in_input(o.q.dtype(), &given[..p.tensors]);
+    let wdt = if wt { o.q.dtype() } else { cdt };
     for (w, arg) in o.weights.iter().zip(names.weights) {
         if let Some(w) = w {
             check_weight(&p, arg, shape(w), dims, names)?;
-            on_device(arg, w, Some(cdt))?;
+            on_device(arg, w, Some(wdt))?;
         }
     }
     for (t, arg) in o.tables.iter().zip(["cos", "sin"]) {
@@ -161,12 +169,12 @@ fn check(o: &DeviceOperands<'_>, cfg: &RopeConfig, stream: &RocmStream) -> Resul
         on_device(arg, t, Some(cdt))?;
     }
     stream.check_device(ROPE_OP, ordinal)?;
-    Ok(p)
+    Ok((p, wt))
 }
 
 /// The device-resident op: checks, allocates the output, queues the launch.
 fn run(o: DeviceOperands<'_>, cfg: &RopeConfig, stream: &RocmStream) -> Result<RocmTensor> {
-    let p = check(&o, cfg, stream)?;
+    let (p, wt) = check(&o, cfg, stream)?;
     let q = o.q;
     let dims = q.shape().dims();
     let (batch, seq) = (dims[0], dims[1]);
@@ -175,7 +183,7 @@ fn run(o: DeviceOperands<'_>, cfg: &RopeConfig, stream: &RocmStream) -> Result<R
     if q.elem_count() == 0 {
         return Ok(out);
     }
-    let mut a = rope_args(&p, batch, seq, out.addr());
+    let mut a = rope_args(&p, batch, seq, out.addr(), wt);
     let dim = dims[2] as i64;
     for (t, x) in std::iter::once(q).chain(o.k).enumerate() {
         a.x[t] = x.addr();
@@ -184,10 +192,11 @@ fn run(o: DeviceOperands<'_>, cfg: &RopeConfig, stream: &RocmStream) -> Result<R
     a.w = o.weights.map(|w| w.map_or(0, RocmTensor::addr));
     (a.cos, a.sin) = (o.tables[0].addr(), o.tables[1].addr());
     // SAFETY: `check` verified every operand's shape, dtype and device as the kernel reads
-    // them: q (and k) contiguous `[batch, seq, dim]`, weights of the norm's length and tables
-    // of `>= seq` rows of `head_dim / 2` in the compute dtype; `out` is fresh, exactly the
-    // elements the output strides address; the stream belongs to the device; device tensors
-    // are freed only after hipFree's implicit device synchronisation.
+    // them: q (and k) contiguous `[batch, seq, dim]`, weights of the norm's length (in the
+    // dtype `wt` states) and tables of `>= seq` rows of `head_dim / 2` in the compute dtype;
+    // `out` is fresh, exactly the elements the output strides address; the stream belongs to
+    // the device; device tensors are freed only after hipFree's implicit device
+    // synchronisation.
     unsafe { launch(dev, stream.raw(), a, q.dtype(), dims)? };
     Ok(out)
 }
@@ -195,8 +204,10 @@ fn run(o: DeviceOperands<'_>, cfg: &RopeConfig, stream: &RocmStream) -> Result<R
 /// [`crate::rms_norm_rope`] on device tensors, queued on `stream`: `x` is
 /// `[batch, seq, heads * head_dim]`, the weight `[heads * head_dim]` or `[head_dim]`
 /// (`cfg`'s scope), `cos` / `sin` `[>= seq, head_dim / 2]`; the output is a new device tensor
-/// in the layout `cfg` asks for. The weight and tables must already have the compute dtype
-/// (f32; f64 for f64 input): nothing is converted on the device.
+/// in the layout `cfg` asks for. The tables must already have the compute dtype (f32; f64 for
+/// f64 input), the weight too, or the input's dtype with bf16/f16 input,
+/// `Rounding::BeforeWeight` and `WeightMode::Scale` (a weight for each input): nothing is
+/// converted on the device.
 ///
 /// # Errors
 /// As [`crate::rms_norm_rope`] (the same checks and messages), a weight or table of another

@@ -119,7 +119,7 @@ static_assert(sizeof(RopeArgs) == sizeof(NormArgs), "one argument buffer serves 
 const Entry KERNELS[] = {SIM_ENTRIES(f32),      SIM_ENTRIES(f64),  SIM_ENTRIES(f16),
                          SIM_ENTRIES(f16_wf32), SIM_ENTRIES(bf16), SIM_ENTRIES(bf16_wf32),
                          SIM_ROPE(f32),         SIM_ROPE(f64),     SIM_ROPE(f16),
-                         SIM_ROPE(bf16)};
+                         SIM_ROPE(bf16),        SIM_ROPE(f16_wt),  SIM_ROPE(bf16_wt)};
 
 // Runs one block to completion; false on a deadlock (threads waiting that can never meet).
 bool run_block(Block& b) {
