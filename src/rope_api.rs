@@ -52,13 +52,7 @@ fn describe(
         same_device("k", k, q)?;
     }
     let cdt = compute_dtype(q.dtype());
-    // The weights' dtype for the kernels: the compute dtype, or as given (`weights_in_input`).
-    let given = weights.map(|w| w.map(Tensor::dtype));
-    let wdt = if params.weights_in_input(q.dtype(), &given[..params.tensors]) {
-        q.dtype()
-    } else {
-        cdt
-    };
+    let wdt = params.weight_dtype(q.dtype(), &weights.map(|w| w.map(Tensor::dtype)));
     let mut ws = [None, None];
     for (i, (w, arg)) in weights.iter().zip(names.weights).enumerate() {
         if let Some(w) = w {

@@ -10,6 +10,7 @@
 
 use crate::config::{Backend, EpsMode, Rounding, WeightMode};
 use crate::error::op_error;
+use crate::op::compute_dtype;
 use crate::rope_config::{HeadLayout, NormScope, RopeStyle};
 use candle_core::{DType, Layout, Result, Shape, Tensor};
 
@@ -112,6 +113,17 @@ impl RopeParams {
             && weights.iter().all(|w| *w == Some(x))
     }
 
+    /// The dtype the weights reach the kernels in, given q's and k's weights' dtypes (`None`:
+    /// no weight; k's ignored for q alone): `x` where [`Self::weights_in_input`] holds, else
+    /// the compute dtype.
+    pub fn weight_dtype(&self, x: DType, weights: &[Option<DType>; 2]) -> DType {
+        if self.weights_in_input(x, &weights[..self.tensors]) {
+            x
+        } else {
+            compute_dtype(x)
+        }
+    }
+
     /// Which two elements of a head (offsets from its start) pair `i` rotates, for
     /// `i < head_dim / 2`.
     #[inline(always)]
@@ -182,5 +194,15 @@ mod tests {
             ..p
         };
         assert!(!offset.weights_in_input(DType::BF16, &[b, b]));
+        // The dtype the kernels take: q alone ignores k's slot.
+        assert_eq!(p.weight_dtype(DType::BF16, &[b, b]), DType::BF16);
+        assert_eq!(p.weight_dtype(DType::BF16, &[b, f]), DType::F32);
+        let q_only = RopeParams { tensors: 1, ..p };
+        assert_eq!(q_only.weight_dtype(DType::BF16, &[b, None]), DType::BF16);
+        assert_eq!(
+            at_end.weight_dtype(DType::F16, &[Some(DType::F16); 2]),
+            DType::F32
+        );
+        assert_eq!(p.weight_dtype(DType::F64, &[None, None]), DType::F64);
     }
 }

@@ -155,9 +155,9 @@ fn check(
     if let Some(k) = o.k {
         on_device("k", k, None)?;
     }
-    let given = o.weights.map(|w| w.map(RocmTensor::dtype));
-    let wt = p.weights_in_input(o.q.dtype(), &given[..p.tensors]);
-    let wdt = if wt { o.q.dtype() } else { cdt };
+    let wdt = p.weight_dtype(o.q.dtype(), &o.weights.map(|w| w.map(RocmTensor::dtype)));
+    // Weights of the input dtype, not the compute dtype: only where weights_in_input holds.
+    let wt = wdt != cdt;
     for (w, arg) in o.weights.iter().zip(names.weights) {
         if let Some(w) = w {
             check_weight(&p, arg, shape(w), dims, names)?;
