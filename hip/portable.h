@@ -53,11 +53,12 @@ typedef unsigned long long norm_u64;
 #define NORM_LAUNCH_BOUNDS_WIDE __attribute__((launch_bounds(640)))
 // The several-rows-per-block kernels run at most 256 threads a block (src/gpu/geometry.rs ROWS_BLOCK).
 #define NORM_LAUNCH_BOUNDS_ROWS __attribute__((launch_bounds(256)))
-// The staged kernels run at most 256 threads a block (src/gpu/geometry.rs STAGED_BLOCK) and keep
-// to 64 registers a thread (four blocks fit), so that their blocks, and the rows they stage,
+// The staged kernels run at most 256 threads a block (src/gpu/geometry.rs STAGED_BLOCK; the
+// channel ones exactly that, src/gpu/channel_plan.rs CHANNEL_STAGED_BLOCK) and keep to 64
+// registers a thread (four blocks fit), so that their blocks, and the rows or tiles they stage,
 // are not limited to one or two a multiprocessor by registers that only the other loops need.
 #define NORM_LAUNCH_BOUNDS_STAGED __attribute__((launch_bounds(256, 4)))
-// The channel kernels (hip/norm_channel.h) run at most 256 threads a block (src/gpu/channel_plan.rs
+// The register channel kernels (hip/norm_channel.h) run at most 256 threads a block (src/gpu/channel_plan.rs
 // CHANNEL_MAX_BLOCK), two blocks a multiprocessor: 128 registers a thread (ptxas sm_90 used 113
 // to 120 of them; a cap of 80, three blocks, spilled).
 #define NORM_LAUNCH_BOUNDS_CHAN __attribute__((launch_bounds(256, 2)))

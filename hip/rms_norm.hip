@@ -36,8 +36,8 @@
 //   {op}_{dtype}[_wf32]_chan  a norm over another dimension than the last (NormConfig::with_dim),
 //                             the tensor read in place as outer x channels x inner
 //                             (hip/norm_channel.h).
-//   {op}_{dtype}[_wf32]_chan_staged (NVIDIA sm_80+) the same, a block taking several tiles in
-//                             turn through shared memory (hip/norm_channel_staged.h).
+//   {op}_{dtype}[_wf32]_chan_staged (NVIDIA sm_80+) the same, each block's tile copied whole
+//                             into shared memory first (hip/norm_channel_staged.h).
 // A chunk is 16 bytes (8 bf16/f16, 4 f32, 2 f64) when the host set NORM_VECTOR (every row start
 // and the weight 16-byte aligned), one element otherwise; a row's last hidden % 8 elements are
 // a scalar tail.
@@ -265,10 +265,10 @@ NORM_DEV void rows_entry(const NormArgs& a) {
       NormArgs a) {                                                                                \
     rn::rows_staged_entry<T, W, true>(a);                                                          \
   }                                                                                                \
-  extern "C" __global__ NORM_LAUNCH_BOUNDS_CHAN void rms_norm_##TAG##_chan_staged(NormArgs a) {  \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_STAGED void rms_norm_##TAG##_chan_staged(NormArgs a) {\
     rn::channel_staged_entry<T, W, false>(a);                                                      \
   }                                                                                                \
-  extern "C" __global__ NORM_LAUNCH_BOUNDS_CHAN void fused_add_rms_norm_##TAG##_chan_staged(     \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_STAGED void fused_add_rms_norm_##TAG##_chan_staged(   \
       NormArgs a) {                                                                                \
     rn::channel_staged_entry<T, W, true>(a);                                                       \
   }                                                                                                \

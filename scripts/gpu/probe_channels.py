@@ -7,8 +7,8 @@ PyTorch reference. The crate's own rule lives in src/gpu/channel_plan.rs.
   python3 probe_channels.py CUBIN [--shape 1x384x131040] [--dtype bf16] [--op rms|fused]
                                   [--configs block:lanes:chunks,...] [--reps 30]
 
-A config `s:block:lanes:tiles` runs the staged kernel (`_chan_staged`, two tile buffers of
-shared memory, `tiles` tiles a block; `tiles` 0: an equal share for the blocks that fit at once).
+A config `s:lanes` runs the staged kernel (`_chan_staged`: one tile of `lanes` chunks a channel a
+block, and the weights, in shared memory, 256 threads).
 """
 import argparse
 import os
@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from probe import DT, NORM_VECTOR, Kernels, NormArgs  # noqa: E402
 
-STAGES = 2 << 8  # NORM_STAGES bits: two tile buffers
+STAGES = 1 << 8  # NORM_STAGES bits: one tile buffer
 
 
 def main():
@@ -70,15 +70,17 @@ def main():
     print(f"{name} {a.shape}: {2 * tb / 1e6:.0f} MB moved; copy {copy:.1f} us", flush=True)
     for spec in [s for s in a.configs.split(",") if s]:
         staged = spec.startswith("s:")
-        block, lanes, chunks = map(int, spec.removeprefix("s:").split(":"))
+        if staged:
+            block, lanes, chunks = 256, int(spec[2:]), 0
+        else:
+            block, lanes, chunks = map(int, spec.split(":"))
         tiles = -(-inner // (lanes * vec))
         if staged:
             kname = name + "_staged"
-            smem = 2 * (2 if fused else 1) * C * lanes * 16
-            tpb = chunks or -(-outer * tiles // (K.fit(kname, block, smem) * K.mps))
-            grid = -(-outer * tiles // tpb)
+            smem = (2 if fused else 1) * C * lanes * 16 + C * (8 if esz == 8 else 4)
+            grid = outer * tiles
             launch = lambda i: K.launch(kname, grid, block, smem,
-                                        args(i, lanes, 0, NORM_VECTOR | STAGES, tpb))
+                                        args(i, lanes, 0, NORM_VECTOR | STAGES))
         else:
             kname, smem = name, 0
             grid = outer * tiles

@@ -8,10 +8,14 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 CUBIN=${CUBIN:-$HERE/../../kernels/cuda/sm_90.cubin}
-DEFAULT_SWEEPS="rms bf16 1x384x131040 s:256:8:0,s:128:8:0,s:64:8:0,s:256:8:1,s:256:8:4,s:256:4:0,s:128:4:0
-rms bf16 1x96x499200 s:256:16:0,s:128:16:0,s:64:16:0,s:128:8:0"
-DEFAULT_NCU="rms bf16 1x384x131040 s:256:8:0
-rms bf16 1x384x131040 256:8:6"
+DEFAULT_SWEEPS="rms bf16 1x384x131040 s:8,s:4,256:4:6
+fused bf16 1x384x131040 s:8,s:4,s:2
+rms f32 1x384x131040 s:8,s:4,s:2
+fused f32 1x384x131040 s:4,s:2
+rms bf16 1x96x499200 s:16,s:8
+fused bf16 1x96x499200 s:16,s:8
+rms f32 1x96x499200 s:16,s:8"
+DEFAULT_NCU="rms bf16 1x384x131040 s:8"
 echo "${CHAN_SWEEPS:-$DEFAULT_SWEEPS}" | while read -r op dt shape cfgs; do
   [ -n "$op" ] || continue
   python3 "$HERE/probe_channels.py" "$CUBIN" --op "$op" --dtype "$dt" --shape "$shape" \

@@ -162,8 +162,8 @@ pub enum Variant {
     /// `{op}_{dtype}_chan`: a norm over another dimension than the last
     /// (`NormConfig::with_dim`), the operands read in place as `outer x channels x inner`.
     Channel,
-    /// `{op}_{dtype}_chan_staged`: as [`Variant::Channel`], a block taking `rows_per_block`
-    /// tiles in turn through shared memory; NVIDIA sm_80+ only, as [`Variant::Staged`].
+    /// `{op}_{dtype}_chan_staged`: as [`Variant::Channel`], each block's tile copied whole into
+    /// shared memory first; NVIDIA sm_80+ only, as [`Variant::Staged`].
     ChannelStaged,
     /// `{op}_{dtype}_quant`: as [`Variant::Block`], the output written as fp8 e4m3 or i8 with
     /// a scale per row (`rms_norm_quant`).

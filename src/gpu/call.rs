@@ -105,7 +105,7 @@ impl Call {
     /// the planned kernel resident per multiprocessor (0: unknown; see [`Problem`]).
     pub fn plan(&self, shape: DeviceShape, blocks_per_mp: u32) -> Result<(String, Plan), String> {
         let (fused, x, w) = (self.op.fused, self.x_dtype, self.w_dtype);
-        let p = match self.channel_problem(shape, blocks_per_mp) {
+        let p = match self.channel_problem(shape) {
             Some(cp) => plan_channels(&cp)?,
             None => self.row_plan(shape, blocks_per_mp)?,
         };
@@ -115,7 +115,7 @@ impl Call {
     }
 
     /// The channel problem of a call over another dimension than the last.
-    fn channel_problem(&self, shape: DeviceShape, blocks_per_mp: u32) -> Option<ChannelProblem> {
+    fn channel_problem(&self, shape: DeviceShape) -> Option<ChannelProblem> {
         let ch = self.channels?;
         let o = &self.operands;
         let eb = self.x_dtype.size_in_bytes();
@@ -141,8 +141,6 @@ impl Call {
             warp_size: shape.warp_size,
             fused: self.op.fused,
             stage_bytes: shape.stage_bytes,
-            multiprocessors: shape.multiprocessors,
-            blocks_per_mp,
         })
     }
 
@@ -182,7 +180,7 @@ impl Call {
     /// The launches of `plan`: pieces of at most `plan.rows_per_launch` rows, each with its row
     /// pointers advanced by whole rows.
     /// For a channel call, pieces of at most `plan.rows_per_launch` outer indices, each with
-    /// every tile of their positions (`rows_per_block` tiles a block).
+    /// every tile of their positions, one tile a block (`rows_per_block` is 1 in channel plans).
     pub fn launches(&self, plan: &Plan) -> Vec<Launch> {
         let rpb = u64::from(plan.rows_per_block.max(1));
         let max_rows = plan.rows_per_launch.max(rpb);

@@ -49,10 +49,6 @@ pub struct ChannelProblem {
     /// Dynamic shared memory a block may stage tiles in (`DeviceShape::stage_bytes`; 0: the
     /// staged kernels are not there, as on AMD).
     pub stage_bytes: u64,
-    /// Multiprocessors, and blocks of the staged kernel that fit on one (0: unknown, taken as
-    /// 2): the staged plan gives each block an equal share of the tiles for one wave.
-    pub multiprocessors: u32,
-    pub blocks_per_mp: u32,
 }
 
 /// Positions one block (tile) of `plan` covers, for elements of `elem_bytes`.
@@ -147,67 +143,70 @@ pub fn plan_channels(p: &ChannelProblem) -> Result<Plan, String> {
     Ok(plan)
 }
 
-/// The most lanes along positions the staged plan takes (fewer where two tile buffers would not
-/// fit): measured on the H200 (2026-12-03, `scripts/gpu/probe_channels.py`, bf16), 384 channels
-/// 8 lanes 59.8% of copy against 51.8% at 4; 96 channels 16 lanes 52.0% against 33.9% at 8.
+/// Threads of a staged channel block (`CHANNEL_STAGED_BLOCK` in `hip/norm_channel_staged.h`).
+pub const CHANNEL_STAGED_BLOCK: u32 = 256;
+/// The most lanes along positions the staged plan takes (`hip/norm_channel_staged.h` sizes its
+/// reduction arrays for at most 16).
 const STAGED_LANES: u64 = 16;
 
-/// The staged plan ([`Variant::ChannelStaged`]) when the device stages and two tile buffers of
-/// at least one chunk of positions fit its budget; `None` otherwise.
-fn plan_staged(p: &ChannelProblem, lanes_max: u64) -> Result<Option<Plan>, String> {
+/// Dynamic shared memory of a staged channel block with `lanes` lanes: the tile (inputs x
+/// channels x lanes chunks of 16 bytes) and the weights in the compute type.
+fn staged_bytes(p: &ChannelProblem, lanes: u64) -> u64 {
     let inputs = if p.fused { 2 } else { 1 };
-    // Two buffers of inputs x channels x lanes chunks of 16 bytes.
-    let bytes = |lanes: u64| 2 * inputs * p.channels * lanes * 16;
-    let mut lanes = lanes_max.min(STAGED_LANES);
-    while lanes > 1 && bytes(lanes) > p.stage_bytes {
-        lanes /= 2;
-    }
-    if p.stage_bytes == 0 || bytes(lanes) > p.stage_bytes {
+    let acc = if p.elem_bytes == 8 { 8 } else { 4 };
+    inputs * p.channels * lanes * 16 + p.channels * acc
+}
+
+/// The staged plan ([`Variant::ChannelStaged`]: one tile a block, copied whole into shared
+/// memory) when the device stages and a tile of at least two chunks of positions fits its
+/// budget; `None` otherwise. The widest tile of at least 8 lanes (128 bytes of each channel)
+/// in half the budget (four blocks a multiprocessor), else the widest in the whole budget
+/// (two), at most [`STAGED_LANES`] lanes. Measured on the H200 (2026-12-04,
+/// `scripts/gpu/probe_channels.sh`, bf16 unless said): [1, 384, 131040] rms_norm 8 lanes (four
+/// blocks) 82.7-83.7% of copy against 16 (two) 79.4-80.8% and 4 (six) 76.9%; the fused op 8
+/// lanes (two) 79.1-79.7% against 4 (four) 70.9%, f32 83.3% against 68.9%; [1, 192, 262080]
+/// 16 lanes (four) 86.9% against 8 (six) 85.7%; [1, 96, 499200] 16 lanes 93.1% against 8
+/// 86.0%. Tiles of 2 or 4 lanes (thousands of channels) against the register kernel: not
+/// measured.
+fn plan_staged(p: &ChannelProblem, lanes_max: u64) -> Result<Option<Plan>, String> {
+    if p.stage_bytes == 0 {
         return Ok(None);
     }
-    // Blocks of half the size for 2-byte types where the two tile buffers take at most half the
-    // budget, so that a third block fits a multiprocessor (256-thread blocks are held to two by
-    // registers): measured on the H200 (2026-12-03, bf16 rms_norm), 96 channels 16 lanes 72.6%
-    // of copy at 128 threads against 52.4% at 256; 384 channels (buffers over half the budget)
-    // 59.2% at 256 against 47.1% at 128; f32 at 96 channels lost (74.1% against 80.2%).
-    let base = if 2 * bytes(lanes) <= p.stage_bytes && p.elem_bytes <= 2 {
-        u64::from(CHANNEL_BLOCK) / 2
-    } else {
-        u64::from(CHANNEL_BLOCK)
+    let widest = |min: u64, budget: u64| {
+        let mut lanes = lanes_max.min(STAGED_LANES);
+        while lanes > min && staged_bytes(p, lanes) > budget {
+            lanes /= 2;
+        }
+        (lanes >= min && staged_bytes(p, lanes) <= budget).then_some(lanes)
     };
-    let block = base.max(lanes);
+    // At least two lanes: a lane's 16 bytes are half a 32-byte DRAM sector.
+    let Some(lanes) = widest(8, p.stage_bytes / 2).or_else(|| widest(2, p.stage_bytes)) else {
+        return Ok(None);
+    };
+    let block = CHANNEL_STAGED_BLOCK;
     let mut plan = Plan {
         variant: Variant::ChannelStaged,
         vector: true,
-        block: block as u32,
+        block,
         grid: 0,
         rows_per_block: 1,
         lanes_per_row: lanes as u32,
         chunks_per_lane: 0,
         rows_per_launch: 0,
-        stages: 2,
-        smem_bytes: bytes(lanes) as u32,
+        stages: 1,
+        smem_bytes: staged_bytes(p, lanes) as u32,
     };
     let tiles = tiles(p.inner, p.elem_bytes, &plan);
-    let total = p.outer.max(1) * tiles;
-    let bpm = if p.blocks_per_mp > 0 {
-        p.blocks_per_mp
-    } else {
-        2
-    };
-    let wave = u64::from(bpm) * u64::from(p.multiprocessors.max(1));
-    let tpb = total.div_ceil(wave).max(1);
     // Outer indices a launch may cover: its tiles in at most max_blocks blocks.
-    let per_launch = (max_blocks(block as u32) * tpb) / tiles;
+    let per_launch = max_blocks(block) / tiles;
     if per_launch == 0 {
         return Err(format!(
             "{} positions need {tiles} tiles, more than one launch has",
             p.inner
         ));
     }
-    plan.rows_per_block = tpb.min(u64::from(u32::MAX)) as u32;
     plan.rows_per_launch = per_launch;
-    plan.grid = (p.outer.max(1).min(per_launch) * tiles).div_ceil(tpb) as u32;
+    plan.grid = (p.outer.max(1).min(per_launch) * tiles) as u32;
     Ok(Some(plan))
 }
 
@@ -225,8 +224,6 @@ mod tests {
             warp_size: warp,
             fused,
             stage_bytes: 0,
-            multiprocessors: 132,
-            blocks_per_mp: 0,
         }
     }
 
@@ -240,23 +237,33 @@ mod tests {
         assert_eq!((p.block, p.lanes_per_row, p.chunks_per_lane), (256, 2, 3));
         let p = plan_channels(&prob(96, 131_040, 2, false, 32)).unwrap();
         assert_eq!((p.block, p.lanes_per_row, p.chunks_per_lane), (256, 16, 6));
-        // Staged (the H200's budget): 8 lanes (16 would not fit), 96 KiB of tiles, one wave of
-        // equal shares.
+        // Staged (the H200's budget): 8 lanes (16 would not fit), a 48 KiB tile and the f32
+        // weights, one tile a block.
         let staged = ChannelProblem {
             stage_bytes: 113 << 10,
             ..prob(384, 131_040, 2, false, 32)
         };
         let p = plan_channels(&staged).unwrap();
         assert_eq!(p.variant, Variant::ChannelStaged);
-        assert_eq!((p.lanes_per_row, p.smem_bytes), (8, 2 * 384 * 8 * 16));
-        let tiles = tiles(131_040, 2, &p);
-        assert_eq!(u64::from(p.rows_per_block), (2 * tiles).div_ceil(264));
+        assert_eq!((p.block, p.stages, p.rows_per_block), (256, 1, 1));
+        assert_eq!((p.lanes_per_row, p.smem_bytes), (8, 384 * 8 * 16 + 384 * 4));
+        assert_eq!(u64::from(p.grid), 2 * tiles(131_040, 2, &p));
         let p = plan_channels(&ChannelProblem {
             fused: true,
             ..staged
         })
         .unwrap();
-        assert_eq!((p.lanes_per_row, p.smem_bytes), (4, 2 * 2 * 384 * 4 * 16));
+        assert_eq!(
+            (p.lanes_per_row, p.smem_bytes),
+            (8, 2 * 384 * 8 * 16 + 384 * 4)
+        );
+        // 96 channels: 16 lanes (256 bytes of each channel a tile).
+        let p = plan_channels(&ChannelProblem {
+            channels: 96,
+            ..staged
+        })
+        .unwrap();
+        assert_eq!(p.lanes_per_row, 16);
         // Too many channels for the budget: the register kernel.
         let p = plan_channels(&ChannelProblem {
             channels: 5000,
@@ -290,11 +297,10 @@ mod tests {
                                 assert!(k <= channel_hold(fused));
                                 if p.variant == Variant::ChannelStaged {
                                     assert!(u64::from(p.smem_bytes) <= pr.stage_bytes);
-                                    let t = tiles(inner, eb, &p) * 2;
-                                    let rpb = u64::from(p.rows_per_block);
-                                    assert!(
-                                        u64::from(p.grid) * rpb >= t.min(p.rows_per_launch * t / 2)
-                                    );
+                                    assert!(l <= STAGED_LANES && p.rows_per_block == 1);
+                                    assert_eq!(p.block, CHANNEL_STAGED_BLOCK);
+                                    let t = tiles(inner, eb, &p);
+                                    assert_eq!(u64::from(p.grid), t * 2.min(p.rows_per_launch));
                                     continue;
                                 }
                                 // Holding is only given up past a full block of groups.
