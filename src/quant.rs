@@ -210,12 +210,30 @@ pub(crate) fn amax_step(m: f32, y: f32) -> f32 {
     m.max(y.abs())
 }
 
+/// The largest `|y|` of `y`, NaN ignored (a sequential `amax_step` fold gives the same: the
+/// maximum does not depend on the order), in 8 independent lanes so that it vectorises.
+#[inline(always)]
+pub(crate) fn amax(y: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = y.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = amax_step(*m, v);
+        }
+    }
+    let m = rest.iter().fold(0.0f32, |m, &v| amax_step(m, v));
+    lanes.iter().fold(m, |m, &l| m.max(l))
+}
+
 /// Quantises one row `y` (the norm's output, in f32) into `out`; returns the row's scale.
 /// Every value is `encode(y * (1 / scale))`, the reciprocal and the product rounded to f32.
+/// Branch-free per element, so the loops vectorise (the CPU path compiles it per SIMD tier).
+#[inline(always)]
 pub(crate) fn quantise_row(spec: &QuantSpec, y: &[f32], out: &mut [u8]) -> f32 {
     let scale = spec.row_scale(match spec.fixed {
         Some(_) => 0.0,
-        None => y.iter().fold(0.0f32, |m, &v| amax_step(m, v)),
+        None => amax(y),
     });
     let inv = 1.0 / scale;
     match spec.dtype {
@@ -234,47 +252,53 @@ pub(crate) fn quantise_row(spec: &QuantSpec, y: &[f32], out: &mut [u8]) -> f32 {
 }
 
 /// `v` as fp8 e4m3fn bits: round to nearest even, saturated to +-448 (infinities too), NaN to
-/// `0x7f`; the sign is kept (a negative value that rounds to zero is `0x80`).
+/// `0x7f`; the sign is kept (a negative value that rounds to zero is `0x80`). Both codes are
+/// formed and one selected, without branches.
 #[inline(always)]
 pub(crate) fn e4m3_bits(v: f32) -> u8 {
-    let sign = ((v.to_bits() >> 24) & 0x80) as u8;
+    let sign = (v.to_bits() >> 24) & 0x80;
     let a = v.abs();
-    if a.is_nan() {
-        return 0x7f;
-    }
+    let nan = a.is_nan();
+    // NaN: `min` gives 448 here; the code is replaced below.
     let a = a.min(448.0);
-    let code = if a < 1.0 / 64.0 {
-        // Subnormals (and zero): multiples of 2^-9, exact in f32 after the power-of-two scale.
-        round_even_small(a * 512.0) as u32
+    // Subnormals (and zero): multiples of 2^-9, exact in f32 after the power-of-two scale
+    // (below 8, so the integer conversion is exact).
+    let sub = round_even_bits(a * 512.0);
+    // Normals: round the f32 mantissa to 3 bits, ties to even; a carry moves into the exponent,
+    // which is rebiased from 127 to 7 (wrapping where the value is subnormal and unused).
+    let u = a.to_bits();
+    let u = u + 0x7ffff + ((u >> 20) & 1);
+    let normal = ((u >> 23).wrapping_sub(120) << 3) | ((u >> 20) & 7);
+    let code = if a < 1.0 / 64.0 { sub } else { normal };
+    if nan {
+        0x7f
     } else {
-        // Round the f32 mantissa to 3 bits, ties to even; a carry moves into the exponent.
-        let u = a.to_bits();
-        let u = u + 0x7ffff + ((u >> 20) & 1);
-        let e = (u >> 23) - 120; // the exponent rebiased from 127 to 7
-        (e << 3) | ((u >> 20) & 7)
-    };
-    sign | code as u8
+        (sign | code) as u8
+    }
 }
 
 /// `v` as an i8 (two's complement byte): round to nearest even, saturated to `-128..=127`, NaN
 /// to 0.
 #[inline(always)]
 pub(crate) fn i8_bits(v: f32) -> u8 {
-    if v.is_nan() {
-        return 0;
-    }
     // Clamping first to the integer bounds gives what rounding first would.
-    round_even_small(v.clamp(-128.0, 127.0)) as i8 as u8
+    let r = round_even_bits(v.clamp(-128.0, 127.0)) as u8;
+    if v.is_nan() {
+        0
+    } else {
+        r
+    }
 }
 
-/// `v` rounded to the nearest integer, ties to even, for `|v| <= 2^22`: adding and subtracting
-/// 1.5 * 2^23 leaves the integer part in the mantissa under the default rounding. (Rust's
-/// `round_ties_even` is a call into libm on x86-64 without SSE4.1, the baseline target: it made
-/// the CPU quantisation ~15x slower than the norm.)
+/// `v` rounded to the nearest integer, ties to even, for `|v| <= 2^22`, as the bits of a
+/// two's complement integer: adding 1.5 * 2^23 leaves the integer in the low mantissa bits under
+/// the default rounding, so the sum's bits less those of 1.5 * 2^23 are the result. No float to
+/// integer conversion (Rust's saturating one kept the encoding loops scalar), no libm call
+/// (`round_ties_even` is one on x86-64 without SSE4.1, the baseline target).
 #[inline(always)]
-fn round_even_small(v: f32) -> f32 {
+fn round_even_bits(v: f32) -> u32 {
     const M: f32 = 12_582_912.0;
-    (v + M) - M
+    (v + M).to_bits().wrapping_sub(M.to_bits())
 }
 
 #[cfg(test)]
@@ -348,6 +372,30 @@ mod tests {
             (f32::NAN, 0),
         ] {
             assert_eq!(i8_bits(v), want as u8, "{v}");
+        }
+    }
+
+    #[test]
+    fn i8_matches_f64_rounding_over_a_sweep() {
+        // Quarters from -140 to 140 (every tie, both saturations) against f64 round-half-even.
+        for k in -560..=560 {
+            let v = k as f32 / 4.0;
+            let want = (v as f64).round_ties_even().clamp(-128.0, 127.0) as i8;
+            assert_eq!(i8_bits(v), want as u8, "{v}");
+        }
+    }
+
+    #[test]
+    fn amax_is_the_sequential_fold() {
+        // Lengths around the 8 lanes, a NaN, signs, and the largest value in the tail.
+        for n in [0usize, 1, 7, 8, 9, 16, 23, 40] {
+            let mut y: Vec<f32> = (0..n).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+            if n > 3 {
+                y[2] = f32::NAN;
+                y[n - 1] = -100.0;
+            }
+            let want = y.iter().fold(0.0f32, |m, &v| amax_step(m, v));
+            assert_eq!(amax(&y).to_bits(), want.to_bits(), "{n}");
         }
     }
 

@@ -2,8 +2,10 @@
 //! in cache with the row kernel (so `y` is bit for bit what `rms_norm` returns), then quantises
 //! those rows; memory sees the input read once and the bytes (and the fused sum) written once.
 
-use super::kernel::{rows_f32, rows_f64, rows_per_task, Job};
-use super::simd::Elem;
+use super::kernel::{rows_f32, rows_f64, rows_per_task, tier, Job, Tier};
+#[cfg(target_arch = "x86_64")]
+use super::simd::{Avx2, Avx512};
+use super::simd::{Elem, Isa, Portable};
 use super::{last_dim, residual_dtype_error, row_job, weight_as};
 use crate::error::float_error;
 use crate::host::QuantOut;
@@ -19,23 +21,70 @@ use std::mem::MaybeUninit;
 /// The rows a task normalises before quantising them: about this many bytes of `y`.
 const BLOCK_BYTES: usize = 32 << 10;
 
-/// An element of `y` as the quantiser reads it: f32 (f64 rounded to f32).
-trait ToF32: Copy + Send + Sync {
-    fn f32(self) -> f32;
+/// Quantises one row of `y` into its bytes through the f32 buffer `yf`; the row's scale.
+type QuantRowFn<T> = fn(&QuantSpec, &[T], &mut [f32], &mut [u8]) -> f32;
+
+/// `y` widened to f32 in `yf`, 16 lanes at a time through `isa`, then quantised (the encoding
+/// vectorises in the tier's `target_feature` context).
+#[inline(always)]
+fn quant_row_isa<T: Elem, I: Isa>(
+    isa: I,
+    spec: &QuantSpec,
+    y: &[T],
+    yf: &mut [f32],
+    q: &mut [u8],
+) -> f32 {
+    let n16 = y.len() / 16 * 16;
+    for (yc, fc) in y[..n16]
+        .chunks_exact(16)
+        .zip(yf[..n16].chunks_exact_mut(16))
+    {
+        let v = T::load(isa, yc.try_into().expect("chunks of 16"));
+        fc.copy_from_slice(&isa.to_array(v));
+    }
+    for (f, &e) in yf[n16..].iter_mut().zip(&y[n16..]) {
+        *f = e.to_f32();
+    }
+    quantise_row(spec, &yf[..y.len()], q)
 }
-impl<T: Elem + Send + Sync> ToF32 for T {
-    #[inline(always)]
-    fn f32(self) -> f32 {
-        self.to_f32()
+
+/// [`quant_row_isa`] compiled for one x86 tier.
+macro_rules! quant_row_tier {
+    ($name:ident, $isa:ty, $feat:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feat)]
+        fn $name<T: Elem>(isa: $isa, s: &QuantSpec, y: &[T], yf: &mut [f32], q: &mut [u8]) -> f32 {
+            quant_row_isa(isa, s, y, yf, q)
+        }
+    };
+}
+quant_row_tier!(quant_row_avx2, Avx2, "avx2,fma,f16c");
+quant_row_tier!(
+    quant_row_avx512,
+    Avx512,
+    "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"
+);
+
+/// [`QuantRowFn`] of a 16- or 32-bit float, in this CPU's widest tier.
+fn quant_row<T: Elem>(spec: &QuantSpec, y: &[T], yf: &mut [f32], q: &mut [u8]) -> f32 {
+    match tier() {
+        Tier::Portable => quant_row_isa(Portable, spec, y, yf, q),
+        // SAFETY: an `Avx2` value exists only where `Avx2::detect` found every feature the
+        // function is compiled with.
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2(i) => unsafe { quant_row_avx2(i, spec, y, yf, q) },
+        // SAFETY: likewise for `Avx512::detect`.
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512(i) => unsafe { quant_row_avx512(i, spec, y, yf, q) },
     }
 }
-#[derive(Clone, Copy)]
-struct F64(f64);
-impl ToF32 for F64 {
-    #[inline(always)]
-    fn f32(self) -> f32 {
-        self.0 as f32
+
+/// [`QuantRowFn`] of f64: `y` rounded to f32, then quantised.
+fn quant_row_f64(spec: &QuantSpec, y: &[f64], yf: &mut [f32], q: &mut [u8]) -> f32 {
+    for (f, &e) in yf.iter_mut().zip(y) {
+        *f = e as f32;
     }
+    quantise_row(spec, &yf[..y.len()], q)
 }
 
 /// The rows kernel of one precision: rows `row0..` of the job into `out` (and `sum`).
@@ -69,10 +118,10 @@ fn value_storage(dtype: QuantDType, n: usize, write: impl FnOnce(&mut [u8])) -> 
 
 /// Normalises and quantises every row of `job` into `q` and `scales` (and the fused sums into
 /// `sum`, empty otherwise), in parallel over blocks of rows.
-fn drive<T: Copy + Send + Sync, C: Sync, Y: ToF32>(
+fn drive<T: Copy + Send + Sync, C: Sync>(
     job: &Job<'_, T, C>,
     rows_fn: RowsFn<T, C>,
-    as_y: fn(T) -> Y,
+    quant: QuantRowFn<T>,
     spec: &QuantSpec,
     q: &mut [u8],
     scales: &mut [f32],
@@ -99,12 +148,12 @@ fn drive<T: Copy + Send + Sync, C: Sync, Y: ToF32>(
                 &mut []
             };
             rows_fn(job, row0 + b, yb, sb);
+            // SAFETY: `rows_fn` wrote every element of the `n` rows of `yb`, and
+            // `MaybeUninit<T>` has the layout of `T`.
+            let yb = unsafe { std::slice::from_raw_parts(yb.as_ptr() as *const T, n * h) };
             for r in 0..n {
-                for (f, e) in yf.iter_mut().zip(&yb[r * h..(r + 1) * h]) {
-                    // SAFETY: `rows_fn` wrote every element of the `n` rows of `yb`.
-                    *f = as_y(unsafe { e.assume_init() }).f32();
-                }
-                sc[b + r] = quantise_row(spec, &yf, &mut q[(b + r) * h..(b + r + 1) * h]);
+                let qr = &mut q[(b + r) * h..(b + r + 1) * h];
+                sc[b + r] = quant(spec, &yb[r * h..(r + 1) * h], &mut yf, qr);
             }
         }
     };
@@ -126,7 +175,7 @@ fn drive<T: Copy + Send + Sync, C: Sync, Y: ToF32>(
 /// The job of `x` (and `residual`) with the weight in `C`, run through `drive` into new
 /// outputs.
 #[allow(clippy::too_many_arguments)]
-fn run<T: Copy + Send + Sync, C: Copy + Sync, Y: ToF32>(
+fn run<T: Copy + Send + Sync, C: Copy + Sync>(
     op: &NormOp,
     spec: &QuantSpec,
     x: (&[T], &Layout),
@@ -134,7 +183,7 @@ fn run<T: Copy + Send + Sync, C: Copy + Sync, Y: ToF32>(
     w: Option<(&CpuStorage, &Layout)>,
     conv: fn(f64) -> C,
     rows_fn: RowsFn<T, C>,
-    as_y: fn(T) -> Y,
+    quant: QuantRowFn<T>,
 ) -> Result<(CpuStorage, Vec<f32>, Option<Vec<T>>)> {
     let weight = weight_as(op, w, last_dim(x.1), conv)?;
     let (job, xl) = row_job(op, x, r, &weight, conv)?;
@@ -145,11 +194,11 @@ fn run<T: Copy + Send + Sync, C: Copy + Sync, Y: ToF32>(
         if job.residual.is_some() {
             sum = Vec::with_capacity(n);
             let s = &mut sum.spare_capacity_mut()[..n];
-            drive(&job, rows_fn, as_y, spec, q, &mut scales, s);
+            drive(&job, rows_fn, quant, spec, q, &mut scales, s);
             // SAFETY: the fused rows kernel wrote all `n` sums (every row of every block).
             unsafe { sum.set_len(n) };
         } else {
-            drive(&job, rows_fn, as_y, spec, q, &mut scales, &mut []);
+            drive(&job, rows_fn, quant, spec, q, &mut scales, &mut []);
         }
     })?;
     let sum = job.residual.is_some().then_some(sum);
@@ -169,7 +218,7 @@ pub(crate) fn forward(
         weight: w,
     } = inputs;
     macro_rules! go {
-        ($variant:ident, $conv:expr, $rows:expr, $as_y:expr) => {{
+        ($variant:ident, $conv:expr, $rows:expr, $quant:expr) => {{
             let CpuStorage::$variant(xs) = x.0 else {
                 unreachable!()
             };
@@ -179,7 +228,7 @@ pub(crate) fn forward(
                 Some((other, _)) => return Err(residual_dtype_error(op, x.0, other)),
             };
             let (values, scales, sum) =
-                run(op, spec, (xs.as_slice(), x.1), rs, w, $conv, $rows, $as_y)?;
+                run(op, spec, (xs.as_slice(), x.1), rs, w, $conv, $rows, $quant)?;
             QuantOut {
                 values,
                 scales,
@@ -188,10 +237,10 @@ pub(crate) fn forward(
         }};
     }
     Ok(match x.0.dtype() {
-        DType::F32 => go!(F32, |v| v as f32, rows_f32::<f32>, |v: f32| v),
-        DType::F16 => go!(F16, |v| v as f32, rows_f32::<f16>, |v: f16| v),
-        DType::BF16 => go!(BF16, |v| v as f32, rows_f32::<bf16>, |v: bf16| v),
-        DType::F64 => go!(F64, |v| v, rows_f64, F64),
+        DType::F32 => go!(F32, |v| v as f32, rows_f32::<f32>, quant_row::<f32>),
+        DType::F16 => go!(F16, |v| v as f32, rows_f32::<f16>, quant_row::<f16>),
+        DType::BF16 => go!(BF16, |v| v as f32, rows_f32::<bf16>, quant_row::<bf16>),
+        DType::F64 => go!(F64, |v| v, rows_f64, quant_row_f64),
         other => return Err(float_error(op.name(), "xs", other)),
     })
 }
