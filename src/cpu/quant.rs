@@ -4,7 +4,7 @@
 
 use super::kernel::{rows_f32, rows_f64, rows_per_task, tier, Job, Tier};
 #[cfg(target_arch = "x86_64")]
-use super::simd::{Avx2, Avx512};
+use super::simd::{avx2_fn, avx512_fn, Avx2, Avx512};
 use super::simd::{Elem, Isa, Portable};
 use super::{last_dim, residual_dtype_error, row_job, weight_as};
 use crate::error::float_error;
@@ -48,22 +48,25 @@ fn quant_row_isa<T: Elem, I: Isa>(
     quantise_row(spec, &yf[..y.len()], q)
 }
 
-/// [`quant_row_isa`] compiled for one x86 tier.
+/// [`quant_row_isa`] compiled for one x86 tier (`$tier_fn`: its `target_feature` wrapper).
 macro_rules! quant_row_tier {
-    ($name:ident, $isa:ty, $feat:literal) => {
+    ($name:ident, $isa:ty, $tier_fn:ident) => {
         #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = $feat)]
-        fn $name<T: Elem>(isa: $isa, s: &QuantSpec, y: &[T], yf: &mut [f32], q: &mut [u8]) -> f32 {
-            quant_row_isa(isa, s, y, yf, q)
+        $tier_fn! {
+            fn $name<T: Elem>(
+                isa: $isa,
+                s: &QuantSpec,
+                y: &[T],
+                yf: &mut [f32],
+                q: &mut [u8],
+            ) -> f32 {
+                quant_row_isa(isa, s, y, yf, q)
+            }
         }
     };
 }
-quant_row_tier!(quant_row_avx2, Avx2, "avx2,fma,f16c");
-quant_row_tier!(
-    quant_row_avx512,
-    Avx512,
-    "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"
-);
+quant_row_tier!(quant_row_avx2, Avx2, avx2_fn);
+quant_row_tier!(quant_row_avx512, Avx512, avx512_fn);
 
 /// [`QuantRowFn`] of a 16- or 32-bit float, in this CPU's widest tier.
 fn quant_row<T: Elem>(spec: &QuantSpec, y: &[T], yf: &mut [f32], q: &mut [u8]) -> f32 {

@@ -11,7 +11,7 @@
 
 use super::kernel::{arr, arr_mut, rows_per_task, tier, Tier};
 #[cfg(target_arch = "x86_64")]
-use super::simd::{Avx2, Avx512};
+use super::simd::{avx2_fn, avx512_fn, Avx2, Avx512};
 use super::simd::{Elem, Isa, Portable};
 use crate::config::{Rounding, WeightMode};
 use crate::error::{float_error, op_error};
@@ -196,43 +196,39 @@ macro_rules! with_tier {
     };
 }
 
-/// The two kernels compiled for one x86 tier.
+/// The two kernels compiled for one x86 tier (`$tier_fn`: its `target_feature` wrapper).
 macro_rules! tier_mod {
-    ($m:ident, $isa:ty, $feat:literal) => {
+    ($m:ident, $isa:ty, $tier_fn:ident) => {
         #[cfg(target_arch = "x86_64")]
         mod $m {
             use super::*;
 
-            #[target_feature(enable = $feat)]
-            pub(super) fn sum_sq<T: Elem>(isa: $isa, v: &[T]) -> f32 {
-                super::sum_sq::<T, $isa>(isa, v)
-            }
+            $tier_fn! {
+                pub(super) fn sum_sq<T: Elem>(isa: $isa, v: &[T]) -> f32 {
+                    super::sum_sq::<T, $isa>(isa, v)
+                }
 
-            #[target_feature(enable = $feat)]
-            #[allow(clippy::too_many_arguments)]
-            pub(super) fn head_f32<T: Elem>(
-                isa: $isa,
-                x: &[T],
-                scale: f32,
-                w: &[f32],
-                cos: &[f32],
-                sin: &[f32],
-                op: &RopeOp,
-                scratch: &mut [f32],
-                out: &mut [MaybeUninit<T>],
-            ) {
-                super::head_f32::<T, $isa>(isa, x, scale, w, cos, sin, op, scratch, out)
+                #[allow(clippy::too_many_arguments)]
+                pub(super) fn head_f32<T: Elem>(
+                    isa: $isa,
+                    x: &[T],
+                    scale: f32,
+                    w: &[f32],
+                    cos: &[f32],
+                    sin: &[f32],
+                    op: &RopeOp,
+                    scratch: &mut [f32],
+                    out: &mut [MaybeUninit<T>],
+                ) {
+                    super::head_f32::<T, $isa>(isa, x, scale, w, cos, sin, op, scratch, out)
+                }
             }
         }
     };
 }
 
-tier_mod!(avx2, Avx2, "avx2,fma,f16c");
-tier_mod!(
-    avx512,
-    Avx512,
-    "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"
-);
+tier_mod!(avx2, Avx2, avx2_fn);
+tier_mod!(avx512, Avx512, avx512_fn);
 
 macro_rules! f32_compute {
     ($t:ty) => {

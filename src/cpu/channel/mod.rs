@@ -12,7 +12,7 @@
 
 use super::kernel::{arr, arr_mut, rows_per_task, Tier};
 #[cfg(target_arch = "x86_64")]
-use super::simd::{Avx2, Avx512};
+use super::simd::{avx2_fn, avx512_fn, Avx2, Avx512};
 use super::simd::{Elem, Isa, Portable};
 use crate::config::{EpsMode, Rounding};
 use crate::layout::ChannelLayout;
@@ -214,35 +214,28 @@ fn block<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-fn block_avx2<T: Elem, const FUSED: bool, const RB: bool>(
-    isa: Avx2,
-    job: &ChannelJob<'_, T, f32>,
-    o: usize,
-    i0: usize,
-    b: usize,
-    out: &Out<T>,
-    sum: &Out<T>,
-) {
-    block::<T, Avx2, FUSED, RB>(isa, job, o, i0, b, out, sum)
+/// [`block`] compiled for one x86 tier (`$tier_fn`: its `target_feature` wrapper).
+macro_rules! block_tier {
+    ($name:ident, $isa:ty, $tier_fn:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        $tier_fn! {
+            #[allow(clippy::too_many_arguments)]
+            fn $name<T: Elem, const FUSED: bool, const RB: bool>(
+                isa: $isa,
+                job: &ChannelJob<'_, T, f32>,
+                o: usize,
+                i0: usize,
+                b: usize,
+                out: &Out<T>,
+                sum: &Out<T>,
+            ) {
+                block::<T, $isa, FUSED, RB>(isa, job, o, i0, b, out, sum)
+            }
+        }
+    };
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-fn block_avx512<T: Elem, const FUSED: bool, const RB: bool>(
-    isa: Avx512,
-    job: &ChannelJob<'_, T, f32>,
-    o: usize,
-    i0: usize,
-    b: usize,
-    out: &Out<T>,
-    sum: &Out<T>,
-) {
-    block::<T, Avx512, FUSED, RB>(isa, job, o, i0, b, out, sum)
-}
+block_tier!(block_avx2, Avx2, avx2_fn);
+block_tier!(block_avx512, Avx512, avx512_fn);
 
 #[allow(clippy::too_many_arguments)]
 fn dispatch<T: Elem, const FUSED: bool, const RB: bool>(

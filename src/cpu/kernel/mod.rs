@@ -1,9 +1,9 @@
 //! The CPU row kernel: two passes over each row (sum of squares, then scale), parallel over
 //! rows with rayon, 16-lane f32 blocks compiled per instruction-set tier.
 
-use super::simd::{hsum16, Elem, Isa, Portable};
 #[cfg(target_arch = "x86_64")]
-use super::simd::{Avx2, Avx512};
+use super::simd::{avx2_fn, avx512_fn, Avx2, Avx512};
+use super::simd::{hsum16, Elem, Isa, Portable};
 use crate::config::{EpsMode, Rounding};
 use crate::op::{scale_f32, scale_f64};
 use rayon::prelude::*;
@@ -219,29 +219,25 @@ fn rows_chunk<T: Elem, I: Isa, const FUSED: bool, const RB: bool>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn rows_chunk_avx2<T: Elem, const FUSED: bool, const RB: bool>(
-    isa: Avx2,
-    job: &Job<'_, T, f32>,
-    row0: usize,
-    out: &mut [MaybeUninit<T>],
-    sum: &mut [MaybeUninit<T>],
-) {
-    rows_chunk::<T, Avx2, FUSED, RB>(isa, job, row0, out, sum)
+/// [`rows_chunk`] compiled for one x86 tier (`$tier_fn`: its `target_feature` wrapper).
+macro_rules! rows_chunk_tier {
+    ($name:ident, $isa:ty, $tier_fn:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        $tier_fn! {
+            fn $name<T: Elem, const FUSED: bool, const RB: bool>(
+                isa: $isa,
+                job: &Job<'_, T, f32>,
+                row0: usize,
+                out: &mut [MaybeUninit<T>],
+                sum: &mut [MaybeUninit<T>],
+            ) {
+                rows_chunk::<T, $isa, FUSED, RB>(isa, job, row0, out, sum)
+            }
+        }
+    };
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-fn rows_chunk_avx512<T: Elem, const FUSED: bool, const RB: bool>(
-    isa: Avx512,
-    job: &Job<'_, T, f32>,
-    row0: usize,
-    out: &mut [MaybeUninit<T>],
-    sum: &mut [MaybeUninit<T>],
-) {
-    rows_chunk::<T, Avx512, FUSED, RB>(isa, job, row0, out, sum)
-}
+rows_chunk_tier!(rows_chunk_avx2, Avx2, avx2_fn);
+rows_chunk_tier!(rows_chunk_avx512, Avx512, avx512_fn);
 
 fn dispatch<T: Elem, const FUSED: bool, const RB: bool>(
     tier: Tier,

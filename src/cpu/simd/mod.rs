@@ -127,7 +127,7 @@ impl Isa for Portable {
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{Avx2, Avx512};
+pub(crate) use x86::{avx2_fn, avx512_fn, Avx2, Avx512};
 
 /// A storage element whose arithmetic happens in f32.
 pub(crate) trait Elem: Copy + Send + Sync + 'static {

@@ -42,6 +42,19 @@ impl Avx512 {
     }
 }
 
+/// Items compiled for the [`Avx2`] tier: each with exactly the features [`Avx2::detect`]
+/// checks (the one place the kernels' feature list is written).
+macro_rules! avx2_fn {
+    ($($i:item)*) => { $( #[target_feature(enable = "avx2,fma,f16c")] $i )* };
+}
+/// Items compiled for the [`Avx512`] tier: the features [`Avx512::detect`] checks.
+macro_rules! avx512_fn {
+    ($($i:item)*) => {
+        $( #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")] $i )*
+    };
+}
+pub(crate) use {avx2_fn, avx512_fn};
+
 const RNE: i32 = _MM_FROUND_TO_NEAREST_INT;
 
 // SAFETY (whole module): the `unsafe fn`s below are compiled with the target features
