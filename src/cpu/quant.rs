@@ -2,7 +2,7 @@
 //! in cache with the row kernel (so `y` is bit for bit what `rms_norm` returns), then quantises
 //! those rows; memory sees the input read once and the bytes (and the fused sum) written once.
 
-use super::kernel::{rows_f32, rows_f64, rows_per_task, tier, Job, Tier};
+use super::kernel::{arr, rows_f32, rows_f64, rows_per_task, tier, Job, Tier};
 #[cfg(target_arch = "x86_64")]
 use super::simd::{avx2_fn, avx512_fn, Avx2, Avx512};
 use super::simd::{Elem, Isa, Portable};
@@ -39,7 +39,7 @@ fn quant_row_isa<T: Elem, I: Isa>(
         .chunks_exact(16)
         .zip(yf[..n16].chunks_exact_mut(16))
     {
-        let v = T::load(isa, yc.try_into().expect("chunks of 16"));
+        let v = T::load(isa, arr(yc));
         fc.copy_from_slice(&isa.to_array(v));
     }
     for (f, &e) in yf[n16..].iter_mut().zip(&y[n16..]) {

@@ -51,6 +51,15 @@ pub struct ChannelProblem {
     pub stage_bytes: u64,
 }
 
+/// Bytes of the kernels' compute type for elements of `elem_bytes`: f64 for f64, else f32.
+fn acc_bytes(elem_bytes: u32) -> u64 {
+    if elem_bytes == 8 {
+        8
+    } else {
+        4
+    }
+}
+
 /// Positions one block (tile) of `plan` covers, for elements of `elem_bytes`.
 pub fn tile(elem_bytes: u32, plan: &Plan) -> u64 {
     let v = if plan.vector {
@@ -113,8 +122,7 @@ pub fn plan_channels(p: &ChannelProblem) -> Result<Plan, String> {
         0
     };
     debug_assert!(k <= hold && block <= max_block && block % w == 0);
-    let acc = if p.elem_bytes == 8 { 8 } else { 4 };
-    let red = block / w * lanes * if vector { v } else { 1 } * acc;
+    let red = block / w * lanes * if vector { v } else { 1 } * acc_bytes(p.elem_bytes);
     if red > CHANNEL_RED_BYTES {
         return Err(format!("internal: a reduction of {red} bytes"));
     }
@@ -153,8 +161,7 @@ const STAGED_LANES: u64 = 16;
 /// channels x lanes chunks of 16 bytes) and the weights in the compute type.
 fn staged_bytes(p: &ChannelProblem, lanes: u64) -> u64 {
     let inputs = if p.fused { 2 } else { 1 };
-    let acc = if p.elem_bytes == 8 { 8 } else { 4 };
-    inputs * p.channels * lanes * 16 + p.channels * acc
+    inputs * p.channels * lanes * 16 + p.channels * acc_bytes(p.elem_bytes)
 }
 
 /// The staged plan ([`Variant::ChannelStaged`]: one tile a block, copied whole into shared
