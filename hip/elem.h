@@ -12,6 +12,13 @@ template <typename A> struct same_type<A, A> { static constexpr bool value = tru
 template <bool B, typename X, typename Y> struct pick_type { using type = X; };
 template <typename X, typename Y> struct pick_type<false, X, Y> { using type = Y; };
 
+// A compile-time flag, for code specialised on a run-time one (row.h's with_flags, quant.h's
+// with_format); it converts to its bool, so code written for a run-time bool takes it as well.
+template <bool B> struct Flag {
+  static constexpr bool value = B;
+  NORM_DEV constexpr operator bool() const { return B; }
+};
+
 struct alignas(16) v16 { norm_u32 w[4]; };
 
 // Element traits: compute type A, elements per 16-byte chunk V, scalar load/store, chunk

@@ -189,11 +189,7 @@ NORM_DEV void channel_tile(const NormArgs& a, const Tile<T, W>& t, typename Tr<T
       A w[1], y[VEC];
       load_weight<W, 1, A>(wp ? wp + c : nullptr, off1, w);
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        A n = v[i] * scale[i];
-        if (rb) n = Tr<T>::round(n);
-        y[i] = n * w[0];
-      }
+      for (int i = 0; i < VEC; ++i) y[i] = norm_y<T>(v[i], scale[i], w[0], rb);
       store_chunk<T, VEC>(p.o + c * os, y);
     });
   };

@@ -58,11 +58,7 @@ NORM_DEV void staged_write(const NormArgs& a, const StagedTile<T, FUSED>& s, int
     }
     const A w = s.w[c];
 #pragma unroll
-    for (int e = 0; e < VEC; ++e) {
-      A n = v[e] * scale[e];
-      if constexpr (RB) n = Tr<T>::round(n);
-      y[e] = n * w;
-    }
+    for (int e = 0; e < VEC; ++e) y[e] = norm_y<T>(v[e], scale[e], w, RB);
     store_chunk<T, VEC>(out, y);
     out += out_step;
   }

@@ -76,7 +76,7 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
 
   const bool rb = (a.flags & NORM_ROUND_BEFORE_WEIGHT) != 0;
   const bool off1 = (a.flags & NORM_OFFSET_ONE) != 0;
-  auto write = [&](auto f) __attribute__((always_inline)) {
+  auto write = [&](A sc) __attribute__((always_inline)) {
 #pragma unroll 2
     for (long long c = team.rank; c < nvec; c += team.size) {
       A v[VEC], w[VEC], y[VEC];
@@ -84,11 +84,7 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
       if constexpr (FUSED) store_chunk<T, VEC>(p.s + c * VEC, v);
       load_weight<W, VEC, A>(p.w ? p.w + c * VEC : nullptr, off1, w);
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        A n = f(v[i]);
-        if (rb) n = Tr<T>::round(n);
-        y[i] = n * w[i];
-      }
+      for (int i = 0; i < VEC; ++i) y[i] = norm_y<T>(v[i], sc, w[i], rb);
       store_chunk<T, VEC>(p.o + c * VEC, y);
     }
     for (long long e = tail0 + team.rank; e < end; e += team.size) {
@@ -96,9 +92,7 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
       load_weight<W, 1, A>(p.w ? p.w + e : nullptr, off1, w);
       const A v = input1(e);
       if constexpr (FUSED) Tr<T>::put(p.s + e, v);
-      A n = f(v);
-      if (rb) n = Tr<T>::round(n);
-      Tr<T>::put(p.o + e, n * w[0]);
+      Tr<T>::put(p.o + e, norm_y<T>(v, sc, w[0], rb));
     }
   };
 
@@ -114,7 +108,7 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
   };
   const A sc = row_scale<VAR>(a, ss, valid, team, each_value);
   if constexpr (!QUANT) {
-    write([&](A e) { return e * sc; });
+    write(sc);
   } else {
     const QuantArgs qa = quant_args(a);
     // gfx9: the scale and the bounds in vector registers across the passes below (scalar-register
@@ -130,11 +124,7 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
       A w[VEC];
       load_weight<W, VEC, A>(p.w ? p.w + c * VEC : nullptr, off1, w);
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        A n = v[i] * scl;
-        if (rb) n = Tr<T>::round(n);
-        y[i] = Tr<T>::round(n * w[i]);
-      }
+      for (int i = 0; i < VEC; ++i) y[i] = Tr<T>::round(norm_y<T>(v[i], scl, w[i], rb));
     };
     auto y_chunk = [&](long long c, A* y) __attribute__((always_inline)) {
       A v[VEC];
@@ -144,9 +134,7 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
     auto y_one = [&](long long e) __attribute__((always_inline)) {
       A w[1];
       load_weight<W, 1, A>(p.w ? p.w + e : nullptr, off1, w);
-      A n = input1(e) * scl;
-      if (rb) n = Tr<T>::round(n);
-      return Tr<T>::round(n * w[0]);
+      return Tr<T>::round(norm_y<T>(input1(e), scl, w[0], rb));
     };
     auto each_y = [&](auto f) __attribute__((always_inline)) {
       for (long long c = team.rank; c < nv_l; c += team.size) {
@@ -159,8 +147,7 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
     };
     const float inv = quant_inv(qa, row, valid, team, each_y);
     unsigned char* q = quant_row(qa, valid ? row : 0);
-    const bool i8 = quant_i8(qa);
-      {
+    with_format(quant_i8(qa), [&](auto i8) __attribute__((always_inline)) {
       for (long long c = team.rank; c < nv_l; c += team.size) {
         A v[VEC], y[VEC];
         float t[VEC];
@@ -176,7 +163,7 @@ NORM_DEV void norm_loop(const NormArgs& a, long long row, bool valid, int parity
         if constexpr (FUSED) Tr<T>::put(p.s + e, input1(e));
         quant_store<1>(q + e, &t, i8);
       }
-    }
+    });
   }
 }
 

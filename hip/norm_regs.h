@@ -160,18 +160,12 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
       value(k, v);
       unpack_weight<W, VEC, A>(wc[k], has_w, off1, w);
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        A n = v[i] * scale;
-        if (rb) n = Tr<T>::round(n);
-        y[i] = n * w[i];
-      }
+      for (int i = 0; i < VEC; ++i) y[i] = norm_y<T>(v[i], scale, w[i], rb);
     };
     auto y_tail = [&](A scale) __attribute__((always_inline)) {
       A w[1];
       unpack_weight<W, 1, A>(wtc, has_w, off1, w);
-      A n = value_tail() * scale;
-      if (rb) n = Tr<T>::round(n);
-      return n * w[0];
+      return norm_y<T>(value_tail(), scale, w[0], rb);
     };
     auto write = [&](A scale) __attribute__((always_inline)) {
 #pragma unroll
@@ -187,9 +181,6 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
     };
     // The quantised write: y rounded to T (then to f32), the row's scale, the bytes.
     auto write_quant = [&](A scale) __attribute__((always_inline)) {
-      // gfx9: the scale in vector registers across the two passes (scalar-register relief; a
-      // no-op elsewhere).
-      norm_to_lanes(scale);
       // gfx9: the row's scale in vector registers across the two passes (scalar-register relief,
       // as norm_loop's row pointers; a no-op elsewhere).
       norm_to_lanes(scale);
@@ -207,8 +198,7 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
       };
       const float inv = quant_inv(qa, row, valid, team, each_y);
       unsigned char* q = quant_row(qa, valid ? row : 0);
-      const bool i8 = quant_i8(qa);
-      {
+      with_format(quant_i8(qa), [&](auto i8) __attribute__((always_inline)) {
 #pragma unroll
         for (int k = 0; k < K; ++k) {
           const int c = team.rank + k * team.size;
@@ -225,7 +215,7 @@ NORM_DEV void norm_regs(const NormArgs& a, long long first, int local0, int step
           const float t = (float)Tr<T>::round(y_tail(scale)) * inv;
           quant_store<1>(q + tail0 + team.rank, &t, i8);
         }
-      }
+      });
     };
 
     // f(v) for every summed value of this lane's part of the row (the rescue's passes; zeros

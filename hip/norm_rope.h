@@ -118,6 +118,23 @@ template <typename A, int N> NORM_DEV void load_angles(const A* __restrict__ p, 
   }
 }
 
+// N angles from index i of table p (cos or sin) in the compute type A: a table of A, or with
+// `tt` (ROPE_TABLES_IN_T, 16-bit T only) of T, widened (exactly), read as one vector of half
+// the bytes.
+template <typename T, typename A, int N>
+NORM_DEV void load_angles_of(const void* __restrict__ p, long long i, bool tt, A* v) {
+  if constexpr (sizeof(T) == 2) {
+    if (tt) {
+      T t[N];
+      load_angles<T, N>((const T*)p + i, t);
+#pragma unroll
+      for (int j = 0; j < N; ++j) v[j] = Tr<T>::get(&t[j]);
+      return;
+    }
+  }
+  load_angles<A, N>((const A*)p + i, v);
+}
+
 // A chunk of VEC values of T at p, one 16-byte store of a vector of words (stored as a struct,
 // its words were split into 8- and 4-byte stores).
 template <typename T, int VEC, typename A> NORM_DEV void store_unit(T* __restrict__ p, const A* v) {
@@ -206,8 +223,9 @@ NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
   const T* __restrict__ x = (const T*)pick((norm_u64)a.x[0], (norm_u64)a.x[1]) + b * xb + l * xl;
   const W* __restrict__ w = (const W*)pick((norm_u64)a.w[0], (norm_u64)a.w[1]);
   T* __restrict__ out = (T*)a.out + t * a.out_t + b * a.out_b + l * a.out_l;
-  const A* __restrict__ cs = (const A*)a.cos + l * (d / 2);
-  const A* __restrict__ sn = (const A*)a.sin + l * (d / 2);
+  // This position's table rows start at element l * (d / 2), of A or (tt) of T.
+  const bool tt = (a.flags & ROPE_TABLES_IN_T) != 0;
+  const long long t0 = l * (d / 2);
 
   // Slot s: head team + (s / upl) * teams, unit lane + (s % upl) * lph of it; its two chunks
   // start at e0 and e1 of the row.
@@ -245,13 +263,13 @@ NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
         // half of the head (rope_i), one branch-free path for both.
         const int a0 = half ? u * VEC : u * (VEC / 2);
         const int a1 = half ? a0 + VEC / 2 : d / 4 + a0;
-        load_angles<A, VEC / 2>(cs + a0, c[k]);
-        load_angles<A, VEC / 2>(cs + a1, c[k] + VEC / 2);
-        load_angles<A, VEC / 2>(sn + a0, sv[k]);
-        load_angles<A, VEC / 2>(sn + a1, sv[k] + VEC / 2);
+        load_angles_of<T, A, VEC / 2>(a.cos, t0 + a0, tt, c[k]);
+        load_angles_of<T, A, VEC / 2>(a.cos, t0 + a1, tt, c[k] + VEC / 2);
+        load_angles_of<T, A, VEC / 2>(a.sin, t0 + a0, tt, sv[k]);
+        load_angles_of<T, A, VEC / 2>(a.sin, t0 + a1, tt, sv[k] + VEC / 2);
       } else {
-        load_angles<A, 1>(cs + u, c[k]);
-        load_angles<A, 1>(sn + u, sv[k]);
+        load_angles_of<T, A, 1>(a.cos, t0 + u, tt, c[k]);
+        load_angles_of<T, A, 1>(a.sin, t0 + u, tt, sv[k]);
       }
     }
   }

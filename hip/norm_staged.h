@@ -24,17 +24,20 @@ namespace rn {
 // before its outputs are written.
 // QUANT (the _staged_quant kernels, hip/quant.h): y, rounded to T as the plain kernels store it,
 // is formed from the staged row once; with a dynamic scale it replaces x in shared memory while
-// the row's largest |y| is taken, and the bytes are written from there.
+// the row's largest |y| is taken, and the bytes are written from there, converted to the one
+// format of the launch (with_format).
 template <typename T, typename W, bool FUSED, int S, typename Team, bool QUANT = false>
 NORM_DEV void norm_staged(const NormArgs& a, long long first, int local0, int step, int share,
                           const Team& team) {
   using A = typename Tr<T>::A;
+  using C = Chunk<T, Tr<T>::V>;
   constexpr int VEC = Tr<T>::V;
   constexpr int IN = FUSED ? 2 : 1;
-  const long long n = a.hidden / VEC;
-  Chunk<T, VEC>* buf = (Chunk<T, VEC>*)norm_dyn_smem(); // [min(S, iters)][step][IN][n]
-  auto slot = [&](int i, int which, long long c) __attribute__((always_inline)) {
-    return buf + (((long long)(i % S) * step + local0) * IN + which) * n + c;
+  // Chunk and element indices within a staged row, which shared memory holds: ints.
+  const int n = (int)(a.hidden / VEC);
+  C* buf = (C*)norm_dyn_smem(); // [min(S, iters)][step][IN][n]
+  auto slot = [&](int i, int which) __attribute__((always_inline)) {
+    return buf + (((i % S) * step + local0) * IN + which) * n;
   };
   auto valid_at = [&](int i) __attribute__((always_inline)) {
     return local0 + (long long)i * step < share && first + (long long)i * step < a.rows;
@@ -42,15 +45,14 @@ NORM_DEV void norm_staged(const NormArgs& a, long long first, int local0, int st
   auto issue = [&](int i) __attribute__((always_inline)) {
     if (valid_at(i)) {
       const Row<T, W> p = row_ptrs<T, W, FUSED>(a, first + (long long)i * step);
-      for (long long c = team.rank; c < n; c += team.size) {
-        norm_async_copy16(slot(i, 0, c), p.x + c * VEC);
-        if constexpr (FUSED) norm_async_copy16(slot(i, 1, c), p.r + c * VEC);
+      C* xs = slot(i, 0);
+      for (int c = team.rank; c < n; c += team.size) {
+        norm_async_copy16(xs + c, p.x + c * VEC);
+        if constexpr (FUSED) norm_async_copy16(xs + n + c, p.r + c * VEC);
       }
     }
     norm_async_commit();
   };
-  const bool rb = (a.flags & NORM_ROUND_BEFORE_WEIGHT) != 0;
-  const bool off1 = (a.flags & NORM_OFFSET_ONE) != 0;
   QuantArgs qa{};
   if constexpr (QUANT) qa = quant_args(a);
   // The same count in every lane: teams of one warp must run the same shuffles.
@@ -64,19 +66,20 @@ NORM_DEV void norm_staged(const NormArgs& a, long long first, int local0, int st
     const long long row = first + (long long)i * step;
     const bool valid = valid_at(i);
     const Row<T, W> p = row_ptrs<T, W, FUSED>(a, valid ? row : 0);
-    const long long nv = valid ? n : 0;
+    const int nv = valid ? n : 0;
+    C* xs = slot(i, 0); // x, then (fused) the residual at xs + n
     // x (+ residual) of chunk c in the compute type: the same bits each time it is needed.
-    auto value = [&](long long c, A* v) __attribute__((always_inline)) {
-      unpack_chunk<T, VEC>(*slot(i, 0, c), v);
+    auto value = [&](int c, A* v) __attribute__((always_inline)) {
+      unpack_chunk<T, VEC>(xs[c], v);
       if constexpr (FUSED) {
         A t[VEC];
-        unpack_chunk<T, VEC>(*slot(i, 1, c), t);
+        unpack_chunk<T, VEC>(xs[n + c], t);
 #pragma unroll
         for (int e = 0; e < VEC; ++e) v[e] += t[e];
       }
     };
     A ss = 0;
-    for (long long c = team.rank; c < nv; c += team.size) {
+    for (int c = team.rank; c < nv; c += team.size) {
       A v[VEC];
       value(c, v);
 #pragma unroll
@@ -84,7 +87,7 @@ NORM_DEV void norm_staged(const NormArgs& a, long long first, int local0, int st
     }
     ss = team.sum(ss, i & 1);
     auto each_value = [&](auto f) __attribute__((always_inline)) {
-      for (long long c = team.rank; c < nv; c += team.size) {
+      for (int c = team.rank; c < nv; c += team.size) {
         A v[VEC];
         value(c, v);
 #pragma unroll
@@ -92,66 +95,52 @@ NORM_DEV void norm_staged(const NormArgs& a, long long first, int local0, int st
       }
     };
     const A sc = row_scale(a, ss, valid, team, each_value);
-    if constexpr (!QUANT) {
-      with_flags(rb, off1, [&](auto RB, auto OFF1) __attribute__((always_inline)) {
-        for (long long c = team.rank; c < nv; c += team.size) {
+    // The weight's presence and the options as compile-time flags (with_options; uniform over
+    // the launch, so a team reduction inside is reached by every lane of the team alike).
+    with_options(a, [&](auto HW, auto RB, auto OFF1) __attribute__((always_inline)) {
+      constexpr bool H = decltype(HW)::value, R = decltype(RB)::value, O = decltype(OFF1)::value;
+      if constexpr (!QUANT) {
+        for (int c = team.rank; c < nv; c += team.size) {
           A v[VEC];
           value(c, v);
-          // An element index within a staged row, which shared memory holds: an int.
-          constexpr bool R = decltype(RB)::value, O = decltype(OFF1)::value;
-          write_elems<T, W, VEC, FUSED, R, O>(p, (int)(c * VEC), v, sc);
+          write_elems<T, W, VEC, FUSED, H, R, O>(p, c * VEC, v, sc);
         }
-      });
-    } else {
-      // The options as compile-time flags here too (the flags are uniform over the launch, so
-      // the team reduction inside quant_inv_of is reached by every lane of the team alike).
-      with_flags(rb, off1, [&](auto RB, auto OFF1) __attribute__((always_inline)) {
-        constexpr bool R = decltype(RB)::value, O = decltype(OFF1)::value;
-        // y of chunk c (the fused sum stored on the way), rounded to T as the plain kernels
-        // store it.
-        auto y_of = [&](long long c, A* y) __attribute__((always_inline)) {
-          A v[VEC], w[VEC];
+      } else {
+        // y of chunk c as the plain kernels store it (T's bits, rounded in pairs where T has a
+        // paired conversion), the fused sum stored on the way.
+        auto y_of = [&](int c) __attribute__((always_inline)) {
+          A v[VEC], y[VEC];
           value(c, v);
           if constexpr (FUSED) store_chunk<T, VEC>(p.s + c * VEC, v);
-          load_weight<W, VEC, A>(p.w ? p.w + c * VEC : nullptr, O, w);
-#pragma unroll
-          for (int e = 0; e < VEC; ++e) {
-            A n = v[e] * sc;
-            if constexpr (R) n = Tr<T>::round(n);
-            y[e] = Tr<T>::round(n * w[e]);
-          }
+          y_elems<T, W, VEC, H, R, O>(p, c * VEC, v, sc, y);
+          return Tr<T>::pack(y);
         };
-        // A dynamic scale: y formed once, its largest |y| taken and y kept in the row's x
-        // buffer (this lane's own chunks; y is exact in T), from which the bytes are written.
-        // A static one: y formed in the writing pass.
+        // A dynamic scale: y formed once, its largest |y| folded (AbsMax) and y kept in the
+        // row's x buffer (this lane's own chunks), from which the bytes are written. A static
+        // one: y formed in the writing pass.
         const bool dynamic = !quant_static(qa);
-        float m = 0.0f;
+        AbsMax<T> m;
         if (dynamic) {
-          for (long long c = team.rank; c < nv; c += team.size) {
-            A y[VEC];
-            y_of(c, y);
-#pragma unroll
-            for (int e = 0; e < VEC; ++e) m = __builtin_fmaxf(m, __builtin_fabsf((float)y[e]));
-            store_chunk<T, VEC>((T*)slot(i, 0, c), y);
+          for (int c = team.rank; c < nv; c += team.size) {
+            const v16 y = y_of(c);
+            m.add(y);
+            xs[c].raw[0] = y;
           }
         }
-        const float inv = quant_inv_of(qa, row, valid, team, m);
+        const float inv = quant_inv_of(qa, row, valid, team, m.get());
         unsigned char* q = quant_row(qa, valid ? row : 0);
-        const bool i8 = quant_i8(qa);
-        for (long long c = team.rank; c < nv; c += team.size) {
-          A y[VEC];
-          if (dynamic) {
-            unpack_chunk<T, VEC>(*slot(i, 0, c), y);
-          } else {
-            y_of(c, y);
-          }
-          float t[VEC];
+        with_format(quant_i8(qa), [&](auto I8) __attribute__((always_inline)) {
+          for (int c = team.rank; c < nv; c += team.size) {
+            A y[VEC];
+            float t[VEC];
+            Tr<T>::unpack(dynamic ? xs[c].raw[0] : y_of(c), y);
 #pragma unroll
-          for (int e = 0; e < VEC; ++e) t[e] = (float)y[e] * inv;
-          quant_store<VEC>(q + c * VEC, t, i8);
-        }
-      });
-    }
+            for (int e = 0; e < VEC; ++e) t[e] = (float)y[e] * inv;
+            quant_store<VEC>(q + c * VEC, t, I8);
+          }
+        });
+      }
+    });
   }
   norm_async_wait<0>(); // nothing left in flight when the block ends
 }

@@ -330,6 +330,39 @@ NORM_DEV norm_u32 norm_hw_e4m3x2(float lo, float hi) {
 #define NORM_HW_E4M3 0
 #endif
 
+// f32 -> i8 in hardware: NORM_HW_I8 is 1 where one instruction converts (NVIDIA:
+// cvt.rni.sat.s8.f32, round to nearest even, saturated to -128..127, NaN to 0), and then
+// norm_hw_i8 gives the byte; elsewhere hip/quant.h converts in float arithmetic.
+#if defined(__NVPTX__)
+#define NORM_HW_I8 1
+NORM_DEV norm_u32 norm_hw_i8(float v) {
+  norm_u16 r;
+  asm("cvt.rni.sat.s8.f32 %0, %1;" : "=h"(r) : "f"(v));
+  return r & 0xffu;
+}
+#else
+#define NORM_HW_I8 0
+#endif
+
+// The larger of each half of two packed bf16 (f16) pairs, a NaN operand ignored (the other
+// returned, as fmaxf): NORM_HW_MAX2 is 1 where one instruction does it (NVIDIA sm_80+:
+// max.bf16x2, max.f16x2); elsewhere hip/quant.h compares in f32.
+#if defined(__NVPTX__) && __CUDA_ARCH__ >= 800
+#define NORM_HW_MAX2 1
+NORM_DEV norm_u32 norm_max_bf16x2(norm_u32 a, norm_u32 b) {
+  norm_u32 r;
+  asm("max.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+NORM_DEV norm_u32 norm_max_f16x2(norm_u32 a, norm_u32 b) {
+  norm_u32 r;
+  asm("max.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+#else
+#define NORM_HW_MAX2 0
+#endif
+
 // 1 when compiling for AMD (amdgcn), for choices of code shape that only AMD's register
 // allocation needs (e.g. hip/rms_norm.hip's dispatch_k).
 #if defined(__AMDGCN__)

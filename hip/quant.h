@@ -44,17 +44,35 @@ NORM_DEV norm_u32 quant_e4m3x2(float lo, float hi) {
 #endif
 }
 
-// f32 -> i8 as a byte: round to nearest even, saturated to -128..127, NaN to 0.
+// f32 -> i8 as a byte: round to nearest even, saturated to -128..127, NaN to 0. One conversion
+// instruction where the target has it (NORM_HW_I8); elsewhere in float arithmetic.
 NORM_DEV norm_u32 quant_i8(float v) {
+#if NORM_HW_I8
+  return norm_hw_i8(v);
+#else
   if (v != v) return 0u;
   const float r = __builtin_fminf(__builtin_fmaxf(__builtin_rintf(v), -128.0f), 127.0f);
   return (norm_u32)(int)r & 0xffu;
+#endif
+}
+
+// f(i8) with the output format (i8: true, e4m3: false), uniform over the launch, as a Flag on
+// NVIDIA: the loops inside f then convert to the one format (as a run-time bool the compiler
+// converted every value both ways and selected). AMD keeps the run-time bool: one copy of the
+// row loops (a second, specialised copy cost gfx9 scalar-register spills).
+template <typename F> NORM_DEV void with_format(bool i8, F f) {
+#if NORM_AMD
+  f(i8);
+#else
+  if (i8) f(Flag<true>{});
+  else f(Flag<false>{});
+#endif
 }
 
 // N values (already times 1 / scale) written as N bytes at p (N > 1: p N-byte aligned), as i8
-// or e4m3. The format is a run-time flag, uniform over the launch: one copy of the row loops
-// that call this (a second, specialised copy cost gfx9 scalar-register spills).
-template <int N> NORM_DEV void quant_store(unsigned char* __restrict__ p, const float* v, bool i8) {
+// or e4m3 (I8: a bool or a Flag, see with_format).
+template <int N, typename I8>
+NORM_DEV void quant_store(unsigned char* __restrict__ p, const float* v, I8 i8) {
   if constexpr (N == 1) {
     *p = (unsigned char)(i8 ? quant_i8(v[0]) : quant_e4m3(v[0]));
   } else {
@@ -76,6 +94,35 @@ template <int N> NORM_DEV void quant_store(unsigned char* __restrict__ p, const 
     }
   }
 }
+
+// The largest |y| of values of T, folded a 16-byte chunk of them (as stored: T's bits) at a
+// time; NaN ignored, as fmaxf. 16-bit types on NVIDIA sm_80+: a packed max of the magnitudes,
+// one instruction a pair (NORM_HW_MAX2; exact: the values are T's); elsewhere widened to f32.
+template <typename T> struct AbsMax {
+  float m = 0.0f;
+  NORM_DEV void add(const v16& c) {
+    typename Tr<T>::A v[Tr<T>::V];
+    Tr<T>::unpack(c, v);
+#pragma unroll
+    for (int i = 0; i < Tr<T>::V; ++i) m = __builtin_fmaxf(m, __builtin_fabsf((float)v[i]));
+  }
+  NORM_DEV float get() const { return m; }
+};
+#if NORM_HW_MAX2
+template <typename T, typename C> struct AbsMaxHalf {
+  norm_u32 m = 0; // two magnitudes of T, never NaN (+0 to start; a NaN operand is ignored)
+  NORM_DEV void add(const v16& c) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const norm_u32 mag = c.w[i] & 0x7fff7fffu;
+      m = same_type<T, norm_bf16>::value ? norm_max_bf16x2(m, mag) : norm_max_f16x2(m, mag);
+    }
+  }
+  NORM_DEV float get() const { return __builtin_fmaxf(C::lo(m), C::hi(m)); }
+};
+template <> struct AbsMax<norm_bf16> : AbsMaxHalf<norm_bf16, Bf16Conv> {};
+template <> struct AbsMax<norm_f16> : AbsMaxHalf<norm_f16, F16Conv> {};
+#endif
 
 // The quantised kernels' own arguments, read once before the row loop. On gfx9 they are moved
 // to vector registers (a no-op elsewhere): held in scalar registers across the loop, they made

@@ -13,13 +13,16 @@
 #define ROPE_CLAMP_NORM 32u         // scale = sqrt(n) / max(sqrt(ss), eps) (eps = eps^2 / n)
 #define ROPE_WEIGHT_IN_T 64u        // weights of the input type (the _wt kernels); else of the
                                     // compute type
+#define ROPE_TABLES_IN_T 128u       // cos/sin of the input type (bf16/f16 input only); else of
+                                    // the compute type
 
 struct RopeArgs {
   void* out;          // element (t, b, l, h, e) at t*out_t + b*out_b + l*out_l + h*out_h + e
   const void* x[2];   // q, k: element (b, l, c) at b*x_b[t] + l*x_l[t] + c, c < heads*head_dim
   const void* w[2];   // their weights, of the compute type or with ROPE_WEIGHT_IN_T of the
                       // input's ([heads*head_dim], or [head_dim] with ROPE_PER_HEAD), or null
-  const void* cos;    // [seq][head_dim / 2] of the compute type (f32; f64 for f64)
+  const void* cos;    // [seq][head_dim / 2] of the compute type (f32; f64 for f64), or with
+                      // ROPE_TABLES_IN_T of the input's
   const void* sin;
   long long x_b[2];
   long long x_l[2];

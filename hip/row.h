@@ -32,11 +32,6 @@ NORM_DEV Row<T, W> row_ptrs(const NormArgs& a, long long row) {
   return p;
 }
 
-// A compile-time flag, for lambdas specialised on a run-time one (with_flags).
-template <bool B> struct Flag {
-  static constexpr bool value = B;
-};
-
 // f(Flag<rb>, Flag<off1>) with the two run-time option flags as compile-time ones: the row
 // loops that call it run no instruction for an option that is off (measured on the H200, ncu:
 // the staged kernels issue an instruction on 88% of scheduler cycles, so every one counts).
@@ -50,20 +45,56 @@ template <typename F> NORM_DEV void with_flags(bool rb, bool off1, F f) {
   }
 }
 
-// Writes `N` elements of a row at `e` from their values `v` (x, or x + residual for the fused
-// op): the sum (fused), then v * scale, rounded to T first when `RB`, times the weight (loaded
-// here, `1 + w` when `OFF1`). N > 1 needs 16-byte aligned chunks.
-template <typename T, typename W, int N, bool FUSED, bool RB, bool OFF1, typename A>
-NORM_DEV void write_elems(const Row<T, W>& p, int e, const A* v, A scale) {
-  A w[N], y[N];
-  if constexpr (FUSED) store_chunk<T, N>(p.s + e, v);
-  load_weight<W, N, A>(p.w ? p.w + e : nullptr, OFF1, w);
-#pragma unroll
-  for (int i = 0; i < N; ++i) {
-    A n = v[i] * scale;
-    if constexpr (RB) n = Tr<T>::round(n);
-    y[i] = n * w[i];
+// f(Flag<weight given>, Flag<rb>, Flag<off1>): with_flags with the weight's presence as well.
+// Without a weight the options change nothing (y = v * scale rounded once either way; the
+// offset applies to a weight), so that is one case, f(false, false, false).
+template <typename F> NORM_DEV void with_options(const NormArgs& a, F f) {
+  if (a.weight == nullptr) {
+    f(Flag<false>{}, Flag<false>{}, Flag<false>{});
+  } else {
+    with_flags((a.flags & NORM_ROUND_BEFORE_WEIGHT) != 0, (a.flags & NORM_OFFSET_ONE) != 0,
+               [&](auto RB, auto OFF1) __attribute__((always_inline)) { f(Flag<true>{}, RB, OFF1); });
   }
+}
+
+// The output value of an element before its rounding to T (every kernel's one formula): its
+// value v (x, or x + residual) times the row's (position's) scale, rounded to T first when `rb`
+// (a bool or a Flag), times its weight w (mode applied).
+template <typename T, typename A, typename RB> NORM_DEV A norm_y(A v, A scale, A w, RB rb) {
+  A n = v * scale;
+  if (rb) n = Tr<T>::round(n);
+  return n * w;
+}
+
+// The N output values of elements e.. of a row (norm_y) from their values `v`, with the weights
+// loaded here (HW: p.w is not null; `1 + w` when `OFF1`; without: ones), before their rounding
+// to T; the rounding before the weight (RB) two values at a time where N is even (Tr::round2:
+// one paired conversion where the target has it, the same bits). N > 1 needs 16-byte aligned
+// chunks.
+template <typename T, typename W, int N, bool HW, bool RB, bool OFF1, typename A>
+NORM_DEV void y_elems(const Row<T, W>& p, int e, const A* v, A scale, A* y) {
+  A w[N];
+  unpack_weight<W, N, A>(HW ? load_chunk<W, N>(p.w + e) : Chunk<W, N>{}, HW, OFF1, w);
+  if constexpr (RB && N % 2 == 0) {
+#pragma unroll
+    for (int i = 0; i < N; i += 2) {
+      A n0 = v[i] * scale, n1 = v[i + 1] * scale;
+      Tr<T>::round2(n0, n1);
+      y[i] = n0 * w[i];
+      y[i + 1] = n1 * w[i + 1];
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) y[i] = norm_y<T>(v[i], scale, w[i], Flag<RB>{});
+  }
+}
+
+// Writes `N` elements of a row at `e` from their values `v`: the sum (fused), then y_elems.
+template <typename T, typename W, int N, bool FUSED, bool HW, bool RB, bool OFF1, typename A>
+NORM_DEV void write_elems(const Row<T, W>& p, int e, const A* v, A scale) {
+  A y[N];
+  if constexpr (FUSED) store_chunk<T, N>(p.s + e, v);
+  y_elems<T, W, N, HW, RB, OFF1>(p, e, v, scale, y);
   store_chunk<T, N>(p.o + e, y);
 }
 

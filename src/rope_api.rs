@@ -4,7 +4,6 @@
 use crate::api::resolve_backend;
 use crate::config::Backend;
 use crate::error::{backend_unavailable, op_error};
-use crate::op::compute_dtype;
 use crate::rope_check::{check_table, check_weight, rope_params, Names, ONE, PAIR};
 use crate::rope_config::RopeConfig;
 use crate::rope_op::{RopeOp, ROPE_OP};
@@ -34,13 +33,13 @@ fn rows_readable(t: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// Everything but the backend: the checked, converted descriptor for `q` (and `k`).
+/// The checked, converted descriptor for `q` (and `k`) on `backend`; `tables`: cos, sin.
 fn describe(
+    backend: Backend,
     q: &Tensor,
     k: Option<&Tensor>,
     weights: [Option<&Tensor>; 2],
-    cos: &Tensor,
-    sin: &Tensor,
+    tables: [&Tensor; 2],
     cfg: &RopeConfig,
     names: &Names,
 ) -> Result<RopeOp> {
@@ -51,7 +50,6 @@ fn describe(
     if let Some(k) = k {
         same_device("k", k, q)?;
     }
-    let cdt = compute_dtype(q.dtype());
     let wdt = params.weight_dtype(q.dtype(), &weights.map(|w| w.map(Tensor::dtype)));
     let mut ws = [None, None];
     for (i, (w, arg)) in weights.iter().zip(names.weights).enumerate() {
@@ -61,17 +59,19 @@ fn describe(
             ws[i] = Some(w.to_dtype(wdt)?.contiguous()?);
         }
     }
-    let mut tables = Vec::with_capacity(2);
-    for (t, arg) in [(cos, "cos"), (sin, "sin")] {
+    let kernels = matches!(backend, Backend::Cuda | Backend::Rocm);
+    let tdt = params.table_dtype(q.dtype(), tables.map(Tensor::dtype), kernels);
+    let mut converted = Vec::with_capacity(2);
+    for (t, arg) in tables.into_iter().zip(["cos", "sin"]) {
         check_table(&params, arg, shape(t), q.dims(), names)?;
         same_device(arg, t, q)?;
-        tables.push(t.to_dtype(cdt)?.contiguous()?);
+        converted.push(t.to_dtype(tdt)?.contiguous()?);
     }
-    let sin = tables.pop().expect("two tables");
-    let cos = tables.pop().expect("two tables");
+    let sin = converted.pop().expect("two tables");
+    let cos = converted.pop().expect("two tables");
     Ok(RopeOp {
         params,
-        backend: Backend::Auto,
+        backend,
         weights: ws,
         cos,
         sin,
@@ -88,8 +88,8 @@ fn apply(
     cfg: &RopeConfig,
 ) -> Result<Tensor> {
     let names = if k.is_some() { &PAIR } else { &ONE };
-    let mut op = describe(q, k, weights, cos, sin, cfg, names)?;
-    op.backend = resolve_backend(ROPE_OP, cfg.norm(), q.device())?;
+    let backend = resolve_backend(ROPE_OP, cfg.norm(), q.device())?;
+    let op = describe(backend, q, k, weights, [cos, sin], cfg, names)?;
     let (b, l, _) = q.dims3()?;
     if q.elem_count() == 0 {
         return Tensor::zeros(op.out_shape(b, l), q.dtype(), q.device());
@@ -117,7 +117,9 @@ fn apply(
 /// ([`crate::RopeStyle`]) is then rotated by the angle of its position: `(a, b)` becomes
 /// `(a cos - b sin, a sin + b cos)`, computed in f32 (f64 for f64 input) with `cos` and `sin`
 /// converted to that dtype, and rounded once. `cos` and `sin` are `[>= L, head_dim / 2]` (the
-/// tables `candle_nn::rotary_emb::rope_i` takes; row `l` rotates position `l`). The weight is
+/// tables `candle_nn::rotary_emb::rope_i` takes; row `l` rotates position `l`), of any float
+/// dtype; bf16/f16 tables of `x`'s dtype go to the GPU kernels as they are (widened as read,
+/// the same values), other tables are converted once a call. The weight is
 /// `[heads * head_dim]` ([`NormScope::Full`](crate::NormScope::Full)) or `[head_dim]` ([`NormScope::PerHead`](crate::NormScope::PerHead)), of any
 /// float dtype. `x` may be a view whose last dimension is contiguous (any batch and position
 /// strides); the output is contiguous. No backward (a gradient through it is an error).

@@ -43,8 +43,8 @@ pub(crate) struct RopeOp {
     /// `[head_dim]` ([`NormScope::PerHead`]), of the compute dtype (f32; f64 for f64 inputs),
     /// or of the input dtype where [`RopeParams::weights_in_input`] holds.
     pub weights: [Option<Tensor>; 2],
-    /// `[>= L, head_dim / 2]`, contiguous, f32 (f64 for f64 inputs); row `l` rotates position
-    /// `l`.
+    /// `[>= L, head_dim / 2]`, contiguous, f32 (f64 for f64 inputs), or of the input dtype
+    /// where [`RopeParams::table_dtype`] says so; row `l` rotates position `l`.
     pub cos: Tensor,
     pub sin: Tensor,
 }
@@ -58,6 +58,11 @@ impl RopeOp {
             .each_ref()
             .map(|w| w.as_ref().map(Tensor::dtype));
         self.params.weights_in_input(x, &dts[..self.tensors])
+    }
+
+    /// Whether the tables are of the input dtype `x` (see [`RopeParams::table_dtype`]).
+    pub fn tables_in_input(&self, x: DType) -> bool {
+        self.cos.dtype() == x && compute_dtype(x) != x
     }
 }
 
@@ -118,6 +123,18 @@ impl RopeParams {
     /// the compute dtype.
     pub fn weight_dtype(&self, x: DType, weights: &[Option<DType>; 2]) -> DType {
         if self.weights_in_input(x, &weights[..self.tensors]) {
+            x
+        } else {
+            compute_dtype(x)
+        }
+    }
+
+    /// The dtype the cos/sin tables reach the backend in, given theirs: the input dtype `x`
+    /// where the backend's `kernels` (CUDA, ROCm) read it, `x` is bf16 or f16 and both tables
+    /// are of it (the kernels widen each angle to f32, exactly: the same values, half the bytes
+    /// and no conversion a call); else the compute dtype, to which the API converts them.
+    pub fn table_dtype(&self, x: DType, tables: [DType; 2], kernels: bool) -> DType {
+        if kernels && matches!(x, DType::BF16 | DType::F16) && tables == [x, x] {
             x
         } else {
             compute_dtype(x)
@@ -204,5 +221,31 @@ mod tests {
             DType::F32
         );
         assert_eq!(p.weight_dtype(DType::F64, &[None, None]), DType::F64);
+    }
+
+    #[test]
+    fn table_dtype_rule() {
+        let p = RopeParams {
+            eps: 1e-6,
+            eps_mode: EpsMode::AddToMean,
+            weight_mode: WeightMode::Scale,
+            rounding: Rounding::AtEnd,
+            heads: 2,
+            head_dim: 16,
+            scope: NormScope::Full,
+            style: RopeStyle::Interleaved,
+            layout: HeadLayout::Bhld,
+            tensors: 1,
+        };
+        let (b, h, f) = (DType::BF16, DType::F16, DType::F32);
+        // The kernels read 16-bit tables of the input's dtype whatever the options.
+        assert_eq!(p.table_dtype(b, [b, b], true), b);
+        assert_eq!(p.table_dtype(h, [h, h], true), h);
+        // Not for the host backends, mixed or other dtypes, or wider inputs.
+        assert_eq!(p.table_dtype(b, [b, b], false), f);
+        assert_eq!(p.table_dtype(b, [b, f], true), f);
+        assert_eq!(p.table_dtype(b, [h, h], true), f);
+        assert_eq!(p.table_dtype(f, [f, f], true), f);
+        assert_eq!(p.table_dtype(DType::F64, [b, b], true), DType::F64);
     }
 }

@@ -5,6 +5,7 @@
 #   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [attn] [sanitizer] [bench] [channels] [rope] [ropencu] [variance]
 #   [ab] [pool] [variants] [ncu] [torch]  (default: all)
 # Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick), POOL_SHAPES, POOL_FLAGS,
+#      VARIANT_ARGS (the variants phase's benchmark arguments, default --quick), ROUNDS (its rounds),
 #      TEST_FILTER (names of the GPU tests to run, default all), WAN_RUNS (impl:image pairs),
 #      QUANT_UNSTAGED (0: the quant phase without its staging-off run),
 #      OUT (logs, default ./gpu-out), GPU_WORK_DIR (unpacked binaries, default /tmp/candle-rmsnorm-gpu).
@@ -208,9 +209,10 @@ if [[ " $PHASES " == *" pool "* ]]; then
 fi
 if [[ " $PHASES " == *" variants "* ]]; then
   # Other builds of the kernels (gpu_bench_<name>.xz or .gz beside this script, e.g. the previous
-  # commit's: the before/after check) against this build, bf16 only (--quick), in alternating
-  # rounds so that drift of the machine hits every build alike.
-  echo "== this build against staged variants (bf16, --quick, ${ROUNDS:-2} rounds)"
+  # commit's: the before/after check) against this build, in alternating rounds so that drift of
+  # the machine hits every build alike; each run with VARIANT_ARGS (default --quick: bf16 only;
+  # e.g. --quant for the quantised table).
+  echo "== this build against staged variants (${VARIANT_ARGS:---quick}, ${ROUNDS:-2} rounds)"
   builds="this"
   for packed in "$HERE"/gpu_bench_*.xz "$HERE"/gpu_bench_*.gz; do
     [ -e "$packed" ] || continue
@@ -222,7 +224,7 @@ if [[ " $PHASES " == *" variants "* ]]; then
   for round in $(seq 1 "${ROUNDS:-2}"); do
     for v in $builds; do
       echo "--- round $round: $v"
-      "$W/bench_$v" --quick 2>&1 | tee -a "$OUT/variants_$v.log" | grep -E '^\| (rms|fused)'
+      "$W/bench_$v" ${VARIANT_ARGS:---quick} 2>&1 | tee -a "$OUT/variants_$v.log" | grep -E '^\| `?(rms|fused)'
     done
   done
 fi

@@ -1,6 +1,6 @@
 //! The CUDA forward of q/k norm + rotary embedding (`crate::rope_op`): q (and k) read in place,
-//! the weights and tables (contiguous tensors of the descriptor: the compute dtype, or weights
-//! of the input's) by address, one launch of `rms_norm_rope_{dtype}[_wt][_scalar]` planned by
+//! the weights and tables (contiguous tensors of the descriptor: the compute dtype, or of the
+//! input's) by address, one launch of `rms_norm_rope_{dtype}[_wt][_scalar]` planned by
 //! `gpu::rope_plan`.
 
 use super::device;
@@ -36,7 +36,8 @@ pub(crate) fn forward(
     let shape = op.out_shape(batch, seq);
     let mut out = Out::alloc(ROPE_OP, &dev, dt, shape.elem_count())?;
     let (out_ptr, _og) = out.ptr(&st);
-    let mut a = rope_args(op, batch, seq, out_ptr, op.weights_in_input(dt));
+    let (wt, tt) = (op.weights_in_input(dt), op.tables_in_input(dt));
+    let mut a = rope_args(op, batch, seq, out_ptr, wt, tt);
     // Read locks of the side tensors, held until the launch is queued.
     let locks: Vec<_> = sides(op)
         .into_iter()

@@ -77,6 +77,8 @@ pub(crate) const ROPE_OFFSET_ONE: u32 = 16;
 pub(crate) const ROPE_CLAMP_NORM: u32 = 32;
 /// The weights are of the input dtype (`rms_norm_rope_{dtype}_wt[_scalar]`).
 pub(crate) const ROPE_WEIGHT_IN_T: u32 = 64;
+/// The cos/sin tables are of the input dtype (bf16/f16 input; any kernel).
+pub(crate) const ROPE_TABLES_IN_T: u32 = 128;
 
 /// The one parameter of the q/k norm + rotary embedding kernels (`struct RopeArgs` in
 /// `hip/rope_args.h`, `rms_norm_rope_{dtype}[_wt][_scalar]`): device addresses, strides in

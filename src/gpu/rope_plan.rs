@@ -15,7 +15,7 @@
 
 use super::abi::{
     self, RopeArgs, ROPE_CLAMP_NORM, ROPE_HALF_SPLIT, ROPE_OFFSET_ONE, ROPE_PER_HEAD,
-    ROPE_ROUND_BEFORE_WEIGHT, ROPE_VECTOR, ROPE_WEIGHT_IN_T,
+    ROPE_ROUND_BEFORE_WEIGHT, ROPE_TABLES_IN_T, ROPE_VECTOR, ROPE_WEIGHT_IN_T,
 };
 use crate::config::{EpsMode, Rounding, WeightMode};
 use crate::rope_config::{HeadLayout, NormScope, RopeStyle};
@@ -40,10 +40,12 @@ pub(crate) struct RopeLaunch {
     pub args: RopeArgs,
 }
 
-/// The `RopeArgs::flags` bits of the call's options (`wt`: weights of the input dtype).
-fn flags(p: &RopeParams, wt: bool) -> u32 {
+/// The `RopeArgs::flags` bits of the call's options (`wt`: weights, `tt`: tables of the input
+/// dtype).
+fn flags(p: &RopeParams, wt: bool, tt: bool) -> u32 {
     [
         (wt, ROPE_WEIGHT_IN_T),
+        (tt, ROPE_TABLES_IN_T),
         (p.style == RopeStyle::HalfSplit, ROPE_HALF_SPLIT),
         (p.scope == NormScope::PerHead, ROPE_PER_HEAD),
         (
@@ -62,8 +64,15 @@ fn flags(p: &RopeParams, wt: bool) -> u32 {
 /// `out`: sizes, options, eps and the output's strides set; the inputs' addresses and strides,
 /// the weights' and tables' addresses are the launcher's to set, the geometry
 /// [`plan_rope`]'s. `wt`: the weights are of the input dtype
-/// ([`RopeParams::weights_in_input`]).
-pub(crate) fn rope_args(p: &RopeParams, batch: usize, seq: usize, out: u64, wt: bool) -> RopeArgs {
+/// ([`RopeParams::weights_in_input`]); `tt`: the tables are ([`RopeParams::table_dtype`]).
+pub(crate) fn rope_args(
+    p: &RopeParams,
+    batch: usize,
+    seq: usize,
+    out: u64,
+    wt: bool,
+    tt: bool,
+) -> RopeArgs {
     let (h, d, l, b) = (p.heads as i64, p.head_dim as i64, seq as i64, batch as i64);
     let (out_t, out_b, out_l, out_h) = match p.layout {
         HeadLayout::Bhld => (b * h * l * d, h * l * d, d, l * d),
@@ -78,7 +87,7 @@ pub(crate) fn rope_args(p: &RopeParams, batch: usize, seq: usize, out: u64, wt: 
         batch: b,
         seq: l,
         eps: p.eps_arg(),
-        flags: flags(p, wt),
+        flags: flags(p, wt, tt),
         heads: p.heads as u32,
         head_dim: p.head_dim as u32,
         tensors: p.tensors as u32,
@@ -197,7 +206,7 @@ mod tests {
             layout: HeadLayout::Bhld,
             tensors: 2,
         };
-        let a = rope_args(&p, 3, 5, 0x1000, false);
+        let a = rope_args(&p, 3, 5, 0x1000, false, false);
         assert_eq!(
             (a.out, a.batch, a.seq, a.heads, a.head_dim, a.tensors),
             (0x1000, 3, 5, 4, 16, 2)
@@ -223,6 +232,7 @@ mod tests {
             5,
             0,
             true,
+            true,
         );
         // [2, B, L, H, D].
         assert_eq!(
@@ -230,7 +240,11 @@ mod tests {
             (3 * 5 * 4 * 16, 5 * 4 * 16, 4 * 16, 16)
         );
         assert_eq!(b.flags & ROPE_ROUND_BEFORE_WEIGHT, ROPE_ROUND_BEFORE_WEIGHT);
-        assert_eq!(b.flags & ROPE_WEIGHT_IN_T, ROPE_WEIGHT_IN_T);
+        // Weights and tables of the input dtype.
+        assert_eq!(
+            b.flags & (ROPE_WEIGHT_IN_T | ROPE_TABLES_IN_T),
+            ROPE_WEIGHT_IN_T | ROPE_TABLES_IN_T
+        );
         assert_eq!(b.eps, 0.5);
     }
 

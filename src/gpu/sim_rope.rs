@@ -8,7 +8,7 @@
 
 use super::abi::{
     RopeArgs, ROPE_CLAMP_NORM, ROPE_HALF_SPLIT, ROPE_OFFSET_ONE, ROPE_PER_HEAD,
-    ROPE_ROUND_BEFORE_WEIGHT, ROPE_WEIGHT_IN_T,
+    ROPE_ROUND_BEFORE_WEIGHT, ROPE_TABLES_IN_T, ROPE_WEIGHT_IN_T,
 };
 use super::rope_plan::plan_rope;
 use super::sim::{round, sim, tolerance, Buf, Inputs};
@@ -33,6 +33,8 @@ struct Case {
     options: bool,
     /// Rounding before the weight and weights of the input dtype (the `_wt` kernels).
     wt: bool,
+    /// Tables of the input dtype (`ROPE_TABLES_IN_T`; bf16/f16 only).
+    tt: bool,
     clamp: bool,
     /// Extra elements after each row of the inputs.
     pad: usize,
@@ -60,6 +62,7 @@ impl Case {
             weight: true,
             options: false,
             wt: false,
+            tt: false,
             clamp: false,
             pad: 0,
             misalign: 0,
@@ -85,6 +88,15 @@ impl Case {
             DType::F64
         } else {
             DType::F32
+        }
+    }
+
+    /// The tables' dtype.
+    fn tdt(&self) -> DType {
+        if self.tt {
+            self.dt
+        } else {
+            self.cdt()
         }
     }
 
@@ -146,8 +158,8 @@ fn values(c: Case, seed: u64) -> Values {
         })
         .collect();
     let ang: Vec<f64> = (0..c.seq * c.d / 2).map(|_| 1.6 * g.next()).collect();
-    let cos = ang.iter().map(|a| round(a.cos(), c.cdt())).collect();
-    let sin = ang.iter().map(|a| round(a.sin(), c.cdt())).collect();
+    let cos = ang.iter().map(|a| round(a.cos(), c.tdt())).collect();
+    let sin = ang.iter().map(|a| round(a.sin(), c.tdt())).collect();
     (xs, ws, cos, sin)
 }
 
@@ -240,7 +252,7 @@ fn run(c: Case, v: &Values) -> Option<Vec<f64>> {
         })
         .collect();
     let table = |vals: &[f64]| {
-        let mut b = Buf::new(c.cdt(), vals.len(), 0);
+        let mut b = Buf::new(c.tdt(), vals.len(), 0);
         for (i, v) in vals.iter().enumerate() {
             b.set(i, *v);
         }
@@ -264,6 +276,7 @@ fn run(c: Case, v: &Values) -> Option<Vec<f64>> {
         (c.per_head, ROPE_PER_HEAD),
         (c.options, ROPE_ROUND_BEFORE_WEIGHT | ROPE_OFFSET_ONE),
         (c.wt, ROPE_ROUND_BEFORE_WEIGHT | ROPE_WEIGHT_IN_T),
+        (c.tt, ROPE_TABLES_IN_T),
         (c.clamp, ROPE_CLAMP_NORM),
     ] {
         if on {
@@ -463,44 +476,48 @@ fn extremes() {
 }
 
 /// Weights of the input dtype (`_wt` kernels: one packed multiply a pair where the target has
-/// it, the f32 product elsewhere, as here): chunks and single values, both scopes and
-/// pairings, q alone and q + k, one batch and several, warps of 32 and 64, huge and tiny rows,
-/// NaN.
+/// it, the f32 product elsewhere, as here), tables of the input dtype (`ROPE_TABLES_IN_T`: each
+/// angle widened from bf16/f16 as it is read), and both: chunks and single values, both scopes
+/// and pairings, q alone and q + k, one batch and several, warps of 32 and 64, huge and tiny
+/// rows, NaN.
 #[test]
-fn weights_of_the_input_dtype() {
+fn weights_and_tables_of_the_input_dtype() {
     for dt in [DType::BF16, DType::F16] {
         for warp in [32, 64] {
-            let base = Case {
-                wt: true,
-                ..Case::plain(warp, dt, 5, 64)
-            };
-            check(base);
-            check(Case {
-                misalign: 1,
-                ..base
-            });
-            check(Case {
-                per_head: true,
-                half: true,
-                bhld: false,
-                ..base
-            });
-            check(Case {
-                tensors: 1,
-                batch: 1,
-                seq: 9,
-                ..base
-            });
-            check(Case {
-                d: 80,
-                per_head: true,
-                ..base
-            });
-            check(Case { nan_row: 2, ..base });
-            // f16 holds neither; bf16 rows of these magnitudes go through the rescue.
-            if dt == DType::BF16 {
-                for mag in [1e30, 1e-30] {
-                    check(Case { mag, ..base });
+            for (wt, tt) in [(true, false), (false, true), (true, true)] {
+                let base = Case {
+                    wt,
+                    tt,
+                    ..Case::plain(warp, dt, 5, 64)
+                };
+                check(base);
+                check(Case {
+                    misalign: 1,
+                    ..base
+                });
+                check(Case {
+                    per_head: true,
+                    half: true,
+                    bhld: false,
+                    ..base
+                });
+                check(Case {
+                    tensors: 1,
+                    batch: 1,
+                    seq: 9,
+                    ..base
+                });
+                check(Case {
+                    d: 80,
+                    per_head: true,
+                    ..base
+                });
+                check(Case { nan_row: 2, ..base });
+                // f16 holds neither; bf16 rows of these magnitudes go through the rescue.
+                if dt == DType::BF16 {
+                    for mag in [1e30, 1e-30] {
+                        check(Case { mag, ..base });
+                    }
                 }
             }
         }

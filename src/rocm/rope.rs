@@ -69,7 +69,8 @@ fn stage<T: WithDType + Copy + Default>(
     let (batch, seq) = (dims[0], dims[1]);
     let shape = op.out_shape(batch, seq);
     let out = RocmTensor::alloc(dev, T::DTYPE, shape.elem_count())?;
-    let mut a = rope_args(op, batch, seq, out.addr(), op.weights_in_input(T::DTYPE));
+    let (wt, tt) = (op.weights_in_input(T::DTYPE), op.tables_in_input(T::DTYPE));
+    let mut a = rope_args(op, batch, seq, out.addr(), wt, tt);
     let mut held = Vec::new();
     for (t, (s, l)) in std::iter::once(q).chain(k).enumerate() {
         let arg = ["q", "k"][t];
@@ -123,14 +124,15 @@ struct DeviceOperands<'a> {
 }
 
 /// Checks the device operands of a call (shapes and dtypes as the public API checks them;
-/// tables of the compute dtype, weights of it or of the input's where
-/// `RopeParams::weights_in_input` holds, on q's device, as the stream) and returns its
-/// parameters and whether the weights are of the input dtype.
+/// weights of the compute dtype or of the input's where `RopeParams::weights_in_input` holds,
+/// tables of the dtype `RopeParams::table_dtype` gives for the kernels, on q's device, as the
+/// stream) and returns its parameters and whether the weights and the tables are of the input
+/// dtype.
 fn check(
     o: &DeviceOperands<'_>,
     cfg: &RopeConfig,
     stream: &RocmStream,
-) -> Result<(RopeParams, bool)> {
+) -> Result<(RopeParams, bool, bool)> {
     let names: &Names = if o.k.is_some() { &PAIR } else { &ONE };
     fn shape(t: &RocmTensor) -> (&[usize], DType) {
         (t.shape().dims(), t.dtype())
@@ -164,17 +166,18 @@ fn check(
             on_device(arg, w, Some(wdt))?;
         }
     }
+    let tdt = p.table_dtype(o.q.dtype(), o.tables.map(RocmTensor::dtype), true);
     for (t, arg) in o.tables.iter().zip(["cos", "sin"]) {
         check_table(&p, arg, shape(t), dims, names)?;
-        on_device(arg, t, Some(cdt))?;
+        on_device(arg, t, Some(tdt))?;
     }
     stream.check_device(ROPE_OP, ordinal)?;
-    Ok((p, wt))
+    Ok((p, wt, tdt != cdt))
 }
 
 /// The device-resident op: checks, allocates the output, queues the launch.
 fn run(o: DeviceOperands<'_>, cfg: &RopeConfig, stream: &RocmStream) -> Result<RocmTensor> {
-    let (p, wt) = check(&o, cfg, stream)?;
+    let (p, wt, tt) = check(&o, cfg, stream)?;
     let q = o.q;
     let dims = q.shape().dims();
     let (batch, seq) = (dims[0], dims[1]);
@@ -183,7 +186,7 @@ fn run(o: DeviceOperands<'_>, cfg: &RopeConfig, stream: &RocmStream) -> Result<R
     if q.elem_count() == 0 {
         return Ok(out);
     }
-    let mut a = rope_args(&p, batch, seq, out.addr(), wt);
+    let mut a = rope_args(&p, batch, seq, out.addr(), wt, tt);
     let dim = dims[2] as i64;
     for (t, x) in std::iter::once(q).chain(o.k).enumerate() {
         a.x[t] = x.addr();
@@ -193,7 +196,8 @@ fn run(o: DeviceOperands<'_>, cfg: &RopeConfig, stream: &RocmStream) -> Result<R
     (a.cos, a.sin) = (o.tables[0].addr(), o.tables[1].addr());
     // SAFETY: `check` verified every operand's shape, dtype and device as the kernel reads
     // them: q (and k) contiguous `[batch, seq, dim]`, weights of the norm's length (in the
-    // dtype `wt` states) and tables of `>= seq` rows of `head_dim / 2` in the compute dtype;
+    // dtype `wt` states) and tables of `>= seq` rows of `head_dim / 2` (in the dtype `tt`
+    // states);
     // `out` is fresh, exactly the elements the output strides address; the stream belongs to
     // the device; device tensors are freed only after hipFree's implicit device
     // synchronisation.
@@ -204,10 +208,10 @@ fn run(o: DeviceOperands<'_>, cfg: &RopeConfig, stream: &RocmStream) -> Result<R
 /// [`crate::rms_norm_rope`] on device tensors, queued on `stream`: `x` is
 /// `[batch, seq, heads * head_dim]`, the weight `[heads * head_dim]` or `[head_dim]`
 /// (`cfg`'s scope), `cos` / `sin` `[>= seq, head_dim / 2]`; the output is a new device tensor
-/// in the layout `cfg` asks for. The tables must already have the compute dtype (f32; f64 for
-/// f64 input), the weight too, or the input's dtype with bf16/f16 input,
-/// `Rounding::BeforeWeight` and `WeightMode::Scale` (a weight for each input): nothing is
-/// converted on the device.
+/// in the layout `cfg` asks for. The tables must have the compute dtype (f32; f64 for f64
+/// input) or, both, bf16/f16 input's dtype; the weight the compute dtype, or the input's dtype
+/// with bf16/f16 input, `Rounding::BeforeWeight` and `WeightMode::Scale` (a weight for each
+/// input): nothing is converted on the device.
 ///
 /// # Errors
 /// As [`crate::rms_norm_rope`] (the same checks and messages), a weight or table of another
