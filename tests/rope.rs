@@ -22,6 +22,28 @@ fn group(backend: Backend, g: RopeGroup) -> Result<()> {
     run_rope_cases(&Device::Cpu, backend, cases.iter().filter(|c| c.group == g)).map(|_| ())
 }
 
+/// The matrix that the GPU tests run too holds, for bf16 and f16, cases with tables of the
+/// input dtype (which the kernels read as they are) at head sizes of 16-byte chunks and at
+/// others, and cases with f32 tables.
+#[test]
+fn matrix_has_tables_of_the_input_dtype() {
+    let m = rope_matrix();
+    for dt in [DType::BF16, DType::F16] {
+        let of = |same: bool, chunks: bool| {
+            m.iter()
+                .filter(|c| c.dtype == dt && (c.tdtype == dt) == same)
+                .filter(|c| (c.geom.head_dim % 16 == 0) == chunks)
+                .count()
+        };
+        for (same, chunks) in [(true, true), (true, false), (false, true)] {
+            assert!(
+                of(same, chunks) > 0,
+                "{dt:?}: no case with tables of the input dtype {same}, chunked {chunks}"
+            );
+        }
+    }
+}
+
 #[test]
 fn core_cpu() -> Result<()> {
     group(Backend::Cpu, RopeGroup::Core)
