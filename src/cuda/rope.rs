@@ -92,10 +92,10 @@ pub(crate) fn forward(
     // SAFETY: every address in `p.args` lies in a live buffer whose guard (or read lock) is held
     // until after the launch is queued: q and k checked by `input_rows` against their lengths,
     // the side tensors contiguous and inside theirs (their shapes checked by the public API:
-    // weights of the norm's length in the dtype the flags state, from `weights_in_input` of
-    // these very tensors; tables of `>= seq` rows of `head_dim / 2`); the output is a
-    // fresh buffer of exactly the elements the layout strides address. `p` is the plan for
-    // this kernel and block size.
+    // weights of the norm's length and tables of `>= seq` rows of `head_dim / 2`, in the
+    // dtypes the flags state, from `weights_in_input` and `tables_in_input` of these very
+    // tensors); the output is a fresh buffer of exactly the elements the layout strides
+    // address. `p` is the plan for this kernel and block size.
     unsafe { device::launch_args(&st, &func, (p.grid, p.block, 0), &p.args)? };
     drop((guards, _og));
     Ok((out.into_storage(&dev), shape))
