@@ -107,8 +107,8 @@ fn stage<T: WithDType + Copy + Default>(
     // the copies); the weights and tables are contiguous copies of the descriptor's tensors,
     // whose shapes the public API checked (weights of the norm's length, tables of `>= seq`
     // rows of `head_dim / 2`), of the dtypes `a`'s flags state (`weights_in_input` and
-    // `tables_in_input` of these tensors); `out` is a fresh buffer of exactly the elements the output strides address;
-    // all stay alive until `download` has synchronised the device.
+    // `tables_in_input` of these tensors); `out` is a fresh buffer of exactly the elements the
+    // output strides address; all stay alive until `download` has synchronised the device.
     unsafe { launch(dev, stream.raw(), a, T::DTYPE, dims)? };
     let v = out.download::<T>()?;
     drop(held);
