@@ -3,9 +3,9 @@
 # memcheck + racecheck on a subset, the benchmark, other kernel builds if staged (variants), and
 # PyTorch on the same shapes, ending with one side-by-side table. Logs go to $OUT (the device tool's folder) or ./gpu-out.
 #   bash .dist/gpu/device.sh [tests] [firstcalls] [images] [wan] [attn] [sanitizer] [bench] [channels] [rope] [ropencu] [variance]
-#   [ab] [pool] [variants] [ncu] [torch]  (default: all)
+#   [ab] [pool] [variants] [ncu] [hotspots] [torch]  (default: all)
 # Env: COMPILE_DTYPES (torch.compile dtypes, default bf16), BENCH_ARGS (e.g. --quick), POOL_SHAPES, POOL_FLAGS,
-#      VARIANT_ARGS (the variants phase's benchmark arguments, default --quick), ROUNDS (its rounds),
+#      HOTSPOTS (KERNEL:ARGS pairs, ARGS comma-separated), VARIANT_ARGS (the variants phase's benchmark arguments, default --quick), ROUNDS (its rounds),
 #      TEST_FILTER (names of the GPU tests to run, default all), WAN_RUNS (impl:image pairs),
 #      QUANT_UNSTAGED (0: the quant phase without its staging-off run),
 #      OUT (logs, default ./gpu-out), GPU_WORK_DIR (unpacked binaries, default /tmp/candle-rmsnorm-gpu).
@@ -265,6 +265,23 @@ if [[ " $PHASES " == *" quantncu "* ]]; then
       --section WarpStateStats --section MemoryWorkloadAnalysis --kernel-name "regex:^$k\$" \
       --launch-count 1 --kill yes "$W/gpu_bench" --quant > "$OUT/ncu_$k.log" 2>&1
     grep -E 'Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit|Dynamic Shared|Stall|Warp Cycles|Issued|Bank' "$OUT/ncu_$k.log" | head -n 40
+  done
+fi
+if [[ " $PHASES " == *" hotspots "* ]]; then
+  # Where a kernel's instructions go: Nsight Compute's per-instruction counts (SourceCounters:
+  # executed instructions, stall samples) of the first launch of each KERNEL in `gpu_bench ARGS`,
+  # as CSV of the SASS (hot_KERNEL.csv) for offline reading. HOTSPOTS lists KERNEL:ARGS pairs.
+  for pair in ${HOTSPOTS:-rms_norm_bf16_staged_quant:--quant rms_norm_bf16_staged:--quant}; do
+    k=${pair%%:*}; args=${pair#*:}; args=${args//,/ }
+    echo "== hotspots $k ($args)"
+    timeout 150 ncu --section SourceCounters --section InstructionStats --section SpeedOfLight \
+      --import-source no --kernel-name "regex:^$k\$" --launch-count 1 --kill yes -f -o "$OUT/hot_$k" \
+      "$W/gpu_bench" $args > "$OUT/hot_$k.log" 2>&1
+    ncu -i "$OUT/hot_$k.ncu-rep" --page source --csv --print-source sass > "$OUT/hot_$k.csv" 2>&1
+    ncu -i "$OUT/hot_$k.ncu-rep" --page details > "$OUT/hot_$k.txt" 2>&1
+    rm -f "$OUT/hot_$k.ncu-rep"
+    grep -E 'Duration|Executed Instructions  |Issue Slots|DRAM Throughput' "$OUT/hot_$k.txt" | head -n 8
+    wc -l "$OUT/hot_$k.csv"
   done
 fi
 if [[ " $PHASES " == *" torch "* && -s "$OUT/ours.jsonl" ]]; then
