@@ -92,6 +92,11 @@ fn ptx(clang: &Path, src: &Path, cap: u32, isa: &str, out: &Path) -> Result<(), 
         .arg(format!("--cuda-feature={isa}"))
         .args(["-std=c++17", "-O3", "-S", "-Wall", "-Werror"])
         .arg("-Wno-unknown-cuda-version")
+        // 32-bit shared (and local, constant) addresses, as the hardware has them: through
+        // 64-bit generic ones the staged loops spent three or four more instructions a chunk
+        // on address arithmetic (hip/portable.h: cp.async as inline asm, which clang 19 cannot
+        // select with these pointers as a builtin).
+        .args(["-fcuda-short-ptr", "-mllvm", "--nvptx-short-ptr"])
         .arg("-o")
         .arg(out)
         .arg(src))

@@ -36,7 +36,7 @@ template <int VEC> struct RopeSlots {
 constexpr int ROPE_MAX_WARPS = 1024 / NORM_WARP;
 struct RowTeams {
   int tid, warps;
-  float* red;   // [ROPE_MAX_WARPS]
+  float* red;   // [ROPE_MAX_WARPS], 16-byte aligned
   double* redd; // [ROPE_MAX_WARPS]
   template <typename A, typename Op> NORM_DEV A reduce(A v, Op op) const {
 #pragma unroll
@@ -46,9 +46,7 @@ struct RowTeams {
     if constexpr (same_type<A, double>::value) r = redd; else r = red;
     if ((tid & (NORM_WARP - 1)) == 0) r[tid / NORM_WARP] = v;
     norm_barrier();
-    A s = r[0];
-    for (int i = 1; i < warps; ++i) s = op(s, r[i]);
-    return s;
+    return fold_partials(r, warps, op);
   }
   template <typename A> NORM_DEV A sum(A v, int) const {
     return reduce(v, [](A x, A y) { return norm_add(x, y); });
@@ -389,7 +387,7 @@ NORM_DEV void rope_rows(const RopeArgs& a, float* red, double* redd) {
 // weights and a weight for every tensor. One body a kernel: two bodies in one kernel overflowed
 // the scalar registers of gfx90a.
 template <typename T, int VEC, int UPL, bool WT> NORM_DEV void rope_entry(const RopeArgs& a) {
-  __shared__ float red[ROPE_MAX_WARPS];
+  __shared__ __attribute__((aligned(16))) float red[ROPE_MAX_WARPS];
   __shared__ double redd[ROPE_MAX_WARPS];
   if (a.units_per_lane != UPL || (VEC > 1 && !rope_vector_holds<T>(a))) __builtin_trap();
   const bool wt = (a.flags & ROPE_WEIGHT_IN_T) != 0;

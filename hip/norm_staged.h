@@ -130,13 +130,18 @@ NORM_DEV void norm_staged(const NormArgs& a, long long first, int local0, int st
         const float inv = quant_inv_of(qa, row, valid, team, m.get());
         unsigned char* q = quant_row(qa, valid ? row : 0);
         with_format(quant_i8(qa), [&](auto I8) __attribute__((always_inline)) {
-          for (int c = team.rank; c < nv; c += team.size) {
+          auto write = [&](int c, const v16& yc) __attribute__((always_inline)) {
             A y[VEC];
             float t[VEC];
-            Tr<T>::unpack(dynamic ? xs[c].raw[0] : y_of(c), y);
+            Tr<T>::unpack(yc, y);
 #pragma unroll
             for (int e = 0; e < VEC; ++e) t[e] = (float)y[e] * inv;
             quant_store<VEC>(q + c * VEC, t, I8);
+          };
+          if (dynamic) {
+            for (int c = team.rank; c < nv; c += team.size) write(c, xs[c].raw[0]);
+          } else {
+            for (int c = team.rank; c < nv; c += team.size) write(c, y_of(c));
           }
         });
       }

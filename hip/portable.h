@@ -58,6 +58,10 @@ typedef unsigned long long norm_u64;
 // registers a thread (four blocks fit), so that their blocks, and the rows or tiles they stage,
 // are not limited to one or two a multiprocessor by registers that only the other loops need.
 #define NORM_LAUNCH_BOUNDS_STAGED __attribute__((launch_bounds(256, 4)))
+// The staged channel kernels (hip/norm_channel_staged.h) keep to 40 registers: six blocks of 256
+// threads a multiprocessor where six tiles fit (ptxas sm_90 took 44 with 32-bit shared
+// addresses: five; it needs no more than 40 without spilling).
+#define NORM_LAUNCH_BOUNDS_CHAN_STAGED __attribute__((launch_bounds(256, 6)))
 // The register channel kernels (hip/norm_channel.h) run at most 256 threads a block (src/gpu/channel_plan.rs
 // CHANNEL_MAX_BLOCK), two blocks a multiprocessor: 128 registers a thread (ptxas sm_90 used 113
 // to 120 of them; a cap of 80, three blocks, spilled).
@@ -128,6 +132,7 @@ NORM_DEV float norm_shfl_xor(float v, int mask) {
 #define NORM_LAUNCH_BOUNDS_WIDE
 #define NORM_LAUNCH_BOUNDS_ROWS
 #define NORM_LAUNCH_BOUNDS_STAGED
+#define NORM_LAUNCH_BOUNDS_CHAN_STAGED
 #define NORM_LAUNCH_BOUNDS_CHAN
 #define NORM_LAUNCH_BOUNDS_ROPE
 #define NORM_LAUNCH_BOUNDS_ROPE_64
@@ -152,15 +157,19 @@ NORM_DEV float norm_shfl_xor(float v, int mask) {
 // one (both addresses 16-byte aligned), norm_async_commit closes the calling thread's current
 // group, and norm_async_wait<N>() waits until at most N of its groups are still in flight, after
 // which the thread sees the data of the older groups' copies (other threads see it only after a
-// barrier). NVIDIA sm_80+: cp.async.cg (the copy bypasses registers and L1). The host simulator
+// barrier). NVIDIA sm_80+: cp.async.cg (the copy bypasses registers and L1), written as inline
+// asm on the 32-bit shared address: clang 19 cannot select the builtin with the 32-bit shared
+// pointers the build uses (build/cuda.rs, -fcuda-short-ptr). The host simulator
 // performs each copy at the wait that covers it, so a read before its wait sees stale data there.
 // Elsewhere: a plain load and store (correct; the load then holds registers until it lands).
 // NORM_ASYNC is 1 where copies are truly asynchronous.
 #if defined(__NVPTX__) && __CUDA_ARCH__ >= 800
 #define NORM_ASYNC 1
 NORM_DEV void norm_async_copy16(void* smem, const void* gmem) {
-  __nvvm_cp_async_cg_shared_global_16((__attribute__((address_space(3))) void*)smem,
-                                      (__attribute__((address_space(1))) const void*)gmem);
+  const norm_u32 s = (norm_u32)(norm_u64)(__attribute__((address_space(3))) void*)smem;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s),
+               "l"((__attribute__((address_space(1))) const void*)gmem)
+               : "memory");
 }
 NORM_DEV void norm_async_commit() { __nvvm_cp_async_commit_group(); }
 template <int N> NORM_DEV void norm_async_wait() { __nvvm_cp_async_wait_group(N); }
@@ -332,7 +341,8 @@ NORM_DEV norm_u32 norm_hw_e4m3x2(float lo, float hi) {
 
 // f32 -> i8 in hardware: NORM_HW_I8 is 1 where one instruction converts (NVIDIA:
 // cvt.rni.sat.s8.f32, round to nearest even, saturated to -128..127, NaN to 0), and then
-// norm_hw_i8 gives the byte; elsewhere hip/quant.h converts in float arithmetic.
+// norm_hw_i8 gives the byte (norm_hw_i8x4 four of them); elsewhere hip/quant.h converts in
+// float arithmetic.
 #if defined(__NVPTX__)
 #define NORM_HW_I8 1
 NORM_DEV norm_u32 norm_hw_i8(float v) {
@@ -340,23 +350,35 @@ NORM_DEV norm_u32 norm_hw_i8(float v) {
   asm("cvt.rni.sat.s8.f32 %0, %1;" : "=h"(r) : "f"(v));
   return r & 0xffu;
 }
+// Four values' bytes in one word, a in bits 0..7: four conversions and three byte permutes (the
+// conversion one at a time spent a sign extension, a mask and a shift on each byte).
+NORM_DEV norm_u32 norm_hw_i8x4(float a, float b, float c, float d) {
+  norm_u32 r;
+  asm("{\n\t.reg .b32 t0, t1, t2, t3;\n\t"
+      "cvt.rni.sat.s8.f32 t0, %1;\n\tcvt.rni.sat.s8.f32 t1, %2;\n\t"
+      "cvt.rni.sat.s8.f32 t2, %3;\n\tcvt.rni.sat.s8.f32 t3, %4;\n\t"
+      "prmt.b32 t0, t0, t1, 0x0040;\n\tprmt.b32 t2, t2, t3, 0x0040;\n\t"
+      "prmt.b32 %0, t0, t2, 0x5410;\n\t}"
+      : "=r"(r)
+      : "f"(a), "f"(b), "f"(c), "f"(d));
+  return r;
+}
 #else
 #define NORM_HW_I8 0
 #endif
 
-// The larger of each half of two packed bf16 (f16) pairs, a NaN operand ignored (the other
-// returned, as fmaxf): NORM_HW_MAX2 is 1 where one instruction does it (NVIDIA sm_80+:
-// max.bf16x2, max.f16x2); elsewhere hip/quant.h compares in f32.
+// The larger (MAX) or the smaller of each half of two packed bf16 (BF16) or f16 pairs, a NaN
+// operand ignored (the other returned, as fmaxf / fminf): NORM_HW_MAX2 is 1 where one
+// instruction does it (NVIDIA sm_80+: max.bf16x2, min.f16x2, ...); elsewhere hip/quant.h
+// compares in f32.
 #if defined(__NVPTX__) && __CUDA_ARCH__ >= 800
 #define NORM_HW_MAX2 1
-NORM_DEV norm_u32 norm_max_bf16x2(norm_u32 a, norm_u32 b) {
+template <bool MAX, bool BF16> NORM_DEV norm_u32 norm_pick_x2(norm_u32 a, norm_u32 b) {
   norm_u32 r;
-  asm("max.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
-NORM_DEV norm_u32 norm_max_f16x2(norm_u32 a, norm_u32 b) {
-  norm_u32 r;
-  asm("max.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  if constexpr (MAX && BF16) asm("max.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  else if constexpr (MAX) asm("max.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  else if constexpr (BF16) asm("min.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  else asm("min.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
   return r;
 }
 #else

@@ -56,6 +56,15 @@ NORM_DEV norm_u32 quant_i8(float v) {
 #endif
 }
 
+// Four values as i8 bytes, v[0] in bits 0..7 (quant_i8 each).
+NORM_DEV norm_u32 quant_i8x4(const float* v) {
+#if NORM_HW_I8
+  return norm_hw_i8x4(v[0], v[1], v[2], v[3]);
+#else
+  return quant_i8(v[0]) | (quant_i8(v[1]) << 8) | (quant_i8(v[2]) << 16) | (quant_i8(v[3]) << 24);
+#endif
+}
+
 // f(i8) with the output format (i8: true, e4m3: false), uniform over the launch, as a Flag on
 // NVIDIA: the loops inside f then convert to the one format (as a run-time bool the compiler
 // converted every value both ways and selected). AMD keeps the run-time bool: one copy of the
@@ -77,11 +86,13 @@ NORM_DEV void quant_store(unsigned char* __restrict__ p, const float* v, I8 i8) 
     *p = (unsigned char)(i8 ? quant_i8(v[0]) : quant_e4m3(v[0]));
   } else {
     norm_u32 w[(N + 3) / 4] = {};
+    if constexpr (N % 4 == 0) {
 #pragma unroll
-    for (int i = 0; i < N; i += 2) {
-      const norm_u32 pair =
-          i8 ? quant_i8(v[i]) | (quant_i8(v[i + 1]) << 8) : quant_e4m3x2(v[i], v[i + 1]);
-      w[i / 4] |= pair << (8 * (i % 4));
+      for (int i = 0; i < N; i += 4)
+        w[i / 4] = i8 ? quant_i8x4(v + i)
+                      : quant_e4m3x2(v[i], v[i + 1]) | (quant_e4m3x2(v[i + 2], v[i + 3]) << 16);
+    } else {
+      w[0] = i8 ? quant_i8(v[0]) | (quant_i8(v[1]) << 8) : quant_e4m3x2(v[0], v[1]);
     }
     if constexpr (N == 8) {
       struct alignas(8) W2 { norm_u32 a, b; };
@@ -109,16 +120,23 @@ template <typename T> struct AbsMax {
   NORM_DEV float get() const { return m; }
 };
 #if NORM_HW_MAX2
+// The largest and the smallest value of each half (+0 to start, so the largest magnitude is
+// the larger of the one and minus the other; a NaN operand ignored): a three-operand packed
+// max and min a pair of words, no masking of signs.
 template <typename T, typename C> struct AbsMaxHalf {
-  norm_u32 m = 0; // two magnitudes of T, never NaN (+0 to start; a NaN operand is ignored)
+  static constexpr bool BF16 = same_type<T, norm_bf16>::value;
+  norm_u32 hi = 0, lo = 0;
   NORM_DEV void add(const v16& c) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const norm_u32 mag = c.w[i] & 0x7fff7fffu;
-      m = same_type<T, norm_bf16>::value ? norm_max_bf16x2(m, mag) : norm_max_f16x2(m, mag);
+    for (int i = 0; i < 4; i += 2) {
+      hi = norm_pick_x2<true, BF16>(norm_pick_x2<true, BF16>(hi, c.w[i]), c.w[i + 1]);
+      lo = norm_pick_x2<false, BF16>(norm_pick_x2<false, BF16>(lo, c.w[i]), c.w[i + 1]);
     }
   }
-  NORM_DEV float get() const { return __builtin_fmaxf(C::lo(m), C::hi(m)); }
+  NORM_DEV float get() const {
+    return __builtin_fmaxf(__builtin_fmaxf(C::lo(hi), C::hi(hi)),
+                           -__builtin_fminf(C::lo(lo), C::hi(lo)));
+  }
 };
 template <> struct AbsMax<norm_bf16> : AbsMaxHalf<norm_bf16, Bf16Conv> {};
 template <> struct AbsMax<norm_f16> : AbsMaxHalf<norm_f16, F16Conv> {};

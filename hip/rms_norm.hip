@@ -111,7 +111,7 @@ NORM_DEV BlockRows block_rows(const NormArgs& a) {
 // One row at a time per block, in registers or read twice (QUANT: the _quant kernels).
 template <typename T, typename W, bool FUSED, bool QUANT = false>
 NORM_DEV void large_entry(const NormArgs& a) {
-  __shared__ float red[4 * (1024 / NORM_WARP)];
+  __shared__ __attribute__((aligned(16))) float red[4 * (1024 / NORM_WARP)];
   __shared__ double redd[2 * (1024 / NORM_WARP)];
   const BlockRows b = block_rows(a);
   if (b.first >= a.rows) return; // the whole block: no barrier is skipped by part of it
@@ -127,7 +127,7 @@ NORM_DEV void large_entry(const NormArgs& a) {
 // registers where the row fits (the squares past var_size counted as 0), else the two-read loop.
 template <typename T, typename W, bool FUSED>
 NORM_DEV void var_entry(const NormArgs& a) {
-  __shared__ float red[4 * (1024 / NORM_WARP)];
+  __shared__ __attribute__((aligned(16))) float red[4 * (1024 / NORM_WARP)];
   __shared__ double redd[2 * (1024 / NORM_WARP)];
   const BlockRows b = block_rows(a);
   if (b.first >= a.rows) return;
@@ -155,7 +155,7 @@ NORM_DEV void staged_launch_or_trap(const NormArgs& a) {
 // flight) a multiprocessor holds.
 template <typename T, typename W, bool FUSED, bool QUANT = false>
 NORM_DEV void staged_entry(const NormArgs& a) {
-  __shared__ float red[4 * (1024 / NORM_WARP)];
+  __shared__ __attribute__((aligned(16))) float red[4 * (1024 / NORM_WARP)];
   __shared__ double redd[2 * (1024 / NORM_WARP)];
   const BlockRows b = block_rows(a);
   if (b.first >= a.rows) return;
@@ -265,10 +265,10 @@ NORM_DEV void rows_entry(const NormArgs& a) {
       NormArgs a) {                                                                                \
     rn::rows_staged_entry<T, W, true>(a);                                                          \
   }                                                                                                \
-  extern "C" __global__ NORM_LAUNCH_BOUNDS_STAGED void rms_norm_##TAG##_chan_staged(NormArgs a) {\
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_CHAN_STAGED void rms_norm_##TAG##_chan_staged(NormArgs a) {\
     rn::channel_staged_entry<T, W, false>(a);                                                      \
   }                                                                                                \
-  extern "C" __global__ NORM_LAUNCH_BOUNDS_STAGED void fused_add_rms_norm_##TAG##_chan_staged(   \
+  extern "C" __global__ NORM_LAUNCH_BOUNDS_CHAN_STAGED void fused_add_rms_norm_##TAG##_chan_staged(   \
       NormArgs a) {                                                                                \
     rn::channel_staged_entry<T, W, true>(a);                                                       \
   }                                                                                                \

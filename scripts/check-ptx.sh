@@ -26,7 +26,7 @@ for sm in 70 80 90; do
   echo "== PTX sm_$sm"
   "$CLANG" -x cuda --cuda-device-only -nocudainc -nocudalib --cuda-gpu-arch=sm_$sm \
     --cuda-feature=$ptx -std=c++17 -O3 -S -Wall -Werror -Wno-unknown-cuda-version \
-    -o "$TMP/k_sm$sm.ptx" "$SRC"
+    -fcuda-short-ptr -mllvm --nvptx-short-ptr -o "$TMP/k_sm$sm.ptx" "$SRC"
   n=$(grep -c '^\.visible \.entry' "$TMP/k_sm$sm.ptx")
   echo "ok: $n kernels"
   # 72 portable norm kernels (24 of them quantised) and 12 q/k norm + RoPE ones, and from sm_80

@@ -12,6 +12,6 @@ PTX=$(mktemp --suffix=.ptx)
 trap 'rm -f "$PTX"' EXIT
 clang-19 -x cuda --cuda-device-only -nocudainc -nocudalib --cuda-gpu-arch=sm_90 \
   --cuda-feature=+ptx80 -std=c++17 -O3 -S -Wall -Werror -Wno-unknown-cuda-version \
-  -o "$PTX" "$SRC/rms_norm.hip"
+  -fcuda-short-ptr -mllvm --nvptx-short-ptr -o "$PTX" "$SRC/rms_norm.hip"
 ptxas -arch=sm_90 -O3 -v -o "$OUT" "$PTX" 2>&1 | grep -A3 "entry function 'rms_norm_rope" |
   grep -E "entry|spill|Used" | paste - - - | sed -E 's/ptxas info +: //g'
