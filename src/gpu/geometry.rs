@@ -61,6 +61,15 @@ pub const STAGED_MIN_BLOCK: u32 = 64;
 /// fp8, blocks of two rows, alternating runs): 40 bytes (256 threads) 498-501 us, 80 bytes
 /// (128) 343-344 us, 160 bytes (64) 413-414 us.
 pub const STAGED_LANE_BYTES: u64 = 80;
+/// Input bytes a lane of a staged quantised row of 2-byte elements of at least
+/// [`STAGED_PAIR_BELOW`], one row a block: half the lanes a row (so half the per-row work of
+/// reductions, scales and loop set-up a row), the same shared memory a warp as two rows at
+/// [`STAGED_LANE_BYTES`]. Measured on the H200 (2026-12-04, 75600x5120, lane bytes x rows a
+/// block, one run each; 80 x 2 was the rule): `rms_norm_quant` bf16 -> fp8 80 x 2 321.9 us,
+/// 80 x 4 315.3, 160 x 1 315.6, 160 x 2 414.0; -> i8 369.3, 358.8, 347.1; f16 -> fp8 334.1,
+/// 325.3, 305.4; the fused op bf16 -> fp8 668.9, 672.7, 647.7; -> i8 679.5, 674.3, 659.6.
+/// f32 rows keep 80 x 2 (`rms_norm_quant` 537.8 us against 561.6 at 160 x 1).
+pub const STAGED_QUANT_LANE_BYTES: u64 = 160;
 /// Row buffers the staged kernels are told they have (`S`, the `NORM_STAGES` bits): the copies of
 /// the block's next row are issued before this row is reduced. A block holds `rows_per_block`
 /// (at most `S`) buffers.
@@ -360,27 +369,37 @@ fn fits_budget(p: &Problem, bytes: u64) -> bool {
 /// block's rows that do not fit the budget.
 ///
 /// Measured on the H200 (README, `scripts/gpu/probe.sh`): blocks of one row each (two below
-/// [`STAGED_PAIR_BELOW`]; quantised rows two wherever two fit), as many as the rows, reach
-/// 97-99% of a copy at 6-40 KiB rows, where
-/// one wave of persistent blocks with equal shares of the rows and a 4-row ring reached 84-88%
+/// [`STAGED_PAIR_BELOW`]; quantised rows of wider than 2-byte elements two wherever two fit),
+/// as many as the rows, reach 97-99% of a copy at 6-40 KiB rows, where one wave of persistent
+/// blocks with equal shares of the rows and a 4-row ring reached 84-88%
 /// (the slowest multiprocessor sets the end; the hardware's block scheduler balances short
-/// blocks). The block size follows the row: about [`STAGED_LANE_BYTES`] a lane, a power of
-/// two in [`STAGED_MIN_BLOCK`], [`STAGED_BLOCK`] (bf16 5120: 128; fused bf16 5120: 256).
+/// blocks). The block size follows the row: about [`STAGED_LANE_BYTES`] a lane
+/// ([`STAGED_QUANT_LANE_BYTES`] for quantised rows of 2-byte elements), a power of two in
+/// [`STAGED_MIN_BLOCK`], [`STAGED_BLOCK`] (bf16 5120: 128; fused bf16 5120: 256; quantised bf16
+/// 5120: 64).
 fn staged(p: &Problem, vector: bool, n: u64) -> Option<(u64, u64, u64)> {
     let row = stage_row_bytes(p, vector)?;
     if p.inputs < 2 && !p.quant && row < STAGE_MIN_ROW_BYTES {
         return None;
     }
-    // Quantised rows go two to a block wherever two fit (the next row's copies in flight
-    // while this one takes its longer turn: y formed, its largest |y| reduced, the bytes).
-    let pair = row < STAGED_PAIR_BELOW || (p.quant && fits_budget(p, 2 * row));
+    // Quantised rows of 2-byte elements from STAGED_PAIR_BELOW on: one a block, twice the lane
+    // bytes (STAGED_QUANT_LANE_BYTES). Other quantised rows go two to a block wherever two fit
+    // (the next row's copies in flight while this one takes its longer turn: y formed, its
+    // largest |y| reduced, the bytes).
+    let quant16 = p.quant && p.elem_bytes == 2 && row >= STAGED_PAIR_BELOW;
+    let pair = row < STAGED_PAIR_BELOW || (p.quant && !quant16 && fits_budget(p, 2 * row));
     let rpb: u64 = if pair { 2 } else { 1 };
     let smem = rpb * row;
     if !fits_budget(p, smem) {
         return None;
     }
-    // The power of two nearest (in ratio) to row / STAGED_LANE_BYTES lanes.
-    let lanes = (row as f64 / STAGED_LANE_BYTES as f64).max(1.0);
+    // The power of two nearest (in ratio) to row / lane bytes lanes.
+    let lane_bytes = if quant16 {
+        STAGED_QUANT_LANE_BYTES
+    } else {
+        STAGED_LANE_BYTES
+    };
+    let lanes = (row as f64 / lane_bytes as f64).max(1.0);
     let block = (1u64 << lanes.log2().round() as u32)
         .clamp(STAGED_MIN_BLOCK as u64, STAGED_BLOCK as u64)
         .min(round_up(n, p.warp_size as u64));
@@ -549,7 +568,16 @@ mod tests {
                 quant: true,
                 ..base
             }),
-            (Variant::StagedQuant, 128, 2, STAGES, 20480, 37800)
+            (Variant::StagedQuant, 64, 1, STAGES, 10240, 75600)
+        );
+        // Quantised f32 rows of 20 KiB: two a block at STAGED_LANE_BYTES.
+        assert_eq!(
+            at(&Problem {
+                quant: true,
+                elem_bytes: 4,
+                ..base
+            }),
+            (Variant::StagedQuant, 256, 2, STAGES, 40960, 37800)
         );
         assert_eq!(quant(heads).variant, Variant::RowsStagedQuant);
         let short = Problem {
