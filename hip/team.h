@@ -10,7 +10,8 @@ namespace rn {
 // thread that reads them): on NVIDIA f32 ones four at a time through 16-byte reads (r 16-byte
 // aligned), a few instructions instead of a loop iteration a warp; the rest, and all on AMD
 // (there the second path cost gfx90a and gfx1201 quantised kernels scalar-register spills),
-// one by one.
+// one by one, in a loop kept rolled (unrolled for every count of the tail, it took 1.8 MB of
+// the 12.3 MB sm_90 cubin).
 template <typename A, typename Op> NORM_DEV A fold_partials(const A* r, int nw, Op op) {
   A s = r[0];
   int i = 1;
@@ -27,6 +28,7 @@ template <typename A, typename Op> NORM_DEV A fold_partials(const A* r, int nw, 
       }
     }
   }
+#pragma unroll 1
   for (; i < nw; ++i) s = op(s, r[i]);
   return s;
 }
