@@ -78,6 +78,15 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
+/// clang's flags for the device code after the architecture options (`build/nvptx-flags`, which
+/// the checking and lab scripts read too): one a line, `#` comments.
+fn clang_flags() -> impl Iterator<Item = &'static str> {
+    include_str!("nvptx-flags")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
 /// PTX of `src` for `sm_{cap}` with PTX ISA feature `isa`, by clang.
 fn ptx(clang: &Path, src: &Path, cap: u32, isa: &str, out: &Path) -> Result<(), String> {
     run(Command::new(clang)
@@ -90,13 +99,7 @@ fn ptx(clang: &Path, src: &Path, cap: u32, isa: &str, out: &Path) -> Result<(), 
         ])
         .arg(format!("--cuda-gpu-arch=sm_{cap}"))
         .arg(format!("--cuda-feature={isa}"))
-        .args(["-std=c++17", "-O3", "-S", "-Wall", "-Werror"])
-        .arg("-Wno-unknown-cuda-version")
-        // 32-bit shared (and local, constant) addresses, as the hardware has them: through
-        // 64-bit generic ones the staged loops spent three or four more instructions a chunk
-        // on address arithmetic (hip/portable.h: cp.async as inline asm, which clang 19 cannot
-        // select with these pointers as a builtin).
-        .args(["-fcuda-short-ptr", "-mllvm", "--nvptx-short-ptr"])
+        .args(clang_flags())
         .arg("-o")
         .arg(out)
         .arg(src))

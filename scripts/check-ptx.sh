@@ -21,12 +21,13 @@ if grep -nE '__nvvm_|__builtin_amdgcn|__NVPTX__|__AMDGCN__|__CUDA_ARCH__|threadI
 fi
 echo ok
 
+# The shipped build's flags (build/nvptx-flags, as build/cuda.rs reads them).
+FLAGS=$(grep -v '^#' "$ROOT/build/nvptx-flags" | tr '\n' ' ')
 for sm in 70 80 90; do
   ptx=+ptx70; [ $sm -ge 90 ] && ptx=+ptx78
   echo "== PTX sm_$sm"
   "$CLANG" -x cuda --cuda-device-only -nocudainc -nocudalib --cuda-gpu-arch=sm_$sm \
-    --cuda-feature=$ptx -std=c++17 -O3 -S -Wall -Werror -Wno-unknown-cuda-version \
-    -fcuda-short-ptr -mllvm --nvptx-short-ptr -o "$TMP/k_sm$sm.ptx" "$SRC"
+    --cuda-feature=$ptx $FLAGS -o "$TMP/k_sm$sm.ptx" "$SRC"
   n=$(grep -c '^\.visible \.entry' "$TMP/k_sm$sm.ptx")
   echo "ok: $n kernels"
   # 72 portable norm kernels (24 of them quantised) and 12 q/k norm + RoPE ones, and from sm_80

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds an sm_90 cubin of the kernels from a hip/ directory (an edited copy, to compare a
 # change side by side with rope_probe.py on the CUDA machine) with the shipped build's flags
-# (build/cuda.rs: clang 19 to PTX, ptxas from CUDA 13), and prints the q/k norm + RoPE kernels'
-# registers and spills.
+# (build/cuda.rs, build/nvptx-flags: clang 19 to PTX, ptxas from CUDA 13), and prints the q/k
+# norm + RoPE kernels' registers and spills.
 #   bash scripts/gpu/rope_variant.sh HIP_DIR OUT.cubin
 # Needs clang-19 and ptxas on PATH (eval "$(bash scripts/setup-cuda13.sh)").
 set -euo pipefail
@@ -10,8 +10,11 @@ SRC=${1:?hip directory}
 OUT=${2:?output cubin}
 PTX=$(mktemp --suffix=.ptx)
 trap 'rm -f "$PTX"' EXIT
+FLAGS=$(grep -v '^#' "$(dirname "$0")/../../build/nvptx-flags" | tr '\n' ' ')
 clang-19 -x cuda --cuda-device-only -nocudainc -nocudalib --cuda-gpu-arch=sm_90 \
-  --cuda-feature=+ptx80 -std=c++17 -O3 -S -Wall -Werror -Wno-unknown-cuda-version \
-  -fcuda-short-ptr -mllvm --nvptx-short-ptr -o "$PTX" "$SRC/rms_norm.hip"
-ptxas -arch=sm_90 -O3 -v -o "$OUT" "$PTX" 2>&1 | grep -A3 "entry function 'rms_norm_rope" |
+  --cuda-feature=+ptx78 $FLAGS -o "$PTX" "$SRC/rms_norm.hip"
+# The cubin as build/cuda.rs makes it (ptxas -v changes a note in its output: the register
+# report comes from a second run).
+ptxas -arch=sm_90 -O3 -o "$OUT" "$PTX"
+ptxas -arch=sm_90 -O3 -v -o /dev/null "$PTX" 2>&1 | grep -A3 "entry function 'rms_norm_rope" |
   grep -E "entry|spill|Used" | paste - - - | sed -E 's/ptxas info +: //g'
