@@ -78,7 +78,7 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-/// clang's flags for the device code after the architecture options (`build/nvptx-flags`, which
+/// clang's flags for the device code, all but the architecture options (`build/nvptx-flags`, which
 /// the checking and lab scripts read too): one a line, `#` comments.
 fn clang_flags() -> impl Iterator<Item = &'static str> {
     include_str!("nvptx-flags")
@@ -90,16 +90,9 @@ fn clang_flags() -> impl Iterator<Item = &'static str> {
 /// PTX of `src` for `sm_{cap}` with PTX ISA feature `isa`, by clang.
 fn ptx(clang: &Path, src: &Path, cap: u32, isa: &str, out: &Path) -> Result<(), String> {
     run(Command::new(clang)
-        .args([
-            "-x",
-            "cuda",
-            "--cuda-device-only",
-            "-nocudainc",
-            "-nocudalib",
-        ])
+        .args(clang_flags())
         .arg(format!("--cuda-gpu-arch=sm_{cap}"))
         .arg(format!("--cuda-feature={isa}"))
-        .args(clang_flags())
         .arg("-o")
         .arg(out)
         .arg(src))

@@ -26,8 +26,7 @@ FLAGS=$(grep -v '^#' "$ROOT/build/nvptx-flags" | tr '\n' ' ')
 for sm in 70 80 90; do
   ptx=+ptx70; [ $sm -ge 90 ] && ptx=+ptx78
   echo "== PTX sm_$sm"
-  "$CLANG" -x cuda --cuda-device-only -nocudainc -nocudalib --cuda-gpu-arch=sm_$sm \
-    --cuda-feature=$ptx $FLAGS -o "$TMP/k_sm$sm.ptx" "$SRC"
+  "$CLANG" $FLAGS --cuda-gpu-arch=sm_$sm --cuda-feature=$ptx -o "$TMP/k_sm$sm.ptx" "$SRC"
   n=$(grep -c '^\.visible \.entry' "$TMP/k_sm$sm.ptx")
   echo "ok: $n kernels"
   # 72 portable norm kernels (24 of them quantised) and 12 q/k norm + RoPE ones, and from sm_80

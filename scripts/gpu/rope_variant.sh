@@ -11,8 +11,7 @@ OUT=${2:?output cubin}
 PTX=$(mktemp --suffix=.ptx)
 trap 'rm -f "$PTX"' EXIT
 FLAGS=$(grep -v '^#' "$(dirname "$0")/../../build/nvptx-flags" | tr '\n' ' ')
-clang-19 -x cuda --cuda-device-only -nocudainc -nocudalib --cuda-gpu-arch=sm_90 \
-  --cuda-feature=+ptx78 $FLAGS -o "$PTX" "$SRC/rms_norm.hip"
+clang-19 $FLAGS --cuda-gpu-arch=sm_90 --cuda-feature=+ptx78 -o "$PTX" "$SRC/rms_norm.hip"
 # The cubin as build/cuda.rs makes it (ptxas -v changes a note in its output: the register
 # report comes from a second run).
 ptxas -arch=sm_90 -O3 -o "$OUT" "$PTX"
