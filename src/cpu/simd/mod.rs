@@ -28,6 +28,10 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
     fn store_f16(self, v: Self::V, d: &mut [MaybeUninit<f16>; 16]);
     /// Rounds each lane to f16 (nearest even) and back.
     fn round_f16(self, v: Self::V) -> Self::V;
+    /// Lanes `2i` and `2i + 1` exchanged (an interleaved rotation's pair partners).
+    fn swap_pairs(self, v: Self::V) -> Self::V;
+    /// Each of eight values in two adjacent lanes: lane `j` holds `s[j / 2]`.
+    fn load_dup8(self, s: &[f32; 8]) -> Self::V;
 }
 
 /// The fixed summation tree every tier uses to reduce 16 lanes.
@@ -122,12 +126,25 @@ impl Isa for Portable {
     fn round_f16(self, v: Self::V) -> Self::V {
         std::array::from_fn(|i| f16::from_f32(v[i]).to_f32())
     }
+    #[inline(always)]
+    fn swap_pairs(self, v: Self::V) -> Self::V {
+        std::array::from_fn(|i| v[i ^ 1])
+    }
+    #[inline(always)]
+    fn load_dup8(self, s: &[f32; 8]) -> Self::V {
+        std::array::from_fn(|i| s[i / 2])
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{avx2_fn, avx512_fn, Avx2, Avx512};
+pub(crate) use x86::{avx2_fn, avx512_fn, prefetch, Avx2, Avx512};
+
+/// A cache hint where the target has none: nothing.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+pub(crate) fn prefetch<T>(_s: &[T]) {}
 
 /// A storage element whose arithmetic happens in f32.
 pub(crate) trait Elem: Copy + Send + Sync + 'static {
@@ -272,6 +289,10 @@ mod tests {
             let fr_v = isa.to_array(isa.round_f16(v));
             let fl_p = Portable.to_array(Portable.load_f16(&fa));
             let fl_v = isa.to_array(isa.load_f16(&fb));
+            let sw_p = Portable.to_array(Portable.swap_pairs(p));
+            let sw_v = isa.to_array(isa.swap_pairs(v));
+            let half: &[f32; 8] = src[..8].try_into().unwrap();
+            let du_v = isa.to_array(isa.load_dup8(half));
             for i in 0..16 {
                 assert!(same(back_p[i], back_v[i]), "bf16 {:e}", src[i]);
                 assert!(
@@ -285,6 +306,8 @@ mod tests {
                     "f16 round {:e}",
                     src[i]
                 );
+                assert!(same(sw_p[i], src[i ^ 1]) && same(sw_v[i], src[i ^ 1]));
+                assert!(same(du_v[i], src[i / 2]), "dup8 lane {i}");
             }
         }
     }

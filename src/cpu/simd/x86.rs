@@ -219,6 +219,29 @@ impl Isa for Avx2 {
         // SAFETY: see the module note.
         unsafe { round_f16_256(v) }
     }
+    #[inline(always)]
+    fn swap_pairs(self, v: Self::V) -> Self::V {
+        // SAFETY: see the module note.
+        unsafe {
+            (
+                _mm256_permute_ps::<0b1011_0001>(v.0),
+                _mm256_permute_ps::<0b1011_0001>(v.1),
+            )
+        }
+    }
+    #[inline(always)]
+    fn load_dup8(self, s: &[f32; 8]) -> Self::V {
+        // SAFETY: see the module note; the load covers exactly the 8 values.
+        unsafe {
+            let c = _mm256_loadu_ps(s.as_ptr());
+            // [c0 c0 c1 c1 | c4 c4 c5 c5] and [c2 c2 c3 c3 | c6 c6 c7 c7], then their halves.
+            let (lo, hi) = (_mm256_unpacklo_ps(c, c), _mm256_unpackhi_ps(c, c));
+            (
+                _mm256_permute2f128_ps::<0x20>(lo, hi),
+                _mm256_permute2f128_ps::<0x31>(lo, hi),
+            )
+        }
+    }
 }
 
 // ---- AVX-512 ----
@@ -338,5 +361,30 @@ impl Isa for Avx512 {
     fn round_f16(self, v: Self::V) -> Self::V {
         // SAFETY: see the module note.
         unsafe { _mm512_cvtph_ps(_mm512_cvtps_ph::<RNE>(v)) }
+    }
+    #[inline(always)]
+    fn swap_pairs(self, v: Self::V) -> Self::V {
+        // SAFETY: see the module note.
+        unsafe { _mm512_permute_ps::<0b1011_0001>(v) }
+    }
+    #[inline(always)]
+    fn load_dup8(self, s: &[f32; 8]) -> Self::V {
+        // SAFETY: see the module note; the load covers exactly the 8 values, and the permute
+        // reads only its lanes 0..8.
+        unsafe {
+            let idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+            _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(_mm256_loadu_ps(s.as_ptr())))
+        }
+    }
+}
+
+/// Asks the CPU to bring the cache lines of `s` towards L1 (a hint: no effect on results).
+#[inline(always)]
+pub(crate) fn prefetch<T>(s: &[T]) {
+    let (p, bytes) = (s.as_ptr() as *const i8, std::mem::size_of_val(s));
+    for off in (0..bytes).step_by(64) {
+        // SAFETY: SSE is part of x86-64's baseline, and a prefetch neither reads the memory
+        // architecturally nor faults; the address lies inside `s`.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
     }
 }

@@ -4,16 +4,16 @@
 //!    16-lane vectors (f64 for f64 input), rows that overflow or underflow redone with an f64
 //!    sum, as the row kernel does.
 //! 2. Every head vector of the output, in the order of the layout written (so each task writes
-//!    one contiguous stretch): `y = round(x * scale [rounded] * w)` into a scratch row, then
-//!    the rotation `out = y * c' + y_swapped * s'`, where `y_swapped` holds each element's pair
-//!    partner and `c'`, `s'` are the position's cos and (signed) sin spread over the head, with
-//!    the same 16-lane vectors, rounded once on the store.
+//!    one contiguous stretch): `y = round(x * scale [rounded] * w)`, then each pair rotated,
+//!    `out[a] = y[a] * c + y[b] * (-s)`, `out[b] = y[b] * c + y[a] * s`, rounded once on the
+//!    store: 16-lane vectors with `y` in registers for f32, f16 and bf16 (`head::head_f32`),
+//!    a pair at a time for f64.
 
-use super::kernel::{arr, arr_mut, rows_per_task, tier, Tier};
-#[cfg(target_arch = "x86_64")]
-use super::simd::{avx2_fn, avx512_fn, Avx2, Avx512};
-use super::simd::{Elem, Isa, Portable};
-use crate::config::{Rounding, WeightMode};
+mod head;
+
+use super::kernel::{rows_per_task, tier};
+use super::simd::{prefetch, Elem};
+use crate::config::WeightMode;
 use crate::error::{float_error, op_error};
 use crate::host::weight_values;
 use crate::op::{scale_f32, scale_f64, Operand};
@@ -22,6 +22,7 @@ use crate::rope_op::{input_rows, RopeOp, ROPE_OP};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use half::{bf16, f16};
+use head::{head_with, sum_sq_with, HeadIn};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -66,6 +67,39 @@ impl Geo {
             HeadLayout::Blhd => (j / (bsz * s * h), j / (s * h) % bsz, j / h % s, j % h),
         }
     }
+
+    /// The head vectors from `j` on, in output order, without a division each.
+    fn walk(
+        &self,
+        j: usize,
+        layout: HeadLayout,
+    ) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+        let (bsz, s, h) = (self.batch, self.seq, self.heads);
+        let mut at = self.locate(j, layout);
+        std::iter::repeat(()).map(move |()| {
+            let cur = at;
+            let (t, b, l, hd) = &mut at;
+            // The fastest index first: l for [B, heads, L, D], the head for [B, L, heads, D].
+            let (fast, fast_n, slow, slow_n) = match layout {
+                HeadLayout::Bhld => (l, s, hd, h),
+                HeadLayout::Blhd => (hd, h, l, s),
+            };
+            *fast += 1;
+            if *fast == fast_n {
+                *fast = 0;
+                *slow += 1;
+                if *slow == slow_n {
+                    *slow = 0;
+                    *b += 1;
+                    if *b == bsz {
+                        *b = 0;
+                        *t += 1;
+                    }
+                }
+            }
+            cur
+        })
+    }
 }
 
 /// The compute type of a storage type: f32 for f32, f16 and bf16 (with 16-lane vectors), f64
@@ -84,151 +118,9 @@ trait Compute: Copy + Send + Sync + 'static {
         cos: &[Self::C],
         sin: &[Self::C],
         op: &RopeOp,
-        scratch: &mut [Self::C],
         out: &mut [MaybeUninit<Self>],
     );
 }
-
-/// Builds `ysw` (each element's partner), `cs` (the cos of its pair) and `sn` (the sin,
-/// negated for the first element of a pair) for a head whose values are `y`.
-#[inline(always)]
-fn spread<C: Copy + std::ops::Neg<Output = C>>(
-    op: &RopeOp,
-    y: &[C],
-    cos: &[C],
-    sin: &[C],
-    ysw: &mut [C],
-    cs: &mut [C],
-    sn: &mut [C],
-) {
-    for i in 0..op.head_dim / 2 {
-        let (a, b) = op.pair(i);
-        ysw[a] = y[b];
-        ysw[b] = y[a];
-        cs[a] = cos[i];
-        cs[b] = cos[i];
-        sn[a] = -sin[i];
-        sn[b] = sin[i];
-    }
-}
-
-#[inline(always)]
-fn sum_sq<T: Elem, I: Isa>(isa: I, v: &[T]) -> f32 {
-    let mut acc = isa.zero();
-    let mut it = v.chunks_exact(16);
-    for c in &mut it {
-        let x = T::load(isa, arr(c));
-        acc = isa.add(acc, isa.mul(x, x));
-    }
-    let mut s = super::simd::hsum16(isa.to_array(acc));
-    for x in it.remainder() {
-        let f = x.to_f32();
-        s += f * f;
-    }
-    s
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn head_f32<T: Elem, I: Isa>(
-    isa: I,
-    x: &[T],
-    scale: f32,
-    w: &[f32],
-    cos: &[f32],
-    sin: &[f32],
-    op: &RopeOp,
-    scratch: &mut [f32],
-    out: &mut [MaybeUninit<T>],
-) {
-    let d = x.len();
-    let rb = op.rounding == Rounding::BeforeWeight;
-    let (y, rest) = scratch.split_at_mut(d);
-    let (ysw, rest) = rest.split_at_mut(d);
-    let (cs, sn) = rest.split_at_mut(d);
-    let n16 = d / 16 * 16;
-    let sc = isa.splat(scale);
-    for i in (0..n16).step_by(16) {
-        let mut n = isa.mul(T::load(isa, arr(&x[i..i + 16])), sc);
-        if rb {
-            n = T::round(isa, n);
-        }
-        let v = T::round(isa, isa.mul(n, isa.load_f32(arr(&w[i..i + 16]))));
-        y[i..i + 16].copy_from_slice(&isa.to_array(v));
-    }
-    for i in n16..d {
-        let mut n = x[i].to_f32() * scale;
-        if rb {
-            n = T::from_f32(n).to_f32();
-        }
-        y[i] = T::from_f32(n * w[i]).to_f32();
-    }
-    spread(op, y, cos, sin, ysw, cs, &mut sn[..d]);
-    for i in (0..n16).step_by(16) {
-        let a = isa.mul(
-            isa.load_f32(arr(&y[i..i + 16])),
-            isa.load_f32(arr(&cs[i..i + 16])),
-        );
-        let b = isa.mul(
-            isa.load_f32(arr(&ysw[i..i + 16])),
-            isa.load_f32(arr(&sn[i..i + 16])),
-        );
-        T::store(isa, isa.add(a, b), arr_mut(&mut out[i..i + 16]));
-    }
-    for i in n16..d {
-        out[i].write(T::from_f32(y[i] * cs[i] + ysw[i] * sn[i]));
-    }
-}
-
-/// `f(tier's isa)`, through the `target_feature` wrappers below.
-macro_rules! with_tier {
-    ($f:ident, $t:ty, $($arg:expr),*) => {
-        match tier() {
-            Tier::Portable => $f::<$t, Portable>(Portable, $($arg),*),
-            // SAFETY: an `Avx2` value exists only where `Avx2::detect` found every feature the
-            // wrapper is compiled with.
-            #[cfg(target_arch = "x86_64")]
-            Tier::Avx2(i) => unsafe { avx2::$f::<$t>(i, $($arg),*) },
-            // SAFETY: likewise for `Avx512::detect`.
-            #[cfg(target_arch = "x86_64")]
-            Tier::Avx512(i) => unsafe { avx512::$f::<$t>(i, $($arg),*) },
-        }
-    };
-}
-
-/// The two kernels compiled for one x86 tier (`$tier_fn`: its `target_feature` wrapper).
-macro_rules! tier_mod {
-    ($m:ident, $isa:ty, $tier_fn:ident) => {
-        #[cfg(target_arch = "x86_64")]
-        mod $m {
-            use super::*;
-
-            $tier_fn! {
-                pub(super) fn sum_sq<T: Elem>(isa: $isa, v: &[T]) -> f32 {
-                    super::sum_sq::<T, $isa>(isa, v)
-                }
-
-                #[allow(clippy::too_many_arguments)]
-                pub(super) fn head_f32<T: Elem>(
-                    isa: $isa,
-                    x: &[T],
-                    scale: f32,
-                    w: &[f32],
-                    cos: &[f32],
-                    sin: &[f32],
-                    op: &RopeOp,
-                    scratch: &mut [f32],
-                    out: &mut [MaybeUninit<T>],
-                ) {
-                    super::head_f32::<T, $isa>(isa, x, scale, w, cos, sin, op, scratch, out)
-                }
-            }
-        }
-    };
-}
-
-tier_mod!(avx2, Avx2, avx2_fn);
-tier_mod!(avx512, Avx512, avx512_fn);
 
 macro_rules! f32_compute {
     ($t:ty) => {
@@ -238,7 +130,7 @@ macro_rules! f32_compute {
                 v as f32
             }
             fn scale(v: &[Self], op: &RopeOp) -> f32 {
-                let ss = with_tier!(sum_sq, $t, v);
+                let ss = sum_sq_with(tier(), v);
                 let e = op.eps_arg();
                 scale_f32(ss, v.len(), e as f32, op.eps_mode).unwrap_or_else(|| {
                     let ss: f64 = v.iter().map(|x| (x.to_f32() as f64).powi(2)).sum();
@@ -252,10 +144,20 @@ macro_rules! f32_compute {
                 cos: &[f32],
                 sin: &[f32],
                 op: &RopeOp,
-                scratch: &mut [f32],
                 out: &mut [MaybeUninit<Self>],
             ) {
-                with_tier!(head_f32, $t, x, scale, w, cos, sin, op, scratch, out)
+                head_with(
+                    tier(),
+                    &HeadIn {
+                        x,
+                        scale,
+                        w,
+                        cos,
+                        sin,
+                    },
+                    op,
+                    out,
+                )
             }
         }
     };
@@ -281,19 +183,13 @@ impl Compute for f64 {
         cos: &[f64],
         sin: &[f64],
         op: &RopeOp,
-        scratch: &mut [f64],
         out: &mut [MaybeUninit<f64>],
     ) {
-        let d = x.len();
-        let (y, rest) = scratch.split_at_mut(d);
-        let (ysw, rest) = rest.split_at_mut(d);
-        let (cs, sn) = rest.split_at_mut(d);
-        for i in 0..d {
-            y[i] = x[i] * scale * w[i];
-        }
-        spread(op, y, cos, sin, ysw, cs, &mut sn[..d]);
-        for i in 0..d {
-            out[i].write(y[i] * cs[i] + ysw[i] * sn[i]);
+        for i in 0..x.len() / 2 {
+            let (a, b) = op.pair(i);
+            let (ya, yb) = (x[a] * scale * w[a], x[b] * scale * w[b]);
+            out[a].write(ya * cos[i] + yb * -sin[i]);
+            out[b].write(yb * cos[i] + ya * sin[i]);
         }
     }
 }
@@ -324,6 +220,9 @@ fn weight<C: Copy>(op: &RopeOp, i: usize, conv: fn(f64) -> C) -> Result<Vec<C>> 
     }
 }
 
+/// How many head vectors ahead of the one computed its input is prefetched.
+const AHEAD: usize = 4;
+
 fn run<T: Compute>(op: &RopeOp, xs: &[Input<'_, T>], geo: Geo) -> Result<Vec<T>> {
     let ws = (0..xs.len())
         .map(|i| weight(op, i, T::c_from_f64))
@@ -353,9 +252,15 @@ fn run<T: Compute>(op: &RopeOp, xs: &[Input<'_, T>], geo: Geo) -> Result<Vec<T>>
                 out.par_chunks_mut(per * d)
                     .enumerate()
                     .for_each(|(task, o)| {
-                        let mut scratch = vec![T::c_from_f64(0.0); 4 * d];
-                        for (k, ov) in o.chunks_mut(d).enumerate() {
-                            let (t, b, l, h) = geo.locate(task * per + k, op.layout);
+                        let first = task * per;
+                        let mut ahead = geo.walk(first + AHEAD, op.layout);
+                        let at = geo.walk(first, op.layout);
+                        let nv = o.len() / d;
+                        for (k, (ov, (t, b, l, h))) in o.chunks_mut(d).zip(at).enumerate() {
+                            let (ta, ba, la, ha) = ahead.next().expect("endless");
+                            if k + AHEAD < nv {
+                                prefetch(&xs[ta].row(ba, la, geo.heads * d)[ha * d..(ha + 1) * d]);
+                            }
                             let x = &xs[t].row(b, l, geo.heads * d)[h * d..(h + 1) * d];
                             let r = (t * geo.batch + b) * geo.seq + l;
                             let (scale, w) = match op.scope {
@@ -363,16 +268,7 @@ fn run<T: Compute>(op: &RopeOp, xs: &[Input<'_, T>], geo: Geo) -> Result<Vec<T>>
                                 NormScope::PerHead => (scales[r * g + h], &ws[t][..]),
                             };
                             let tab = l * d / 2..(l + 1) * d / 2;
-                            T::head(
-                                x,
-                                scale,
-                                w,
-                                &cos[tab.clone()],
-                                &sin[tab],
-                                op,
-                                &mut scratch,
-                                ov,
-                            );
+                            T::head(x, scale, w, &cos[tab.clone()], &sin[tab], op, ov);
                         }
                     })
             })
@@ -429,4 +325,30 @@ pub(crate) fn forward(
         other => return Err(float_error(ROPE_OP, "q", other)),
     };
     Ok((storage, shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_follows_locate() {
+        for (batch, seq, heads) in [(1, 1, 1), (2, 3, 5), (3, 1, 4), (1, 7, 1)] {
+            let geo = Geo {
+                batch,
+                seq,
+                heads,
+                d: 2,
+                groups: 1,
+            };
+            let n = 2 * batch * seq * heads;
+            for layout in [HeadLayout::Bhld, HeadLayout::Blhd] {
+                for j0 in 0..n {
+                    let walked: Vec<_> = geo.walk(j0, layout).take(n - j0).collect();
+                    let direct: Vec<_> = (j0..n).map(|j| geo.locate(j, layout)).collect();
+                    assert_eq!(walked, direct, "{layout:?} {batch}x{seq}x{heads} from {j0}");
+                }
+            }
+        }
+    }
 }
