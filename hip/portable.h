@@ -159,7 +159,7 @@ NORM_DEV float norm_shfl_xor(float v, int mask) {
 // which the thread sees the data of the older groups' copies (other threads see it only after a
 // barrier). NVIDIA sm_80+: cp.async.cg (the copy bypasses registers and L1), written as inline
 // asm on the 32-bit shared address: clang 19 cannot select the builtin with the 32-bit shared
-// pointers the build uses (build/cuda.rs, -fcuda-short-ptr). The host simulator
+// pointers the build uses (build/nvptx-flags, -fcuda-short-ptr). The host simulator
 // performs each copy at the wait that covers it, so a read before its wait sees stale data there.
 // Elsewhere: a plain load and store (correct; the load then holds registers until it lands).
 // NORM_ASYNC is 1 where copies are truly asynchronous.

@@ -23,8 +23,14 @@ echo ok
 
 # The shipped build's flags (build/nvptx-flags, as build/cuda.rs reads them).
 FLAGS=$(grep -v '^#' "$ROOT/build/nvptx-flags" | tr '\n' ' ')
+# The PTX ISA of a shipped architecture (build/nvptx-archs); sm_70, which ships nothing, the
+# first one's.
+isa_of() {
+  grep -v '^#' "$ROOT/build/nvptx-archs" | awk -v sm="$1" 'NR == 1 { first = $2 } $1 == sm { isa = $2 }
+    END { print (isa != "" ? isa : first) }'
+}
 for sm in 70 80 90; do
-  ptx=+ptx70; [ $sm -ge 90 ] && ptx=+ptx78
+  ptx=$(isa_of $sm)
   echo "== PTX sm_$sm"
   "$CLANG" $FLAGS --cuda-gpu-arch=sm_$sm --cuda-feature=$ptx -o "$TMP/k_sm$sm.ptx" "$SRC"
   n=$(grep -c '^\.visible \.entry' "$TMP/k_sm$sm.ptx")
