@@ -23,10 +23,7 @@ const CLANGS: [&str; 5] = ["clang-19", "clang-20", "clang-18", "clang-21", "clan
 /// Compute capabilities with a cubin, and the PTX ISA each needs (`build/nvptx-archs`, which the
 /// checking and lab scripts read too), ascending; the PTX fallback is built for the first.
 fn archs() -> Vec<(u32, &'static str)> {
-    let v: Vec<(u32, &str)> = include_str!("nvptx-archs")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    let v: Vec<(u32, &str)> = entries(include_str!("nvptx-archs"))
         .map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
             [cap, isa] => (
                 cap.parse()
@@ -91,13 +88,18 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-/// clang's flags for the device code, all but the architecture options (`build/nvptx-flags`, which
-/// the checking and lab scripts read too): one a line, `#` comments.
-fn clang_flags() -> impl Iterator<Item = &'static str> {
-    include_str!("nvptx-flags")
-        .lines()
+/// The lines of one of the `build/nvptx-*` files that carry something: trimmed, without blank
+/// lines and `#` comments.
+fn entries(text: &'static str) -> impl Iterator<Item = &'static str> {
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// clang's flags for the device code, all but the architecture options (`build/nvptx-flags`, which
+/// the checking and lab scripts read too): one a line.
+fn clang_flags() -> impl Iterator<Item = &'static str> {
+    entries(include_str!("nvptx-flags"))
 }
 
 /// PTX of `src` for `sm_{cap}` with PTX ISA feature `isa`, by clang.
